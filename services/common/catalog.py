@@ -1,0 +1,190 @@
+"""Catalog and interaction files: the one loader used by data preparation, training, indexing and serving.
+
+File formats (documented in the README, so teams can bring their own data):
+
+* Catalog, JSON Lines, one item per line::
+
+    {"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Animation", "Comedy"]}
+
+  ``item_id`` and ``title`` are required; ``year`` (int or null) and ``genres`` (list of strings) are optional.
+* Interactions, CSV with a header ``user_id,item_id,timestamp[,rating]``; ids are strings, ``timestamp`` is a
+  number (seconds), ``rating`` is optional side information. Every row is an implicit positive.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating")
+
+
+class DataFormatError(ValueError):
+    """A catalog or interactions file does not follow the documented format."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One catalog item."""
+
+    item_id: str
+    title: str
+    year: int | None = None
+    genres: tuple[str, ...] = ()
+
+    def display_title(self) -> str:
+        """Title with the year, as shown to the language models and to callers: ``Fargo (1996)``."""
+        return f"{self.title} ({self.year})" if self.year else self.title
+
+    def to_json(self) -> dict:
+        return {"item_id": self.item_id, "title": self.title, "year": self.year, "genres": list(self.genres)}
+
+
+def item_text(item: Item) -> str:
+    """The text that represents an item to the text encoder (index build, retriever training).
+
+    Args:
+        item: The catalog item.
+
+    Returns:
+        ``"Fargo (1996). Genres: Crime, Drama, Thriller."`` (the genres part only when known).
+    """
+    text = item.display_title()
+    if item.genres:
+        text += ". Genres: " + ", ".join(item.genres) + "."
+    return text
+
+
+@dataclass
+class Catalog:
+    """All items by id, in file order."""
+
+    items: dict[str, Item] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Catalog:
+        """Read a catalog JSON Lines file.
+
+        Raises:
+            DataFormatError: a line is not JSON, misses ``item_id``/``title``, or repeats an id.
+        """
+        items: dict[str, Item] = {}
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    raw = json.loads(line)
+                    item = Item(
+                        item_id=str(raw["item_id"]),
+                        title=str(raw["title"]),
+                        year=int(raw["year"]) if raw.get("year") is not None else None,
+                        genres=tuple(str(g) for g in raw.get("genres") or ()),
+                    )
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise DataFormatError(f"{path}:{line_no}: {exc!r}") from exc
+                if item.item_id in items:
+                    raise DataFormatError(f"{path}:{line_no}: duplicate item_id {item.item_id!r}")
+                items[item.item_id] = item
+        return cls(items)
+
+    def save(self, path: str | Path) -> None:
+        """Write the catalog as JSON Lines."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for item in self.items.values():
+                f.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.items
+
+    def __getitem__(self, item_id: str) -> Item:
+        return self.items[item_id]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items.values())
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One user-item event."""
+
+    user_id: str
+    item_id: str
+    timestamp: float
+    rating: float | None = None
+
+
+def read_interactions(path: str | Path) -> list[Interaction]:
+    """Read an interactions CSV in file order.
+
+    Raises:
+        DataFormatError: a required column is missing or a value does not parse.
+    """
+    rows: list[Interaction] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"user_id", "item_id", "timestamp"} - set(reader.fieldnames or ())
+        if missing:
+            raise DataFormatError(f"{path}: missing columns {sorted(missing)}")
+        for line_no, raw in enumerate(reader, 2):
+            try:
+                rating = raw.get("rating")
+                rows.append(
+                    Interaction(
+                        user_id=raw["user_id"],
+                        item_id=raw["item_id"],
+                        timestamp=float(raw["timestamp"]),
+                        rating=float(rating) if rating not in (None, "") else None,
+                    )
+                )
+            except ValueError as exc:
+                raise DataFormatError(f"{path}:{line_no}: {exc}") from exc
+    return rows
+
+
+def write_interactions(path: str | Path, rows: Iterable[Interaction]) -> None:
+    """Write interactions as CSV with the documented header."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(INTERACTION_COLUMNS)
+        for r in rows:
+            writer.writerow((r.user_id, r.item_id, repr(r.timestamp) if r.timestamp % 1 else int(r.timestamp),
+                             "" if r.rating is None else r.rating))
+
+
+def user_sequences(rows: Sequence[Interaction]) -> dict[str, list[Interaction]]:
+    """Group interactions per user, oldest first; ties on timestamp keep file order (stable sort)."""
+    per_user: dict[str, list[Interaction]] = {}
+    for r in rows:
+        per_user.setdefault(r.user_id, []).append(r)
+    for seq in per_user.values():
+        seq.sort(key=lambda r: r.timestamp)
+    return per_user
+
+
+@dataclass
+class InteractionStore:
+    """Serving-side histories: item ids per user, oldest first."""
+
+    histories: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> InteractionStore:
+        """Build histories from an interactions CSV (the training split in serving)."""
+        return cls({u: [r.item_id for r in seq] for u, seq in user_sequences(read_interactions(path)).items()})
+
+    def history(self, user_id: str) -> list[str] | None:
+        """A user's history, or None for an unknown user."""
+        seq = self.histories.get(user_id)
+        return list(seq) if seq is not None else None
+
+    def __len__(self) -> int:
+        return len(self.histories)

@@ -1,0 +1,152 @@
+"""InstructRec instruction templates: the single source imported by the instruction service and by training.
+
+An instruction combines the user's *preference* (P1 implicit: recent history as titles; P2 explicit: a
+preference statement written by the preference generator), *intention* (I0 none; the caller's free-text
+query otherwise) and the *task form* (T3 re-ranking: pick one of lettered candidates). The ranker reads the
+logit of each candidate's label (" A", " B", ...) right after ``RANKER_ANSWER_PREFIX``.
+
+Any change to the text here changes what the ranker was trained on: retrain or bump the template ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.common.catalog import Item
+
+# LlamaRec-style listwise labels; each " X" is a single token in SmolLM2's tokenizer.
+LABELS: tuple[str, ...] = tuple(chr(ord("A") + i) for i in range(20))
+MAX_CANDIDATES = len(LABELS)
+
+# Text the assistant turn starts with; the next token is the chosen label.
+RANKER_ANSWER_PREFIX = "Answer:"
+
+DEFAULT_ITEM_NOUN = "movie"
+DEFAULT_MAX_HISTORY_ITEMS = 10
+
+
+def label_token_text(label: str) -> str:
+    """The text of a label as the ranker emits it after the answer prefix (leading space)."""
+    return " " + label
+
+
+@dataclass(frozen=True)
+class InstructionTemplate:
+    """One instruction template, named after the paper's notation (P*, I*, T*) plus a variant number."""
+
+    template_id: str
+    preference: str  # "P0" none, "P1" implicit, "P2" explicit (+ implicit)
+    intention: str  # "I0" none, "I1" vague, "I2" specific (free text in serving)
+    task: str  # "T3" re-ranking
+    text: str
+
+
+# Serving templates for re-ranking (T3). Training adds paraphrases; these are the ones served.
+_T3 = "Candidates:\n{candidates}\nAnswer with the letter of the one {noun} the user should get next."
+
+TEMPLATES: tuple[InstructionTemplate, ...] = (
+    InstructionTemplate(
+        "P0-I0-T3-0", "P0", "I0", "T3",
+        "Recommend one {noun} that most people would enjoy.\n" + _T3,
+    ),
+    InstructionTemplate(
+        "P0-I1-T3-0", "P0", "I1", "T3",
+        'The user is looking for: "{query}".\nWhich {noun} fits that request best?\n' + _T3,
+    ),
+    InstructionTemplate(
+        "P1-I0-T3-0", "P1", "I0", "T3",
+        "The user has recently watched these {nouns}, oldest first: {history}.\n"
+        "Which {noun} would the user enjoy most next?\n" + _T3,
+    ),
+    InstructionTemplate(
+        "P1-I1-T3-0", "P1", "I1", "T3",
+        "The user has recently watched these {nouns}, oldest first: {history}.\n"
+        'Now the user is looking for: "{query}".\n'
+        "Which {noun} matches both the user's taste and this request best?\n" + _T3,
+    ),
+    InstructionTemplate(
+        "P2-I0-T3-0", "P2", "I0", "T3",
+        "The user has recently watched these {nouns}, oldest first: {history}.\n"
+        "About the user's taste: {preference}\n"
+        "Which {noun} would the user enjoy most next?\n" + _T3,
+    ),
+    InstructionTemplate(
+        "P2-I1-T3-0", "P2", "I1", "T3",
+        "The user has recently watched these {nouns}, oldest first: {history}.\n"
+        "About the user's taste: {preference}\n"
+        'Now the user is looking for: "{query}".\n'
+        "Which {noun} matches both the user's taste and this request best?\n" + _T3,
+    ),
+)
+TEMPLATES_BY_ID = {t.template_id: t for t in TEMPLATES}
+
+PREFERENCE_PROMPT = (
+    "Here are the {nouns} a user watched recently, oldest first:\n{history_lines}\n"
+    "In one or two sentences, describe this user's taste in {nouns}: the genres, eras and moods they like. "
+    "Do not list titles."
+)
+
+
+def _plural(noun: str) -> str:
+    return noun + "s"
+
+
+def format_history(items: Sequence[Item], max_items: int = DEFAULT_MAX_HISTORY_ITEMS) -> str:
+    """The most recent ``max_items`` titles, oldest first, separated by semicolons."""
+    recent = list(items)[-max_items:] if max_items > 0 else []
+    return "; ".join(i.display_title() for i in recent)
+
+
+def format_candidates(items: Sequence[Item]) -> str:
+    """Lettered candidate lines ``A. Title (year)``; at most ``MAX_CANDIDATES``."""
+    if len(items) > MAX_CANDIDATES:
+        raise ValueError(f"at most {MAX_CANDIDATES} candidates can be labelled, got {len(items)}")
+    return "\n".join(f"{label}. {item.display_title()}" for label, item in zip(LABELS, items))
+
+
+def select_template(has_history: bool, has_preference: bool, has_query: bool) -> InstructionTemplate:
+    """The serving template for what is known about the request."""
+    preference = ("P2" if has_preference else "P1") if has_history else "P0"
+    intention = "I1" if has_query else "I0"
+    return TEMPLATES_BY_ID[f"{preference}-{intention}-T3-0"]
+
+
+def render_instruction(
+    template: InstructionTemplate,
+    *,
+    history: Sequence[Item],
+    candidates: Sequence[Item],
+    query: str = "",
+    preference: str = "",
+    noun: str = DEFAULT_ITEM_NOUN,
+    max_history_items: int = DEFAULT_MAX_HISTORY_ITEMS,
+) -> str:
+    """Fill a template: the exact text the ranker reads (before its chat template)."""
+    return template.text.format(
+        noun=noun,
+        nouns=_plural(noun),
+        history=format_history(history, max_history_items),
+        query=query.strip(),
+        preference=preference.strip(),
+        candidates=format_candidates(candidates),
+    )
+
+
+def render_preference_prompt(
+    history: Sequence[Item], noun: str = DEFAULT_ITEM_NOUN, max_history_items: int = DEFAULT_MAX_HISTORY_ITEMS
+) -> str:
+    """The user-turn prompt that asks the preference generator for an explicit preference statement."""
+    recent = list(history)[-max_history_items:]
+    lines = "\n".join(f"- {i.display_title()}" + (f" [{', '.join(i.genres)}]" if i.genres else "") for i in recent)
+    return PREFERENCE_PROMPT.format(nouns=_plural(noun), history_lines=lines)
+
+
+def retrieval_text(query: str, history: Sequence[Item], max_history_items: int = DEFAULT_MAX_HISTORY_ITEMS) -> str:
+    """The text the retriever encodes for a request: the intention first, then the recent history."""
+    parts = []
+    if query.strip():
+        parts.append(query.strip())
+    if history:
+        parts.append("Recently watched: " + format_history(history, max_history_items))
+    return ". ".join(parts)
