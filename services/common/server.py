@@ -1,0 +1,170 @@
+"""Server bootstrap shared by all services: interceptors, health, reflection, metrics, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import ServiceError
+from services.common.metrics import RPC_LATENCY, RPC_REQUESTS, start_metrics_server
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """What a service gives the bootstrap."""
+
+    name: str
+    """Short name for logs and metrics, e.g. ``ranking``."""
+    full_names: tuple[str, ...]
+    """Fully qualified gRPC service names, e.g. ``instructrec.v1.RankingService``."""
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register the servicer(s)."""
+
+    async def start(self) -> None:
+        """Open clients and load assets (called before the port is bound)."""
+
+    async def is_ready(self) -> bool:
+        """Whether the service can serve right now (models ready, index loaded, ...)."""
+
+    async def close(self) -> None:
+        """Close clients."""
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns domain exceptions into status codes and records per-RPC metrics and logs.
+
+    ``ServiceError`` subclasses keep their code and message; anything else becomes INTERNAL with a generic
+    message and a logged traceback, so no internals leak to callers.
+    """
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        inner = handler.unary_unary
+        service = self._service
+
+        async def unary_unary(request, context: grpc.aio.ServicerContext):
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except ServiceError as exc:
+                code = exc.code
+                log.info("rpc failed", extra={"method": method, "code": code.name, "error": str(exc)})
+                await context.abort(code, str(exc))
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error", extra={"method": method})
+                await context.abort(code, "internal error")
+            finally:
+                RPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
+                RPC_REQUESTS.labels(service, method, code.name).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class ServiceRunner:
+    """Runs one service: binds it, keeps its health status current, and stops it gracefully."""
+
+    def __init__(self, settings: ServiceSettings, service: Service) -> None:
+        self.settings = settings
+        self.service = service
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._health_task: asyncio.Task | None = None
+        self._serving: bool | None = None
+
+    async def start(self) -> int:
+        """Start the service and return the bound gRPC port."""
+        await self.service.start()
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(self.service.name)],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+        )
+        self.service.add_to_server(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*self.service.full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )
+        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {self.settings.host}:{self.settings.port}")
+        await server.start()
+        self.server = server
+        self.metrics_port = start_metrics_server(self.settings.metrics_port, self.settings.host)
+        await self._update_health()
+        self._health_task = asyncio.create_task(self._health_loop())
+        log.info("serving", extra={"port": self.port, "metrics_port": self.metrics_port})
+        return self.port
+
+    async def _update_health(self) -> None:
+        serving = await self.service.is_ready()
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service.full_names):
+            await self.health.set(name, status)
+        if serving != self._serving:
+            log.info("health changed", extra={"serving": serving})
+            self._serving = serving
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_poll_interval_s)
+            try:
+                await self._update_health()
+            except Exception:
+                log.exception("health check failed")
+
+    async def stop(self) -> None:
+        """Health -> NOT_SERVING, let in-flight RPCs finish within the grace period, close clients."""
+        if self._health_task:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self.health.enter_graceful_shutdown()
+        if self.server:
+            await self.server.stop(self.settings.shutdown_grace_s)
+        await self.service.close()
+        log.info("stopped")
+
+
+async def serve(settings: ServiceSettings, service: Service) -> None:
+    """Run a service until SIGTERM/SIGINT, then shut it down gracefully."""
+    runner = ServiceRunner(settings, service)
+    await runner.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+    await runner.stop()

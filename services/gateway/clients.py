@@ -1,0 +1,80 @@
+"""The gateway's downstream stages over gRPC (implements recommender.Stages)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from instructrec.v1 import (
+    instruction_service_pb2,
+    instruction_service_pb2_grpc,
+    ranking_service_pb2,
+    ranking_service_pb2_grpc,
+    retrieval_service_pb2,
+    retrieval_service_pb2_grpc,
+)
+from services.common.errors import from_rpc_error
+from services.common.grpc_client import is_serving, open_channel
+from services.gateway.settings import GatewaySettings
+
+
+def _versions(msg) -> list[tuple[str, str]]:
+    return [(v.model_name, v.version) for v in msg.model_versions]
+
+
+class GrpcStages:
+    """One long-lived channel per downstream service, opened at start-up."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        attempts = settings.retry_max_attempts
+        self.channels = {
+            "instruction": open_channel(settings.instruction_addr, attempts),
+            "retrieval": open_channel(settings.retrieval_addr, attempts),
+            "ranking": open_channel(settings.ranking_addr, attempts),
+        }
+        self._instruction = instruction_service_pb2_grpc.InstructionServiceStub(self.channels["instruction"])
+        self._retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(self.channels["retrieval"])
+        self._ranking = ranking_service_pb2_grpc.RankingServiceStub(self.channels["ranking"])
+
+    async def retrieve(self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float):
+        try:
+            r = await self._retrieval.RetrieveCandidates(
+                retrieval_service_pb2.RetrieveCandidatesRequest(
+                    history_item_ids=history, query=query, exclude_item_ids=exclude, num_candidates=k
+                ),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error("retrieval", err) from err
+        return [(c.item_id, c.score) for c in r.candidates], _versions(r)
+
+    async def instruct(self, history: Sequence[str], query: str, candidates: Sequence[str], timeout_s: float):
+        try:
+            r = await self._instruction.GenerateInstruction(
+                instruction_service_pb2.GenerateInstructionRequest(
+                    history_item_ids=history, query=query, candidate_item_ids=candidates
+                ),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error("instruction", err) from err
+        return r.instruction, r.template_id, _versions(r)
+
+    async def rank(self, instruction: str, candidates: Sequence[str], timeout_s: float):
+        try:
+            r = await self._ranking.RankCandidates(
+                ranking_service_pb2.RankCandidatesRequest(instruction=instruction, candidate_item_ids=candidates),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error("ranking", err) from err
+        return [(c.item_id, c.score) for c in r.ranked_items], _versions(r)
+
+    async def serving(self, name: str) -> bool:
+        """Whether a downstream service reports SERVING."""
+        return await is_serving(self.channels[name])
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()

@@ -1,0 +1,189 @@
+"""The Recommend pipeline: validate, resolve history, retrieve, instruct, rank (no gRPC or Triton here)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from services.common.catalog import Catalog, InteractionStore
+from services.common.errors import DeadlineExceeded, InvalidArgument, ServiceError
+from services.common.metrics import DEGRADED, STAGE_LATENCY
+from services.common.prompts import MAX_CANDIDATES
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+Scored = list[tuple[str, float]]
+Versions = list[tuple[str, str]]
+
+
+class Stages(Protocol):
+    """The downstream services, as the pipeline sees them. Each raises ServiceError subclasses."""
+
+    async def retrieve(
+        self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float
+    ) -> tuple[Scored, Versions]: ...
+
+    async def instruct(
+        self, history: Sequence[str], query: str, candidates: Sequence[str], timeout_s: float
+    ) -> tuple[str, str, Versions]: ...
+
+    async def rank(self, instruction: str, candidates: Sequence[str], timeout_s: float) -> tuple[Scored, Versions]: ...
+
+
+@dataclass
+class RecommendQuery:
+    """A Recommend request in domain terms."""
+
+    user_id: str = ""
+    history_item_ids: list[str] = field(default_factory=list)
+    query: str = ""
+    num_items: int = 0
+    exclude_item_ids: list[str] = field(default_factory=list)
+    candidate_item_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecommendResult:
+    """Recommendations and how they were made."""
+
+    items: list[tuple[str, str, float]] = field(default_factory=list)  # (item_id, title, score)
+    instruction: str = ""
+    template_id: str = ""
+    degraded: bool = False
+    degraded_reasons: list[str] = field(default_factory=list)
+    model_versions: Versions = field(default_factory=list)
+    unknown_history_item_ids: list[str] = field(default_factory=list)
+    stage_timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms)
+
+
+class _Budget:
+    """Time left before the caller's deadline, split into per-hop timeouts."""
+
+    def __init__(self, remaining_s: float) -> None:
+        self._deadline = time.monotonic() + remaining_s
+
+    def hop(self, stage: str, hop_timeout_s: float, reserve_s: float = 0.0) -> float:
+        left = self._deadline - time.monotonic() - reserve_s
+        if left <= 0.001:
+            raise DeadlineExceeded(f"deadline exceeded before {stage}")
+        return min(left, hop_timeout_s)
+
+
+class Recommender:
+    """Orchestrates one Recommend request over the stages."""
+
+    def __init__(self, settings: GatewaySettings, catalog: Catalog, store: InteractionStore, stages: Stages) -> None:
+        self._s = settings
+        self._catalog = catalog
+        self._store = store
+        self._stages = stages
+
+    def validate(self, q: RecommendQuery) -> None:
+        """Raises InvalidArgument naming the offending field."""
+        s = self._s
+        if len(q.user_id) > s.max_id_chars:
+            raise InvalidArgument(f"user_id: {len(q.user_id)} characters, at most {s.max_id_chars}")
+        if len(q.query) > s.max_query_chars:
+            raise InvalidArgument(f"query: {len(q.query)} characters, at most {s.max_query_chars}")
+        if q.num_items < 0:
+            raise InvalidArgument(f"num_items: must be >= 0 (0 means {s.default_num_items}), got {q.num_items}")
+        if q.num_items > s.num_candidates and not q.candidate_item_ids:
+            raise InvalidArgument(f"num_items: at most {s.num_candidates}, got {q.num_items}")
+        for name, ids, limit in (
+            ("history_item_ids", q.history_item_ids, s.max_history_items),
+            ("exclude_item_ids", q.exclude_item_ids, s.max_exclude_items),
+            ("candidate_item_ids", q.candidate_item_ids, MAX_CANDIDATES),
+        ):
+            if len(ids) > limit:
+                raise InvalidArgument(f"{name}: {len(ids)} ids, at most {limit}")
+            for pos, item_id in enumerate(ids):
+                if not item_id:
+                    raise InvalidArgument(f"{name}[{pos}]: must not be empty")
+                if len(item_id) > s.max_id_chars:
+                    raise InvalidArgument(f"{name}[{pos}]: {len(item_id)} characters, at most {s.max_id_chars}")
+        if len(set(q.candidate_item_ids)) != len(q.candidate_item_ids):
+            raise InvalidArgument("candidate_item_ids: ids must be distinct")
+        unknown = [i for i in q.candidate_item_ids if i not in self._catalog]
+        if unknown:
+            raise InvalidArgument(
+                f"candidate_item_ids: {len(unknown)} id(s) not in the catalog: "
+                + ", ".join(repr(i) for i in unknown[:5])
+            )
+
+    def resolve_history(self, q: RecommendQuery) -> tuple[list[str], list[str]]:
+        """The history to use (request's, else the stored one, else empty) and its ids unknown to the catalog."""
+        raw = q.history_item_ids or (self._store.history(q.user_id) or [] if q.user_id else [])
+        known = [i for i in raw if i in self._catalog]
+        unknown = [i for i in raw if i not in self._catalog]
+        return known, unknown
+
+    async def recommend(self, q: RecommendQuery, time_remaining_s: float | None) -> RecommendResult:
+        """Run the pipeline for one request.
+
+        Ranking (and writing its instruction) is best effort: when either fails, the retrieval order is
+        returned with ``degraded=True`` and the reason. Retrieval failure fails the request.
+        """
+        self.validate(q)
+        s = self._s
+        budget = _Budget(s.request_timeout_s if time_remaining_s is None else time_remaining_s)
+        result = RecommendResult()
+        num_items = q.num_items or s.default_num_items
+        history, result.unknown_history_item_ids = self.resolve_history(q)
+
+        if q.candidate_item_ids:
+            candidates: Scored = [(i, 0.0) for i in q.candidate_item_ids]
+            num_items = min(q.num_items or s.default_num_items, len(candidates))
+        else:
+            with self._timed(result, "retrieval"):
+                candidates, versions = await self._stages.retrieve(
+                    history, q.query, q.exclude_item_ids, s.num_candidates, budget.hop("retrieval", s.retrieval_timeout_s)
+                )
+            result.model_versions += versions
+        if not candidates:
+            return result
+        candidate_ids = [c for c, _ in candidates]
+
+        ranked: Scored | None = None
+        try:
+            with self._timed(result, "instruction"):
+                result.instruction, result.template_id, versions = await self._stages.instruct(
+                    history, q.query, candidate_ids,
+                    budget.hop("instruction", s.instruction_timeout_s, s.degrade_reserve_s),
+                )
+            result.model_versions += versions
+            with self._timed(result, "ranking"):
+                ranked, versions = await self._stages.rank(
+                    result.instruction, candidate_ids, budget.hop("ranking", s.ranking_timeout_s, s.degrade_reserve_s)
+                )
+            result.model_versions += versions
+        except ServiceError as exc:
+            stage = "instruction" if not result.template_id else "ranking"
+            log.warning("degraded: %s failed", stage, extra={"error": str(exc)})
+            DEGRADED.labels("gateway", stage).inc()
+            result.degraded = True
+            result.degraded_reasons.append(f"{stage} skipped: {exc}")
+            ranked = candidates
+
+        result.items = [(i, self._catalog[i].display_title(), score) for i, score in ranked[:num_items]]
+        return result
+
+    def _timed(self, result: RecommendResult, stage: str) -> _Timer:
+        return _Timer(result, stage)
+
+
+class _Timer:
+    def __init__(self, result: RecommendResult, stage: str) -> None:
+        self._result = result
+        self._stage = stage
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self._start
+        STAGE_LATENCY.labels("gateway", self._stage).observe(elapsed)
+        self._result.stage_timings.append((self._stage, elapsed * 1000.0))

@@ -1,0 +1,44 @@
+"""Wiring of the gateway: catalog, interaction store, downstream channels, servicer and readiness."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
+from services.common.catalog import Catalog, InteractionStore
+from services.gateway.clients import GrpcStages
+from services.gateway.recommender import Recommender
+from services.gateway.servicer import RecommendServicer
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class GatewayService:
+    """Ready when retrieval and instruction are SERVING (ranking down only degrades answers)."""
+
+    name = "gateway"
+    full_names = (recommend_service_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_name,)
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.stages: GrpcStages | None = None
+        self.recommender: Recommender | None = None
+
+    async def start(self) -> None:
+        catalog = Catalog.load(self.settings.catalog_path)
+        store = InteractionStore.load(self.settings.interactions_path)
+        log.info("loaded data", extra={"items": len(catalog), "users": len(store)})
+        self.stages = GrpcStages(self.settings)
+        self.recommender = Recommender(self.settings, catalog, store, self.stages)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        recommend_service_pb2_grpc.add_RecommendServiceServicer_to_server(RecommendServicer(self.recommender), server)
+
+    async def is_ready(self) -> bool:
+        return await self.stages.serving("retrieval") and await self.stages.serving("instruction")
+
+    async def close(self) -> None:
+        await self.stages.close()

@@ -1,0 +1,60 @@
+"""Gateway settings (env prefix ``GATEWAY_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.prompts import MAX_CANDIDATES
+from services.common.settings import DEFAULT_DATA_DIR, ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Settings of the gateway (the public RecommendService)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port of the public RecommendService."""
+    catalog_path: Path = DEFAULT_DATA_DIR / "items.jsonl"
+    """Catalog JSON Lines file (titles, id validation)."""
+    interactions_path: Path = DEFAULT_DATA_DIR / "train.csv"
+    """Interaction store: the training split only, so nothing evaluated leaks into serving."""
+    instruction_addr: str = "localhost:50052"
+    """InstructionService host:port."""
+    retrieval_addr: str = "localhost:50053"
+    """RetrievalService host:port."""
+    ranking_addr: str = "localhost:50054"
+    """RankingService host:port."""
+    instruction_timeout_s: float = Field(40.0, gt=0)
+    """Longest wait for an instruction (includes a preference statement not yet cached)."""
+    retrieval_timeout_s: float = Field(5.0, gt=0)
+    """Longest wait for candidates."""
+    ranking_timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for the ranker; past it the retrieval order is returned with degraded=true."""
+    request_timeout_s: float = Field(120.0, gt=0)
+    """Budget of a request whose caller set no deadline."""
+    degrade_reserve_s: float = Field(0.05, ge=0)
+    """Time kept back from the ranking hop so a degraded answer can still reach the caller in time."""
+    default_num_items: int = Field(10, gt=0)
+    """Items returned when num_items is 0."""
+    num_candidates: int = Field(MAX_CANDIDATES, gt=0, le=MAX_CANDIDATES)
+    """Candidates retrieved and ranked per request."""
+    max_history_items: int = Field(1_000, gt=0)
+    """Longest history_item_ids accepted."""
+    max_exclude_items: int = Field(10_000, gt=0)
+    """Longest exclude_item_ids accepted."""
+    max_id_chars: int = Field(256, gt=0)
+    """Longest user or item id accepted."""
+    max_query_chars: int = Field(1_000, gt=0)
+    """Longest query accepted."""
+    retry_max_attempts: int = Field(3, ge=1, le=5)
+    """Attempts per downstream call on UNAVAILABLE (gRPC channel retry policy)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewaySettings:
+        if self.default_num_items > self.num_candidates:
+            raise ValueError("default_num_items cannot exceed num_candidates")
+        return self

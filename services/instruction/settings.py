@@ -1,0 +1,39 @@
+"""Instruction service settings (env prefix ``INSTRUCTION_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.prompts import DEFAULT_ITEM_NOUN, DEFAULT_MAX_HISTORY_ITEMS
+from services.common.settings import DEFAULT_DATA_DIR, ServiceSettings, TritonSettings
+
+
+class InstructionSettings(ServiceSettings):
+    """Settings of the instruction service."""
+
+    model_config = SettingsConfigDict(env_prefix="INSTRUCTION_")
+
+    port: int = Field(50052, ge=0, le=65535)
+    """gRPC port."""
+    catalog_path: Path = DEFAULT_DATA_DIR / "items.jsonl"
+    """Catalog JSON Lines file (titles for the instruction)."""
+    triton: TritonSettings = TritonSettings(timeout_s=60.0)
+    """Triton endpoint and call timeout (generation is the slowest model call)."""
+    model_name: str = "preference_generator"
+    """Triton model that writes explicit preference statements."""
+    explicit_preference: bool = True
+    """Add a generated preference statement (P2) to instructions; off serves implicit preference (P1) only."""
+    preference_wait_s: float = Field(30.0, ge=0)
+    """How long a request waits for a statement not yet cached; past that it gets the implicit-only
+    instruction while the generation finishes in the background and fills the cache."""
+    preference_cache_size: int = Field(100_000, ge=0)
+    """Preference statements kept (LRU), keyed by the recent history they were written from."""
+    max_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
+    """Most recent history items written into instructions and preference prompts (prompt length budget)."""
+    item_noun: str = DEFAULT_ITEM_NOUN
+    """What an item is called in instructions ("movie")."""
+    max_query_chars: int = Field(1_000, gt=0)
+    """Longest query accepted."""

@@ -1,0 +1,81 @@
+"""Candidate retrieval over the item index (no gRPC or Triton here)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.common import prompts
+from services.common.catalog import Catalog
+from services.common.errors import InvalidArgument
+from services.retrieval.index import ItemIndex, user_vector
+
+# Embeds one text with the served encoder; returns (vector, model version).
+EncodeFn = Callable[[str, float | None], Awaitable[tuple[np.ndarray, str]]]
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Candidates, best first, and how they were found."""
+
+    candidates: list[tuple[str, float]]
+    strategy: str  # "embedding" | "popularity"
+    encoder_version: str = ""
+
+
+class Retriever:
+    """Embeds the request (query + recent history titles), blends in the history's item vectors, searches."""
+
+    def __init__(
+        self,
+        index: ItemIndex,
+        catalog: Catalog,
+        encode: EncodeFn,
+        *,
+        history_weight: float,
+        max_history_items: int,
+        default_k: int,
+        max_k: int,
+        max_query_chars: int,
+    ) -> None:
+        self._index = index
+        self._catalog = catalog
+        self._encode = encode
+        self._history_weight = history_weight
+        self._max_history = max_history_items
+        self._default_k = default_k
+        self._max_k = max_k
+        self._max_query_chars = max_query_chars
+
+    def validate(self, history_ids: Sequence[str], query: str, k: int) -> None:
+        """Raises InvalidArgument naming the field."""
+        if k < 0 or k > self._max_k:
+            raise InvalidArgument(f"num_candidates: {k} is outside 0..{self._max_k}")
+        if len(query) > self._max_query_chars:
+            raise InvalidArgument(f"query: {len(query)} characters, at most {self._max_query_chars}")
+        unknown = [i for i in history_ids if i not in self._catalog]
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:5])
+            raise InvalidArgument(f"history_item_ids: {len(unknown)} id(s) not in the catalog: {shown}")
+
+    async def retrieve(
+        self, history_ids: Sequence[str], query: str, exclude_ids: Sequence[str], k: int, timeout_s: float | None
+    ) -> Retrieved:
+        """Top-k items for the request, never one of the history or exclusions.
+
+        With neither query nor history there is nothing to personalise on, so the most popular items
+        (training interactions) are returned.
+        """
+        self.validate(history_ids, query, k)
+        k = k or self._default_k
+        exclude = set(history_ids) | set(exclude_ids)
+        recent = [self._catalog[i] for i in history_ids[-self._max_history:]]
+        text = prompts.retrieval_text(query, recent, self._max_history)
+        if not text:
+            return Retrieved(self._index.popular(k, exclude), "popularity")
+        embedding, version = await self._encode(text, timeout_s)
+        history_vectors = self._index.vectors_for([i.item_id for i in recent]) if recent else None
+        vector = user_vector(embedding, history_vectors, self._history_weight)
+        return Retrieved(self._index.search(vector, k, exclude), "embedding", version)

@@ -1,0 +1,37 @@
+"""RetrievalService: proto <-> domain adapter."""
+
+from __future__ import annotations
+
+import grpc
+
+from instructrec.v1 import common_pb2, retrieval_service_pb2, retrieval_service_pb2_grpc
+from services.retrieval.retriever import Retriever
+
+
+class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
+    """Returns candidates from the FAISS index."""
+
+    def __init__(self, retriever: Retriever, encoder_name: str) -> None:
+        self._retriever = retriever
+        self._encoder_name = encoder_name
+
+    async def RetrieveCandidates(
+        self, request: retrieval_service_pb2.RetrieveCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_service_pb2.RetrieveCandidatesResponse:
+        result = await self._retriever.retrieve(
+            list(request.history_item_ids),
+            request.query,
+            list(request.exclude_item_ids),
+            request.num_candidates,
+            context.time_remaining(),
+        )
+        versions = (
+            [common_pb2.ModelVersion(model_name=self._encoder_name, version=result.encoder_version)]
+            if result.encoder_version
+            else []
+        )
+        return retrieval_service_pb2.RetrieveCandidatesResponse(
+            candidates=[common_pb2.ScoredItem(item_id=i, score=s) for i, s in result.candidates],
+            model_versions=versions,
+            strategy=result.strategy,
+        )
