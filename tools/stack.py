@@ -24,7 +24,7 @@ from services.common.grpc_client import is_serving
 from services.common.settings import ROOT
 from tools.base_models import smollm2_dir
 from tools.data import prepare_movielens
-from tools.export import ensure_default_repository
+from tools.export import ensure_default_repository, latest_version
 from tools.index import build_index
 from tools.triton_server import TritonServer
 
@@ -132,14 +132,13 @@ def run(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
         http_port=config.triton_http_port,
         grpc_port=config.triton_grpc_port,
         metrics_port=config.triton_metrics_port,
-        workspace=config.workspace,
+        backend_dir=config.workspace / "triton" / "backends",
     )
     try:
         triton.start()
         triton.wait_ready(timeout_s=ready_timeout_s)
         log.info("Triton ready (pid %s, gRPC %s)", triton.pid, triton.grpc_addr)
-        encoder_version = str(max(int(p.name) for p in (config.model_repository / "text_encoder").iterdir()
-                                  if p.name.isdigit() and (p / "model.onnx").exists()))
+        encoder_version = str(latest_version(config.model_repository, "text_encoder"))
         if not index_is_current(config.index_dir, encoder_version):
             build_index(config.data_dir / "items.jsonl", config.data_dir / "train.csv", config.index_dir,
                         triton.grpc_addr)
@@ -152,7 +151,7 @@ def run(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
             "\"a funny movie for tonight\"`); Ctrl-C stops", time.perf_counter() - t0, config.ports["gateway"],
         )
         while not stop_requested:
-            if any(p.poll() is not None for p in procs) or triton.process_exited():
+            if any(p.poll() is not None for p in procs) or not triton.is_running():
                 log.error("a process exited unexpectedly; stopping the stack")
                 return 1
             time.sleep(0.5)

@@ -1,0 +1,82 @@
+"""Starting the four services in-process on free ports against a Triton server (shared by integration tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.catalog import Catalog, Interaction, Item, write_interactions
+from services.common.server import ServiceRunner
+from services.gateway.service import GatewayService
+from services.gateway.settings import GatewaySettings
+from services.instruction.service import InstructionService
+from services.instruction.settings import InstructionSettings
+from services.ranking.service import RankingService
+from services.ranking.settings import RankingSettings
+from services.retrieval.service import RetrievalService
+from services.retrieval.settings import RetrievalSettings
+
+GENRES = ("Comedy", "Drama", "Action", "Romance", "Horror", "Animation", "Thriller", "Documentary")
+
+
+def write_synthetic_dataset(folder: Path, num_items: int = 80, num_users: int = 12, seed: int = 7) -> Path:
+    """A small catalog and training interactions in the documented formats."""
+    rng = random.Random(seed)
+    catalog = Catalog({
+        str(i): Item(str(i), f"Film number {i}", 1960 + (i * 7) % 60, tuple(rng.sample(GENRES, 2)))
+        for i in range(1, num_items + 1)
+    })
+    catalog.save(folder / "items.jsonl")
+    rows = []
+    for u in range(1, num_users + 1):
+        for t, item in enumerate(rng.sample(range(1, num_items + 1), 8 + u % 5)):
+            rows.append(Interaction(str(u), str(item), float(1_000 + t), 4.0))
+    write_interactions(folder / "train.csv", rows)
+    return folder
+
+
+@dataclass
+class Stack:
+    """Addresses of the running services and their runners."""
+
+    runners: dict[str, ServiceRunner]
+
+    def addr(self, name: str) -> str:
+        return f"127.0.0.1:{self.runners[name].port}"
+
+
+@contextlib.asynccontextmanager
+async def running_stack(triton_grpc_addr: str, data_dir: Path, index_dir: Path, **gateway_overrides):
+    """Start ranking, retrieval, instruction and gateway in this process on port 0; stop them afterwards."""
+    common = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "health_poll_interval_s": 0.5, "shutdown_grace_s": 1.0}
+    triton = {"grpc_addr": triton_grpc_addr}
+    runners: dict[str, ServiceRunner] = {}
+    try:
+        runners["ranking"] = ServiceRunner(s := RankingSettings(**common, triton=triton), RankingService(s))
+        await runners["ranking"].start()
+        runners["retrieval"] = ServiceRunner(
+            s := RetrievalSettings(**common, triton=triton, catalog_path=data_dir / "items.jsonl", index_dir=index_dir),
+            RetrievalService(s),
+        )
+        await runners["retrieval"].start()
+        runners["instruction"] = ServiceRunner(
+            s := InstructionSettings(**common, triton=triton, catalog_path=data_dir / "items.jsonl"),
+            InstructionService(s),
+        )
+        await runners["instruction"].start()
+        gateway = {
+            "catalog_path": data_dir / "items.jsonl",
+            "interactions_path": data_dir / "train.csv",
+            "instruction_addr": f"127.0.0.1:{runners['instruction'].port}",
+            "retrieval_addr": f"127.0.0.1:{runners['retrieval'].port}",
+            "ranking_addr": f"127.0.0.1:{runners['ranking'].port}",
+            **gateway_overrides,
+        }
+        runners["gateway"] = ServiceRunner(s := GatewaySettings(**common, **gateway), GatewayService(s))
+        await runners["gateway"].start()
+        yield Stack(runners)
+    finally:
+        for runner in reversed(runners.values()):
+            await runner.stop()
