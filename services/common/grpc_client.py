@@ -25,15 +25,13 @@ def retry_service_config(max_attempts: int = 3, initial_backoff_s: float = 0.05)
 
 
 def open_channel(addr: str, max_attempts: int = 3) -> grpc.aio.Channel:
-    """A long-lived channel to a downstream service with retries enabled."""
-    return grpc.aio.insecure_channel(
-        addr,
-        options=[
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", retry_service_config(max_attempts)),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+    """A long-lived channel to a downstream service; ``max_attempts`` 1 disables retries."""
+    options: list[tuple[str, object]] = [("grpc.keepalive_time_ms", 30_000)]
+    if max_attempts > 1:
+        options += [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config(max_attempts))]
+    else:
+        options.append(("grpc.enable_retries", 0))
+    return grpc.aio.insecure_channel(addr, options=options)
 
 
 async def is_serving(channel: grpc.aio.Channel, service: str = "", timeout_s: float = 1.0) -> bool:

@@ -76,6 +76,8 @@ class Retriever:
         if not text:
             return Retrieved(self._index.popular(k, exclude), "popularity")
         embedding, version = await self._encode(text, timeout_s)
-        history_vectors = self._index.vectors_for([i.item_id for i in recent]) if recent else None
+        # Items added to the catalog after the index was built have no vector yet: they only shape the text.
+        indexed = [i.item_id for i in recent if i.item_id in self._index]
+        history_vectors = self._index.vectors_for(indexed) if indexed else None
         vector = user_vector(embedding, history_vectors, self._history_weight)
         return Retrieved(self._index.search(vector, k, exclude), "embedding", version)

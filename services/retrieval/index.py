@@ -1,0 +1,336 @@
+"""The item index: FAISS inner-product search over L2-normalised item embeddings, plus popularity.
+
+Pure domain logic (no gRPC, no Triton), shared by the retrieval service (reads) and ``tools/index.py``
+(writes), so the on-disk format is defined in one place:
+
+* ``items.faiss``: a ``faiss.IndexFlatIP``; row ``i`` is the embedding of ``item_ids[i]``.
+* ``items.json``: ``format_version``, ``item_ids`` (index order), ``text_encoder_version`` (the Triton
+  model version that produced the vectors), ``dim``, ``num_items``, ``popularity`` (training interaction
+  count per item, aligned with ``item_ids``), ``built_at`` (ISO 8601, UTC).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+INDEX_FILE = "items.faiss"
+META_FILE = "items.json"
+FORMAT_VERSION = 1
+
+# Below this norm a combined vector has no direction worth searching with.
+_MIN_NORM = 1e-6
+
+
+class IndexFormatError(Exception):
+    """The index folder is missing, unreadable, inconsistent, or incompatible with the serving encoder."""
+
+
+class UnknownItemError(KeyError):
+    """Item ids that are not in the index."""
+
+    def __init__(self, item_ids: Sequence[str]):
+        super().__init__(f"{len(item_ids)} item ids not in the index: {list(item_ids)[:5]}")
+        self.item_ids = list(item_ids)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _normalise(v: np.ndarray) -> np.ndarray | None:
+    norm = float(np.linalg.norm(v))
+    return None if norm < _MIN_NORM else (v / norm).astype(np.float32)
+
+
+def user_vector(
+    query_embedding: np.ndarray | None,
+    history_vectors: np.ndarray | None,
+    history_weight: float,
+) -> np.ndarray | None:
+    """The retrieval query for a request: the encoded request text blended with the user's history.
+
+    ``v = normalise((1 - w) * normalise(q) + w * normalise(mean(h)))`` with ``w = history_weight``. Each
+    side is normalised before blending so that ``w`` means the same thing whatever the history length
+    (the mean of many diverse vectors is short). The caller chooses which history items to pass (the
+    recent ones). With only one side present, that side is returned normalised; with neither, None (the
+    caller falls back to popularity). If the blend cancels out (opposite directions), the query wins,
+    because it is what the caller asked for now.
+
+    Args:
+        query_embedding: ``[dim]`` (or ``[1, dim]``) embedding of the request text, or None.
+        history_vectors: ``[n, dim]`` item vectors of the user's recent history, or None / ``n == 0``.
+        history_weight: Weight of the history in ``[0, 1]``; 0 ignores the history, 1 ignores the query.
+
+    Returns:
+        ``[dim]`` float32 unit vector, or None when there is nothing to search with.
+
+    Raises:
+        ValueError: weight outside ``[0, 1]``, or shapes that do not agree.
+    """
+    if not 0.0 <= history_weight <= 1.0:
+        raise ValueError(f"history_weight must be in [0, 1], got {history_weight}")
+    q = None
+    if query_embedding is not None:
+        q = _normalise(np.asarray(query_embedding, dtype=np.float32).reshape(-1))
+    h = None
+    if history_vectors is not None and len(history_vectors):
+        hv = np.asarray(history_vectors, dtype=np.float32)
+        if hv.ndim != 2:
+            raise ValueError(f"history_vectors must be [n, dim], got shape {hv.shape}")
+        h = _normalise(hv.mean(axis=0))
+    if q is not None and h is not None:
+        if q.shape != h.shape:
+            raise ValueError(f"query dim {q.shape[0]} != history dim {h.shape[0]}")
+        blended = _normalise((1.0 - history_weight) * q + history_weight * h)
+        return blended if blended is not None else q
+    return q if q is not None else h
+
+
+def write_item_index(
+    out_dir: Path,
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    *,
+    text_encoder_version: str,
+    popularity: Sequence[int] | None = None,
+    built_at: datetime | None = None,
+) -> None:
+    """Write ``items.faiss`` and ``items.json`` into ``out_dir`` (the caller makes the folder swap atomic).
+
+    Args:
+        out_dir: Existing folder to write into.
+        item_ids: Ids in row order of ``vectors``; unique.
+        vectors: ``[num_items, dim]`` embeddings; L2-normalised here so inner product is cosine.
+        text_encoder_version: The encoder model version that produced ``vectors``.
+        popularity: Training interaction count per item, aligned with ``item_ids`` (zeros if None).
+        built_at: Build time (now if None).
+
+    Raises:
+        ValueError: ids and vectors disagree, ids repeat, or a vector is zero or not finite.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(item_ids):
+        raise ValueError(f"vectors shape {vectors.shape} does not match {len(item_ids)} item ids")
+    if len(set(item_ids)) != len(item_ids):
+        raise ValueError("item_ids repeat")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms)) or np.any(norms < _MIN_NORM):
+        raise ValueError("every vector must be finite and non-zero")
+    popularity = [0] * len(item_ids) if popularity is None else [int(c) for c in popularity]
+    if len(popularity) != len(item_ids):
+        raise ValueError("popularity must have one count per item")
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors / norms)
+    faiss.write_index(index, str(Path(out_dir) / INDEX_FILE))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "item_ids": list(item_ids),
+        "text_encoder_version": text_encoder_version,
+        "dim": int(vectors.shape[1]),
+        "num_items": len(item_ids),
+        "popularity": popularity,
+        "built_at": (built_at or datetime.now(UTC)).isoformat(),
+    }
+    (Path(out_dir) / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class _Meta:
+    item_ids: tuple[str, ...]
+    text_encoder_version: str
+    dim: int
+    popularity: tuple[int, ...]
+    built_at: str
+
+
+class ItemIndex:
+    """A loaded item index. Read-only after ``load``, so it can be searched from several threads."""
+
+    def __init__(self, index: faiss.Index, meta: _Meta):
+        self._index = index
+        self._meta = meta
+        self._position = {item_id: i for i, item_id in enumerate(meta.item_ids)}
+        # Most popular first; ties keep index order (stable), so the fallback list is deterministic.
+        self._by_popularity = sorted(range(len(meta.item_ids)), key=lambda i: -meta.popularity[i])
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ItemIndex:
+        """Read an index folder written by ``write_item_index``.
+
+        Raises:
+            IndexFormatError: a file is missing or unreadable, or the two files disagree.
+        """
+        directory = Path(directory)
+        meta_path, index_path = directory / META_FILE, directory / INDEX_FILE
+        try:
+            raw = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"cannot read {meta_path}: {exc}") from exc
+        try:
+            if raw.get("format_version") != FORMAT_VERSION:
+                raise IndexFormatError(
+                    f"{meta_path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}"
+                )
+            meta = _Meta(
+                item_ids=tuple(str(i) for i in raw["item_ids"]),
+                text_encoder_version=str(raw["text_encoder_version"]),
+                dim=int(raw["dim"]),
+                popularity=tuple(int(c) for c in raw["popularity"]),
+                built_at=str(raw.get("built_at", "")),
+            )
+            num_items = int(raw["num_items"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IndexFormatError(f"{meta_path}: missing or malformed field: {exc!r}") from exc
+        if not index_path.is_file():
+            raise IndexFormatError(f"{index_path} does not exist")
+        try:
+            index = faiss.read_index(str(index_path))
+        except RuntimeError as exc:
+            raise IndexFormatError(f"cannot read {index_path}: {exc}") from exc
+        problems = []
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            problems.append("the FAISS index does not use inner product")
+        if index.d != meta.dim:
+            problems.append(f"FAISS dim {index.d} != dim {meta.dim}")
+        if not index.ntotal == len(meta.item_ids) == num_items:
+            problems.append(f"FAISS has {index.ntotal} vectors, {len(meta.item_ids)} item_ids, num_items {num_items}")
+        if len(set(meta.item_ids)) != len(meta.item_ids):
+            problems.append("item_ids repeat")
+        if len(meta.popularity) != len(meta.item_ids):
+            problems.append("popularity is not aligned with item_ids")
+        if problems:
+            raise IndexFormatError(f"{directory}: " + "; ".join(problems))
+        return cls(index, meta)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self._meta.dim
+
+    @property
+    def text_encoder_version(self) -> str:
+        """The text encoder model version that produced the item vectors."""
+        return self._meta.text_encoder_version
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        """Item ids in index order."""
+        return self._meta.item_ids
+
+    @property
+    def built_at(self) -> str:
+        """When the index was built (ISO 8601)."""
+        return self._meta.built_at
+
+    def __len__(self) -> int:
+        return len(self._meta.item_ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._position
+
+    def check_compatible(self, *, dim: int | None = None, text_encoder_version: str | None = None) -> None:
+        """Fail fast when the serving text encoder is not the one the index was built with.
+
+        Query vectors from another encoder version live in a different space: results would be wrong
+        without any error, so the service checks this at startup.
+
+        Raises:
+            IndexFormatError: the dimension or version differs.
+        """
+        if dim is not None and dim != self.dim:
+            raise IndexFormatError(f"the encoder produces {dim}-d vectors, the index holds {self.dim}-d")
+        if text_encoder_version is not None and text_encoder_version != self.text_encoder_version:
+            raise IndexFormatError(
+                f"the index was built with text_encoder version {self.text_encoder_version!r}, "
+                f"the server runs {text_encoder_version!r}: rebuild the index"
+            )
+
+    def vectors_for(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The stored (unit) vectors of ``item_ids``, in the given order.
+
+        Args:
+            item_ids: Ids to look up; all must be in the index (filter with ``in`` first).
+
+        Returns:
+            ``[len(item_ids), dim]`` float32.
+
+        Raises:
+            UnknownItemError: some ids are not in the index.
+        """
+        missing = [i for i in item_ids if i not in self._position]
+        if missing:
+            raise UnknownItemError(missing)
+        if not item_ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = np.fromiter((self._position[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
+        return self._index.reconstruct_batch(keys)
+
+    def search(self, query_vector: np.ndarray, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The ``k`` items with the highest inner product with ``query_vector``, skipping ``exclude``.
+
+        FAISS cannot filter, so the search over-fetches by the number of excluded ids that are in the
+        index: that many slots at most can be lost, so exactly ``min(k, items left)`` results come back
+        from one search.
+
+        Args:
+            query_vector: ``[dim]`` or ``[1, dim]``; normally a unit vector (scores are then cosines).
+            k: How many results; 0 or less gives none.
+            exclude: Item ids never to return (history, caller exclusions); unknown ids are ignored.
+
+        Returns:
+            ``(item_id, score)`` pairs, best first.
+
+        Raises:
+            ValueError: the query has the wrong dimension or is not finite.
+        """
+        q = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query has dim {q.shape[1]}, the index {self.dim}")
+        if not np.all(np.isfinite(q)):
+            raise ValueError("query vector is not finite")
+        if k <= 0 or not len(self):
+            return []
+        excluded = {i for i in exclude if i in self._position}
+        fetch = min(k + len(excluded), len(self))
+        scores, positions = self._index.search(np.ascontiguousarray(q), fetch)
+        results: list[tuple[str, float]] = []
+        for pos, score in zip(positions[0], scores[0]):
+            if pos < 0:
+                break
+            item_id = self._meta.item_ids[pos]
+            if item_id in excluded:
+                continue
+            results.append((item_id, float(score)))
+            if len(results) == k:
+                break
+        return results
+
+    def popular(self, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The ``k`` most interacted-with items in training, skipping ``exclude``.
+
+        The fallback for requests with neither history nor query text.
+
+        Returns:
+            ``(item_id, training interaction count)`` pairs, most popular first; ties in index order.
+        """
+        if k <= 0:
+            return []
+        excluded = set(exclude)
+        results: list[tuple[str, float]] = []
+        for pos in self._by_popularity:
+            item_id = self._meta.item_ids[pos]
+            if item_id in excluded:
+                continue
+            results.append((item_id, float(self._meta.popularity[pos])))
+            if len(results) == k:
+                break
+        return results
+
+    # Part of the index API so callers need one import; the logic is the module-level function.
+    user_vector = staticmethod(user_vector)

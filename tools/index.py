@@ -1,0 +1,228 @@
+"""Build the retrieval index: embed every catalog item with Triton's ``text_encoder``, write FAISS + metadata.
+
+Items are sent as many concurrent single-item requests rather than client-side batches: Triton's dynamic
+batcher then forms the batches it is configured for, exactly as it does for serving traffic, and the
+build exercises the same request shape (``text`` ``[1, 1]`` BYTES) as the retrieval service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tqdm import tqdm
+from tritonclient.utils import InferenceServerException
+
+from services.common.catalog import Catalog, DataFormatError, item_text, read_interactions
+from services.retrieval.index import write_item_index
+from tools.data import atomic_output_dir
+
+TEXT_ENCODER_MODEL = "text_encoder"
+TEXT_INPUT = "text"
+EMBEDDING_OUTPUT = "embedding"
+
+
+class IndexBuildError(RuntimeError):
+    """The text encoder is not available or answered inconsistently."""
+
+
+async def _encode_one(
+    client: grpcclient.InferenceServerClient,
+    text: str,
+    *,
+    model_name: str,
+    model_version: str,
+    timeout_s: float,
+) -> tuple[np.ndarray, str]:
+    text_input = grpcclient.InferInput(TEXT_INPUT, [1, 1], "BYTES")
+    text_input.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+    result = await client.infer(
+        model_name,
+        [text_input],
+        model_version=model_version,
+        outputs=[grpcclient.InferRequestedOutput(EMBEDDING_OUTPUT)],
+        client_timeout=timeout_s,
+    )
+    embedding = result.as_numpy(EMBEDDING_OUTPUT)  # [1, dim]
+    return embedding.reshape(-1), result.get_response().model_version
+
+
+async def encode_texts(
+    client: grpcclient.InferenceServerClient,
+    texts: Sequence[str],
+    *,
+    model_name: str = TEXT_ENCODER_MODEL,
+    model_version: str = "",
+    concurrency: int = 32,
+    timeout_s: float = 60.0,
+    progress: bool = True,
+) -> tuple[np.ndarray, str]:
+    """Embed ``texts`` with one request each, at most ``concurrency`` in flight.
+
+    A fixed pool of workers pulls positions from a queue, so memory stays flat for any catalog size.
+
+    Args:
+        client: An open Triton gRPC aio client.
+        texts: Texts to embed.
+        model_name: Triton model name.
+        model_version: Version to request; "" lets Triton choose (its version policy).
+        concurrency: Requests in flight; enough to fill Triton's dynamic batches.
+        timeout_s: Deadline of each request.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        ``([len(texts), dim] float32, model version that answered)``.
+
+    Raises:
+        IndexBuildError: a request failed, the output shape varied, or different versions answered.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32), ""
+    out: list[np.ndarray | None] = [None] * len(texts)
+    versions: set[str] = set()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for pos in range(len(texts)):
+        queue.put_nowait(pos)
+    bar = tqdm(total=len(texts), desc="embedding items", unit="item", disable=not progress)
+
+    async def worker() -> None:
+        while True:
+            try:
+                pos = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                vector, version = await _encode_one(
+                    client, texts[pos], model_name=model_name, model_version=model_version, timeout_s=timeout_s
+                )
+            except InferenceServerException as exc:
+                raise IndexBuildError(f"{model_name} failed on text {pos} ({texts[pos][:60]!r}): {exc}") from exc
+            out[pos] = vector
+            versions.add(version)
+            bar.update(1)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(concurrency, len(texts))):
+                tg.create_task(worker())
+    except* IndexBuildError as group:
+        raise group.exceptions[0] from None
+    finally:
+        bar.close()
+    if len(versions) > 1:
+        # A model reload mid-build would mix two embedding spaces in one index.
+        raise IndexBuildError(f"{model_name} answered with several versions {sorted(versions)}; rebuild")
+    dims = {v.shape for v in out if v is not None}
+    if len(dims) > 1:
+        raise IndexBuildError(f"{model_name} returned embeddings of several shapes {sorted(dims)}")
+    return np.stack(out).astype(np.float32), versions.pop()
+
+
+def popularity_counts(catalog: Catalog, train_path: Path) -> list[int]:
+    """Training interaction count per catalog item, in catalog order.
+
+    Raises:
+        DataFormatError: the training file names items the catalog lacks (mismatched files).
+    """
+    counts = Counter(r.item_id for r in read_interactions(train_path))
+    unknown = [i for i in counts if i not in catalog]
+    if unknown:
+        raise DataFormatError(f"{train_path}: {len(unknown)} item ids are not in the catalog, e.g. {unknown[:5]}")
+    return [counts.get(item.item_id, 0) for item in catalog]
+
+
+async def build_index_async(
+    catalog_path: Path,
+    train_path: Path,
+    out_dir: Path,
+    triton_grpc_addr: str,
+    *,
+    batch_concurrency: int = 32,
+    timeout_s: float = 60.0,
+    model_name: str = TEXT_ENCODER_MODEL,
+    model_version: str = "",
+    progress: bool = True,
+) -> Path:
+    """``build_index`` for callers that already run an event loop."""
+    catalog = Catalog.load(catalog_path)
+    if not len(catalog):
+        raise DataFormatError(f"{catalog_path} has no items")
+    popularity = popularity_counts(catalog, train_path)
+    client = grpcclient.InferenceServerClient(url=triton_grpc_addr)
+    try:
+        try:
+            ready = await client.is_model_ready(model_name, model_version, client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            raise IndexBuildError(f"Triton at {triton_grpc_addr} is not reachable: {exc}") from exc
+        if not ready:
+            raise IndexBuildError(f"model {model_name!r} (version {model_version or 'default'}) is not ready "
+                                  f"on Triton at {triton_grpc_addr}")
+        vectors, version = await encode_texts(
+            client,
+            [item_text(item) for item in catalog],
+            model_name=model_name,
+            model_version=model_version,
+            concurrency=batch_concurrency,
+            timeout_s=timeout_s,
+            progress=progress,
+        )
+    finally:
+        await client.close()
+    with atomic_output_dir(out_dir) as tmp:
+        write_item_index(tmp, [item.item_id for item in catalog], vectors, text_encoder_version=version,
+                         popularity=popularity)
+    return Path(out_dir)
+
+
+def build_index(
+    catalog_path: Path,
+    train_path: Path,
+    out_dir: Path,
+    triton_grpc_addr: str,
+    *,
+    batch_concurrency: int = 32,
+    timeout_s: float = 60.0,
+    model_name: str = TEXT_ENCODER_MODEL,
+    model_version: str = "",
+    progress: bool = True,
+) -> Path:
+    """Embed every catalog item with Triton's text encoder and write the FAISS index atomically.
+
+    Args:
+        catalog_path: Catalog JSON Lines file.
+        train_path: Training interactions CSV (for the popularity fallback counts).
+        out_dir: Index folder (``items.faiss`` + ``items.json``), replaced as a whole.
+        triton_grpc_addr: Triton gRPC address, ``host:port``.
+        batch_concurrency: Requests in flight; Triton's dynamic batcher forms the batches.
+        timeout_s: Deadline of each request, in seconds.
+        model_name: Triton model that embeds text.
+        model_version: Model version to request; "" lets Triton choose. The version that answered is
+            recorded either way.
+        progress: Show a progress bar.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        IndexBuildError: Triton or the model is unavailable, or answered inconsistently.
+        DataFormatError: the catalog or training file is malformed or they disagree.
+    """
+    return asyncio.run(
+        build_index_async(
+            catalog_path,
+            train_path,
+            out_dir,
+            triton_grpc_addr,
+            batch_concurrency=batch_concurrency,
+            timeout_s=timeout_s,
+            model_name=model_name,
+            model_version=model_version,
+            progress=progress,
+        )
+    )
