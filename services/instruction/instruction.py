@@ -12,6 +12,7 @@ from services.common import prompts
 from services.common.catalog import Catalog, Item
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.metrics import CACHE_EVENTS
+from services.common.validation import require_known_items, require_max_chars
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,9 @@ class InstructionWriter:
         self._noun = item_noun
         self._max_query_chars = max_query_chars
 
-    def _items(self, field: str, ids: Sequence[str]) -> list[Item]:
-        unknown = [i for i in ids if i not in self._catalog]
-        if unknown:
-            shown = ", ".join(repr(i) for i in unknown[:5])
-            raise InvalidArgument(f"{field}: {len(unknown)} id(s) not in the catalog: {shown}")
-        return [self._catalog[i] for i in ids]
-
     def validate(self, history_ids: Sequence[str], query: str, candidate_ids: Sequence[str]) -> None:
         """Raises InvalidArgument naming the field when the request cannot be written as an instruction."""
-        if len(query) > self._max_query_chars:
-            raise InvalidArgument(f"query: {len(query)} characters, at most {self._max_query_chars}")
+        require_max_chars("query", query, self._max_query_chars)
         if not candidate_ids:
             raise InvalidArgument("candidate_item_ids: at least one candidate is required")
         if len(candidate_ids) > prompts.MAX_CANDIDATES:
@@ -114,8 +107,8 @@ class InstructionWriter:
             timeout_s: Time left for this call; bounds the wait for a new preference statement.
         """
         self.validate(history_ids, query, candidate_ids)
-        history = self._items("history_item_ids", history_ids)
-        candidates = self._items("candidate_item_ids", candidate_ids)
+        history = require_known_items(self._catalog, "history_item_ids", history_ids)
+        candidates = require_known_items(self._catalog, "candidate_item_ids", candidate_ids)
         statement, cached, version = "", False, ""
         if history and self._generate is not None:
             statement, cached, version = await self._preference(history, timeout_s)

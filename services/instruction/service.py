@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
+
 from services.common.catalog import Catalog
 from services.common.triton import TritonModel
 from services.instruction.instruction import InstructionWriter

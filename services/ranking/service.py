@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from instructrec.v1 import ranking_service_pb2, ranking_service_pb2_grpc
+
 from services.common.triton import TritonModel
 from services.ranking.servicer import RankingServicer
 from services.ranking.settings import RankingSettings

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from instructrec.v1 import common_pb2, ranking_service_pb2, ranking_service_pb2_grpc
+
 from services.common.deadlines import hop_timeout
 from services.common.triton import TritonModel
 from services.ranking.ranking import rank_from_label_logits, validate_rank_request

@@ -10,6 +10,7 @@ import numpy as np
 from services.common import prompts
 from services.common.catalog import Catalog
 from services.common.errors import InvalidArgument
+from services.common.validation import require_known_items, require_max_chars
 from services.retrieval.index import ItemIndex, user_vector
 
 # Embeds one text with the served encoder; returns (vector, model version).
@@ -53,12 +54,8 @@ class Retriever:
         """Raises InvalidArgument naming the field."""
         if k < 0 or k > self._max_k:
             raise InvalidArgument(f"num_candidates: {k} is outside 0..{self._max_k}")
-        if len(query) > self._max_query_chars:
-            raise InvalidArgument(f"query: {len(query)} characters, at most {self._max_query_chars}")
-        unknown = [i for i in history_ids if i not in self._catalog]
-        if unknown:
-            shown = ", ".join(repr(i) for i in unknown[:5])
-            raise InvalidArgument(f"history_item_ids: {len(unknown)} id(s) not in the catalog: {shown}")
+        require_max_chars("query", query, self._max_query_chars)
+        require_known_items(self._catalog, "history_item_ids", history_ids)
 
     async def retrieve(
         self, history_ids: Sequence[str], query: str, exclude_ids: Sequence[str], k: int, timeout_s: float | None

@@ -6,8 +6,8 @@ import logging
 
 import grpc
 import numpy as np
-
 from instructrec.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+
 from services.common.catalog import Catalog
 from services.common.triton import TritonModel
 from services.retrieval.index import ItemIndex

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from instructrec.v1 import common_pb2, retrieval_service_pb2, retrieval_service_pb2_grpc
+
 from services.retrieval.retriever import Retriever
 
 

@@ -11,7 +11,6 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from instructrec.v1 import (
     instruction_service_pb2,
     instruction_service_pb2_grpc,
@@ -20,6 +19,7 @@ from instructrec.v1 import (
     recommend_service_pb2,
     recommend_service_pb2_grpc,
 )
+
 from services.common.catalog import InteractionStore
 from tests.integration.stack_helpers import running_stack, write_synthetic_dataset
 from tools.index import build_index

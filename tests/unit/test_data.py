@@ -186,7 +186,7 @@ def test_atomic_output_dir_leaves_nothing_on_error(tmp_path: Path) -> None:
 
 
 def test_read_typed_tsv_strips_types() -> None:
-    rows = read_typed_tsv("a:token\tb:token_seq\n1\tx y\n\n2\tz\n".encode())
+    rows = read_typed_tsv(b"a:token\tb:token_seq\n1\tx y\n\n2\tz\n")
     assert rows == [{"a": "1", "b": "x y"}, {"a": "2", "b": "z"}]
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from services.common.catalog import Catalog, InteractionStore, Item
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from services.gateway.recommender import RecommendQuery, Recommender
+from services.gateway.recommender import Recommender, RecommendQuery
 from services.gateway.settings import GatewaySettings
 
 CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 2000) for i in range(40)})
