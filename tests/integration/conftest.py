@@ -1,0 +1,60 @@
+"""Session fixtures shared by the integration tests: a tiny model repository and a real Triton serving it.
+
+The models are random-initialised copies of the served architectures (BERT encoder, Llama LM) with the real
+tokenizers, exported by the same code as the real models (``tools/export.py``), so the tests exercise the
+whole path (export, ``config.pbtxt``, ``model.py``, Triton's dynamic batcher) in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools import export
+from tools.base_models import smollm2_tokenizer_dir
+from tools.tiny_models import build_tiny_encoder, build_tiny_lm
+from tools.triton_server import TritonServer
+
+ROOT = Path(__file__).resolve().parents[2]
+TRITON_MODELS = export.MODEL_NAMES
+
+# A longer batching window than the defaults: on a loaded 2-core CI machine it makes executions with
+# several requests reliable, at no cost to the tests' run time.
+_TEST_QUEUE_DELAY_US = 20_000
+
+
+@pytest.fixture(scope="session")
+def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with version 1 of the three models, exported from tiny random models.
+
+    ``text_encoder`` outputs 32-d embeddings; ``ranker`` and ``preference_generator`` use SmolLM2's real
+    tokenizer and chat template, and all three use the committed ``model.py`` adapters.
+    """
+    base = tmp_path_factory.mktemp("tiny_models")
+    encoder = build_tiny_encoder(base / "encoder")
+    lm = build_tiny_lm(base / "lm", smollm2_tokenizer_dir(ROOT / "var"))
+    repository = base / "model_repository"
+    export.export_text_encoder(encoder, repository, 1, max_queue_delay_us=_TEST_QUEUE_DELAY_US)
+    export.export_ranker(lm, repository, 1, max_queue_delay_us=_TEST_QUEUE_DELAY_US)
+    export.export_preference_generator(lm, repository, 1, max_new_tokens=8)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A real Triton (from the nvidia-pytriton wheel) on free ports serving ``tiny_model_repository``."""
+    log_file = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    server = TritonServer(
+        tiny_model_repository,
+        models=TRITON_MODELS,
+        backend_dir=ROOT / "var" / "triton" / "backends",
+        log_file=log_file,
+    )
+    server.start()
+    try:
+        server.wait_ready(timeout_s=180)
+        yield server
+    finally:
+        server.stop()

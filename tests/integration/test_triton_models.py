@@ -1,0 +1,163 @@
+"""The three python-backend models in a real Triton, served from tiny exported models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from tools import export
+from tools.triton_server import TritonServer
+
+pytestmark = pytest.mark.triton
+
+_TEXTS = [
+    "Star Wars (1977). Genres: Action, Adventure, Romance, Sci-Fi, War.",
+    "Fargo (1996)",
+    "a quiet film about space exploration with a long and winding plot that goes on for a while",
+]
+
+
+def _strings(name: str, values: list[str | bytes]) -> grpcclient.InferInput:
+    """A ``[n, 1]`` BYTES input."""
+    data = np.array([[v.encode() if isinstance(v, str) else v] for v in values], dtype=np.object_)
+    tensor = grpcclient.InferInput(name, list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return tensor
+
+
+@pytest.fixture(scope="module")
+def client(triton_server: TritonServer) -> grpcclient.InferenceServerClient:
+    with grpcclient.InferenceServerClient(triton_server.grpc_addr) as c:
+        yield c
+
+
+async def _infer_many(server: TritonServer, model: str, input_name: str, texts: list[str | bytes]) -> list:
+    """One batch-1 request per text, all in flight at once; each result is an InferResult or the exception."""
+    async with aioclient.InferenceServerClient(server.grpc_addr) as c:
+        calls = [c.infer(model, [_strings(input_name, [t])], client_timeout=60) for t in texts]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+
+def _batch_counts(client: grpcclient.InferenceServerClient, model: str) -> dict[int, int]:
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", [])}
+
+
+def test_models_answer_with_contract_shapes_and_types(client: grpcclient.InferenceServerClient) -> None:
+    embedding = client.infer("text_encoder", [_strings("text", [_TEXTS[0]])]).as_numpy("embedding")
+    assert embedding.shape == (1, 32) and embedding.dtype == np.float32
+
+    scores = client.infer("ranker", [_strings("prompt", [export.sample_prompts()[1]])]).as_numpy("candidate_scores")
+    assert scores.shape == (1, 20) and scores.dtype == np.float32
+    assert np.all(np.isfinite(scores))
+
+    text = client.infer("preference_generator", [_strings("prompt", ["Describe this user."])]).as_numpy("text")
+    assert text.shape == (1, 1) and text.dtype == np.object_
+    assert isinstance(text[0, 0], bytes) and text[0, 0].decode().strip()
+
+    ranker_config = client.get_model_config("ranker", as_json=True)["config"]
+    assert ranker_config["parameters"]["answer_prefix"]["string_value"] == export.prompts.RANKER_ANSWER_PREFIX
+
+
+def test_ranker_scores_equal_onnx_runtime(
+    triton_server: TritonServer, tiny_model_repository: Path
+) -> None:
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    prompts = export.sample_prompts()
+    # Mixed lengths in flight together: right padding inside the model must not change any row.
+    results = asyncio.run(_infer_many(triton_server, "ranker", "prompt", prompts))
+
+    version_dir = tiny_model_repository / "ranker" / "1"
+    tokenizer = AutoTokenizer.from_pretrained(str(version_dir))
+    session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    for prompt, result in zip(prompts, results):
+        ids = tokenizer(export.ranker_model_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        (expected,) = session.run(
+            ["label_logits"],
+            {"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), dtype=np.int64)},
+        )
+        np.testing.assert_allclose(result.as_numpy("candidate_scores"), expected, atol=1e-5, rtol=0)
+
+
+def test_encoder_embeddings_are_unit_norm_and_batch_invariant(
+    client: grpcclient.InferenceServerClient, triton_server: TritonServer
+) -> None:
+    alone = client.infer("text_encoder", [_strings("text", [_TEXTS[0]])]).as_numpy("embedding")[0]
+    # One request carrying three rows of different lengths.
+    together = client.infer("text_encoder", [_strings("text", list(reversed(_TEXTS)))]).as_numpy("embedding")
+    # Concurrent batch-1 requests, batched by Triton with other texts.
+    concurrent = asyncio.run(_infer_many(triton_server, "text_encoder", "text", _TEXTS * 4))
+
+    assert together.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(alone), 1.0, atol=1e-5)
+    np.testing.assert_allclose(together[2], alone, atol=1e-5)
+    for i in range(0, len(concurrent), len(_TEXTS)):
+        np.testing.assert_allclose(concurrent[i].as_numpy("embedding")[0], alone, atol=1e-5)
+    assert not np.allclose(together[0], together[1], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("model", "input_name", "bad", "message"),
+    [
+        ("text_encoder", "text", b"   ", "empty"),
+        ("text_encoder", "text", b"\xff\xfe bad utf-8", "utf-8"),
+        ("ranker", "prompt", b"", "empty"),
+        ("ranker", "prompt", ("word " * 1500).encode(), "max_prompt_tokens"),
+        ("preference_generator", "prompt", b"\xc3\x28", "utf-8"),
+    ],
+)
+def test_bad_request_fails_alone(
+    triton_server: TritonServer, model: str, input_name: str, bad: bytes, message: str
+) -> None:
+    good = export.sample_prompts()[0] if model != "text_encoder" else _TEXTS[1]
+    texts: list[str | bytes] = [good, good, bad, good, good]
+    results = asyncio.run(_infer_many(triton_server, model, input_name, texts))
+
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(errors) == 1 and isinstance(results[2], InferenceServerException)
+    assert message in str(results[2]).lower()
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 2)
+    assert triton_server.is_ready()
+
+
+def test_concurrent_requests_are_batched_by_triton(
+    client: grpcclient.InferenceServerClient, triton_server: TritonServer
+) -> None:
+    before = _batch_counts(client, "text_encoder")
+    texts = [f"movie number {i} " + "with words " * (i % 7) for i in range(32)]
+    results = asyncio.run(_infer_many(triton_server, "text_encoder", "text", texts))
+    assert not [r for r in results if isinstance(r, Exception)]
+
+    # Triton records an execution's statistics after sending its responses: wait for all 32 to show.
+    deadline = time.monotonic() + 10
+    while True:
+        after = _batch_counts(client, "text_encoder")
+        new = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+        if sum(size * count for size, count in new.items()) >= 32 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert sum(size * count for size, count in new.items()) == 32, new
+    assert any(size > 1 and count > 0 for size, count in new.items()), new
+    # Each response still carries its own text's embedding.
+    single = client.infer("text_encoder", [_strings("text", [texts[5]])]).as_numpy("embedding")
+    np.testing.assert_allclose(results[5].as_numpy("embedding"), single, atol=1e-5)
+
+
+def test_preference_generator_is_deterministic_per_prompt(triton_server: TritonServer) -> None:
+    prompts = ["Describe a user who likes westerns.", "Describe a user who likes cartoons and musicals.", ""]
+    results = asyncio.run(_infer_many(triton_server, "preference_generator", "prompt", prompts + prompts[:1]))
+
+    assert isinstance(results[2], InferenceServerException)
+    first, again = results[0].as_numpy("text")[0, 0].decode(), results[3].as_numpy("text")[0, 0].decode()
+    assert first and first == again
+    assert isinstance(results[1].as_numpy("text")[0, 0].decode(), str)
