@@ -25,6 +25,7 @@ run: prepare  ## Triton + the four services in the foreground; Ctrl-C stops
 lint: setup
 	$(PY) -m tools.gen_protos --check
 	$(VENV)/bin/buf lint protos
+	$(VENV)/bin/ruff check .
 
 test: prepare lint  ## everything: lint, unit, integration (real Triton, tiny models), smoke (real models)
 	$(PY) -m pytest -ra

@@ -10,7 +10,7 @@ from services.common.catalog import Catalog, InteractionStore
 from services.common.settings import DEFAULT_DATA_DIR, ROOT
 from tests.integration.stack_helpers import running_stack
 from tools.export import has_weights
-from tools.index import build_index
+from tools.index import build_index_async
 from tools.triton_server import TritonServer
 
 pytestmark = [pytest.mark.smoke, pytest.mark.triton]
@@ -38,7 +38,7 @@ def real_triton(prepared, tmp_path_factory):
 
 
 async def test_user_196_gets_ten_catalog_movies_outside_their_history(real_triton, tmp_path):
-    index_dir = build_index(DEFAULT_DATA_DIR / "items.jsonl", DEFAULT_DATA_DIR / "train.csv", tmp_path / "index",
+    index_dir = await build_index_async(DEFAULT_DATA_DIR / "items.jsonl", DEFAULT_DATA_DIR / "train.csv", tmp_path / "index",
                             real_triton.grpc_addr, progress=False)
     catalog = Catalog.load(DEFAULT_DATA_DIR / "items.jsonl")
     history = set(InteractionStore.load(DEFAULT_DATA_DIR / "train.csv").history("196"))
