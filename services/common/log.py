@@ -31,6 +31,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One line per record for people, with the ``extra=`` fields appended as key=value."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+        return line + "".join(f" {k}={v}" for k, v in extras.items()) if extras else line
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Send all logs to stderr in the chosen format.
 
@@ -40,10 +52,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         fmt: ``json`` for machines, ``text`` for people.
     """
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter(service))
-    else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -32,6 +32,13 @@ class Instruction:
     generator_version: str = ""
 
 
+def tidy_statement(text: str) -> str:
+    """One line, cut after the last complete sentence (generation stops at a token budget, often mid-sentence)."""
+    text = " ".join(text.split())
+    end = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
+    return text[: end + 1] if end > 0 else text
+
+
 class PreferenceCache:
     """LRU of preference statements keyed by the exact recent history they were written from."""
 
@@ -153,7 +160,7 @@ class InstructionWriter:
             log.warning("preference generation failed", extra={"error": str(exc)})
             return "", ""
         else:
-            statement = " ".join(statement.split())
+            statement = tidy_statement(statement)
             if statement:
                 self._cache.put(key, (statement, version))
             return statement, version

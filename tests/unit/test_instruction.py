@@ -4,7 +4,7 @@ import pytest
 
 from services.common.catalog import Catalog, Item
 from services.common.errors import InvalidArgument, Unavailable
-from services.instruction.instruction import InstructionWriter
+from services.instruction.instruction import InstructionWriter, tidy_statement
 
 CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 2000, ("Comedy",)) for i in range(30)})
 
@@ -86,3 +86,15 @@ async def test_no_history_means_no_preference_and_no_generation():
 async def test_invalid_input_names_the_field(history, query, candidates, field):
     with pytest.raises(InvalidArgument, match=field):
         await writer(Generator()).write(history, query, candidates)
+
+
+@pytest.mark.parametrize(
+    ("raw", "tidy"),
+    [
+        ("Likes comedies. They also liked the 1996", "Likes comedies."),
+        ("  Likes\n comedies!  ", "Likes comedies!"),
+        ("no sentence end at all", "no sentence end at all"),
+    ],
+)
+def test_statements_are_cut_after_the_last_complete_sentence(raw, tidy):
+    assert tidy_statement(raw) == tidy
