@@ -38,8 +38,10 @@ def real_triton(prepared, tmp_path_factory):
 
 
 async def test_user_196_gets_ten_catalog_movies_outside_their_history(real_triton, tmp_path):
-    index_dir = await build_index_async(DEFAULT_DATA_DIR / "items.jsonl", DEFAULT_DATA_DIR / "train.csv", tmp_path / "index",
-                            real_triton.grpc_addr, progress=False)
+    index_dir = await build_index_async(
+        DEFAULT_DATA_DIR / "items.jsonl", DEFAULT_DATA_DIR / "train.csv", tmp_path / "index",
+        real_triton.grpc_addr, progress=False,
+    )
     catalog = Catalog.load(DEFAULT_DATA_DIR / "items.jsonl")
     history = set(InteractionStore.load(DEFAULT_DATA_DIR / "train.csv").history("196"))
     async with running_stack(real_triton.grpc_addr, DEFAULT_DATA_DIR, index_dir) as stack, \
