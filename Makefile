@@ -19,7 +19,7 @@ setup: $(STAMP)  ## virtual environment with the project installed
 prepare: setup  ## data, base models and Triton model versions (skips what exists)
 	$(VENV)/bin/instructrec prepare
 
-run: prepare  ## Triton + the four services in the foreground; Ctrl-C stops
+run: setup  ## (prepares what is missing) Triton + the four services in the foreground; Ctrl-C stops
 	$(VENV)/bin/instructrec run
 
 lint: setup

@@ -19,6 +19,9 @@ from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+LIVENESS_SERVICE = "liveness"
+"""Health service name that is SERVING while the process runs (for Kubernetes liveness probes)."""
+
 
 class Service(Protocol):
     """What a service gives the bootstrap."""
@@ -122,6 +125,8 @@ class ServiceRunner:
         await server.start()
         self.server = server
         self.metrics_port = start_metrics_server(self.settings.metrics_port, self.settings.host)
+        # Liveness is "the process answers", not "the dependencies are up": restarting a pod cannot fix Triton.
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._update_health()
         self._health_task = asyncio.create_task(self._health_loop())
         log.info("serving", extra={"port": self.port, "metrics_port": self.metrics_port})

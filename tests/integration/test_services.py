@@ -137,6 +137,8 @@ async def test_every_service_is_healthy_and_reflects_its_api(stack):
         async with grpc.aio.insecure_channel(stack.addr(name)) as ch:
             health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service))
             assert health.status == health_pb2.HealthCheckResponse.SERVING, name
+            live = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="liveness"))
+            assert live.status == health_pb2.HealthCheckResponse.SERVING, name
             stream = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")])
             )
@@ -194,3 +196,34 @@ async def test_metrics_endpoint_counts_rpcs_by_code(gateway, stack):
     assert 'instructrec_rpc_requests_total{code="OK",method="Recommend",service="gateway"}' in text
     assert 'instructrec_rpc_requests_total{code="INVALID_ARGUMENT",method="Recommend",service="gateway"}' in text
     assert 'instructrec_rpc_latency_seconds_bucket{le="0.001",method="Recommend",service="gateway"}' in text
+
+
+async def _health(addr: str, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(addr) as ch:
+        return (await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service))).status
+
+
+async def _wait_health(addr: str, status: int, timeout_s: float = 15.0) -> None:
+    for _ in range(int(timeout_s / 0.1)):
+        if await _health(addr) == status:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{addr} did not reach health status {status}")
+
+
+async def test_ranker_unloaded_in_triton_turns_ranking_not_serving_and_answers_degraded(
+    gateway, stack, triton_server
+):
+    client = triton_grpc.InferenceServerClient(triton_server.grpc_addr)
+    client.unload_model("ranker")
+    try:
+        await _wait_health(stack.addr("ranking"), health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert await _health(stack.addr("ranking"), "liveness") == health_pb2.HealthCheckResponse.SERVING
+        assert await _health(stack.addr("gateway")) == health_pb2.HealthCheckResponse.SERVING
+        r = await gateway.Recommend(recommend_service_pb2.RecommendRequest(user_id="6"), timeout=60)
+        assert r.degraded and "ranker" in r.degraded_reasons[0] and len(r.items) == 10
+    finally:
+        client.load_model("ranker")
+    await _wait_health(stack.addr("ranking"), health_pb2.HealthCheckResponse.SERVING)
+    r = await gateway.Recommend(recommend_service_pb2.RecommendRequest(user_id="6"), timeout=60)
+    assert not r.degraded
