@@ -43,13 +43,27 @@ def prepare(
 def run(
     workspace: WorkspaceOption = Path("var"),
     log_format: Annotated[str, typer.Option(help="Service log format: text or json.")] = "text",
+    triton_http_port: Annotated[int, typer.Option(help="Triton HTTP port (health, model control).")] = 8000,
+    triton_grpc_port: Annotated[int, typer.Option(help="Triton gRPC port (inference).")] = 8001,
+    triton_metrics_port: Annotated[int, typer.Option(help="Triton Prometheus metrics port.")] = 8002,
 ) -> None:
-    """Prepare what is missing, then run Triton and the four services in the foreground (Ctrl-C stops)."""
+    """Prepare what is missing, then run Triton and the four services in the foreground (Ctrl-C stops).
+
+    Service ports follow their settings (GATEWAY_PORT, INSTRUCTION_PORT, RETRIEVAL_PORT, RANKING_PORT and
+    the *_METRICS_PORT variables); any other setting can be set through the environment too.
+    """
     from tools.stack import StackConfig
     from tools.stack import run as do_run
 
     _logging()
-    raise typer.Exit(do_run(StackConfig(workspace=workspace.resolve(), log_format=log_format)))
+    config = StackConfig(
+        workspace=workspace.resolve(),
+        log_format=log_format,
+        triton_http_port=triton_http_port,
+        triton_grpc_port=triton_grpc_port,
+        triton_metrics_port=triton_metrics_port,
+    )
+    raise typer.Exit(do_run(config))
 
 
 @app.command("build-index")

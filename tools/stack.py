@@ -22,6 +22,10 @@ import grpc
 
 from services.common.grpc_client import is_serving
 from services.common.settings import ROOT
+from services.gateway.settings import GatewaySettings
+from services.instruction.settings import InstructionSettings
+from services.ranking.settings import RankingSettings
+from services.retrieval.settings import RetrievalSettings
 from tools.base_models import smollm2_dir
 from tools.data import prepare_movielens
 from tools.export import ensure_default_repository, latest_version
@@ -32,8 +36,23 @@ log = logging.getLogger("instructrec.run")
 
 MODELS = ("text_encoder", "ranker", "preference_generator")
 SERVICES = ("ranking", "retrieval", "instruction", "gateway")
-DEFAULT_PORTS = {"gateway": 50051, "instruction": 50052, "retrieval": 50053, "ranking": 50054}
+SETTINGS = {
+    "gateway": GatewaySettings,
+    "instruction": InstructionSettings,
+    "retrieval": RetrievalSettings,
+    "ranking": RankingSettings,
+}
+# Four processes on one machine cannot share one metrics port; in Kubernetes each pod uses its own.
 DEFAULT_METRICS_PORTS = {"gateway": 9091, "instruction": 9092, "retrieval": 9093, "ranking": 9094}
+
+
+def _ports_from_settings() -> dict[str, int]:
+    """gRPC ports as each service's settings say (their defaults, or the environment's overrides)."""
+    return {name: cls().port for name, cls in SETTINGS.items()}
+
+
+def _metrics_ports_from_settings() -> dict[str, int]:
+    return {name: cls().metrics_port or DEFAULT_METRICS_PORTS[name] for name, cls in SETTINGS.items()}
 
 
 @dataclass
@@ -45,8 +64,8 @@ class StackConfig:
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
-    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    ports: dict[str, int] = field(default_factory=_ports_from_settings)
+    metrics_ports: dict[str, int] = field(default_factory=_metrics_ports_from_settings)
     log_format: str = "text"
 
     @property
@@ -79,11 +98,9 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
     """Environment for one service process: the settings' own env var names."""
     prefix = service.upper() + "_"
     env = dict(os.environ)
-    env.update({
-        prefix + "PORT": str(config.ports[service]),
-        prefix + "METRICS_PORT": str(config.metrics_ports[service]),
-        prefix + "LOG_FORMAT": os.environ.get(prefix + "LOG_FORMAT", config.log_format),
-    })
+    env[prefix + "PORT"] = str(config.ports[service])
+    env[prefix + "METRICS_PORT"] = str(config.metrics_ports[service])
+    env.setdefault(prefix + "LOG_FORMAT", config.log_format)
     if service == "gateway":
         env.update({
             "GATEWAY_CATALOG_PATH": str(config.data_dir / "items.jsonl"),
