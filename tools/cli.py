@@ -46,6 +46,9 @@ def run(
     triton_http_port: Annotated[int, typer.Option(help="Triton HTTP port (health, model control).")] = 8000,
     triton_grpc_port: Annotated[int, typer.Option(help="Triton gRPC port (inference).")] = 8001,
     triton_metrics_port: Annotated[int, typer.Option(help="Triton Prometheus metrics port.")] = 8002,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Serve a data set written by `prepare-data` instead of MovieLens-100K.")
+    ] = None,
 ) -> None:
     """Prepare what is missing, then run Triton and the four services in the foreground (Ctrl-C stops).
 
@@ -62,8 +65,30 @@ def run(
         triton_http_port=triton_http_port,
         triton_grpc_port=triton_grpc_port,
         triton_metrics_port=triton_metrics_port,
+        custom_data_dir=data_dir.resolve() if data_dir else None,
     )
     raise typer.Exit(do_run(config))
+
+
+@app.command("prepare-data")
+def prepare_data(
+    catalog: Annotated[Path, typer.Option(help="Catalog, JSON Lines: item_id, title, year, genres.")],
+    interactions: Annotated[Path, typer.Option(help="Interactions CSV: user_id,item_id,timestamp[,rating].")],
+    out_dir: Annotated[Path, typer.Option(help="Where the validated, split data set is written.")] = Path(
+        "var/data/custom"
+    ),
+) -> None:
+    """Validate your own catalog and interactions and write the leave-one-out split (serve it with `run --data-dir`)."""
+    from services.common.catalog import DataFormatError
+    from tools.data import prepare_custom
+
+    _logging()
+    try:
+        path = prepare_custom(catalog, interactions, out_dir)
+    except (DataFormatError, FileNotFoundError) as exc:
+        console.print(f"[red]invalid data:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"data set written to {path}")
 
 
 @app.command("build-index")

@@ -67,20 +67,25 @@ class StackConfig:
     ports: dict[str, int] = field(default_factory=_ports_from_settings)
     metrics_ports: dict[str, int] = field(default_factory=_metrics_ports_from_settings)
     log_format: str = "text"
+    custom_data_dir: Path | None = None
+    """A data set prepared with `instructrec prepare-data`; None serves MovieLens-100K."""
 
     @property
     def data_dir(self) -> Path:
-        return self.workspace / "data" / "movielens-100k"
+        return self.custom_data_dir or self.workspace / "data" / "movielens-100k"
 
     @property
     def index_dir(self) -> Path:
-        return self.workspace / "index"
+        return self.workspace / "index" / self.data_dir.name
 
 
 def prepare(config: StackConfig) -> None:
     """Everything `make run` needs before a server starts; each step is skipped when already done."""
     t0 = time.perf_counter()
-    prepare_movielens(config.data_dir, config.workspace / "cache")
+    if config.custom_data_dir is None:
+        prepare_movielens(config.data_dir, config.workspace / "cache")
+    elif not (config.data_dir / "train.csv").is_file():
+        raise FileNotFoundError(f"{config.data_dir} has no train.csv: run `instructrec prepare-data` first")
     smollm2_dir(config.workspace)
     versions = ensure_default_repository(config.model_repository, config.workspace)
     log.info("prepared data and models in %.1f s (model versions %s)", time.perf_counter() - t0, versions)
