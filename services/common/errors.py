@@ -35,6 +35,12 @@ class DeadlineExceeded(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unauthenticated(ServiceError):
+    """The caller presented no valid credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class ResourceExhausted(ServiceError):
     """The service or a dependency is over capacity."""
 

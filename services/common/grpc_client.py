@@ -7,6 +7,8 @@ import json
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.settings import ClientTlsSettings
+
 
 def retry_service_config(max_attempts: int = 3, initial_backoff_s: float = 0.05) -> str:
     """A gRPC service config that retries UNAVAILABLE (the peer restarting or a connection reset)."""
@@ -24,14 +26,39 @@ def retry_service_config(max_attempts: int = 3, initial_backoff_s: float = 0.05)
     })
 
 
-def open_channel(addr: str, max_attempts: int = 3) -> grpc.aio.Channel:
-    """A long-lived channel to a downstream service; ``max_attempts`` 1 disables retries."""
-    options: list[tuple[str, object]] = [("grpc.keepalive_time_ms", 30_000)]
+def reconnect_options(max_backoff_s: float) -> list[tuple[str, object]]:
+    """Channel options that find a restarted peer within ``max_backoff_s`` (gRPC's default backoff reaches 120 s)."""
+    return [
+        ("grpc.initial_reconnect_backoff_ms", min(200, int(max_backoff_s * 1000))),
+        ("grpc.min_reconnect_backoff_ms", min(200, int(max_backoff_s * 1000))),
+        ("grpc.max_reconnect_backoff_ms", int(max_backoff_s * 1000)),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+
+
+def open_channel(
+    addr: str, max_attempts: int = 3, tls: ClientTlsSettings | None = None, max_reconnect_backoff_s: float = 2.0
+) -> grpc.aio.Channel:
+    """A long-lived channel to a downstream service.
+
+    Args:
+        addr: host:port of the peer.
+        max_attempts: Attempts per call on UNAVAILABLE (the retry policy lives in the service config); 1 disables.
+        tls: TLS to the peer; None or disabled means plaintext.
+        max_reconnect_backoff_s: Upper bound of the reconnect backoff.
+    """
+    options = reconnect_options(max_reconnect_backoff_s)
     if max_attempts > 1:
         options += [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config(max_attempts))]
     else:
         options.append(("grpc.enable_retries", 0))
-    return grpc.aio.insecure_channel(addr, options=options)
+    if tls is None or not tls.enabled:
+        return grpc.aio.insecure_channel(addr, options=options)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    root, key, chain = tls.files()
+    credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+    return grpc.aio.secure_channel(addr, credentials, options=options)
 
 
 async def is_serving(channel: grpc.aio.Channel, service: str = "", timeout_s: float = 1.0) -> bool:

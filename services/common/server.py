@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 import time
@@ -13,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import ServiceError
+from services.common.errors import ServiceError, Unauthenticated
 from services.common.metrics import RPC_LATENCY, RPC_REQUESTS, start_metrics_server
 from services.common.settings import ServiceSettings
 
@@ -92,6 +93,56 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Requires ``authorization: Bearer <token>`` metadata with an accepted token (health checks are exempt).
+
+    It sits inside ``ErrorInterceptor``, so refusals are counted and logged like any other status.
+    """
+
+    EXEMPT_PREFIX = "/grpc.health.v1.Health/"
+
+    def __init__(self, tokens: frozenset[str]) -> None:
+        self._tokens = tuple(t.encode() for t in tokens)
+
+    def _accepted(self, metadata) -> bool:
+        for key, value in metadata or ():
+            if key == "authorization":
+                value = value if isinstance(value, str) else value.decode(errors="replace")
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() == "bearer":
+                    # compare_digest against every token: the time taken does not reveal which one nearly matched.
+                    return any([hmac.compare_digest(token.strip().encode(), t) for t in self._tokens])
+        return False
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if (
+            handler is None
+            or handler_call_details.method.startswith(self.EXEMPT_PREFIX)
+            or self._accepted(handler_call_details.invocation_metadata)
+        ):
+            return handler
+
+        async def deny(request, context):
+            raise Unauthenticated("missing or invalid bearer token in the 'authorization' metadata")
+
+        if handler.unary_unary is None:
+
+            async def deny_stream(request_or_iterator, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+            factory = {
+                "unary_stream": grpc.unary_stream_rpc_method_handler,
+                "stream_unary": grpc.stream_unary_rpc_method_handler,
+                "stream_stream": grpc.stream_stream_rpc_method_handler,
+            }
+            kind = next(k for k in factory if getattr(handler, k) is not None)
+            return factory[kind](deny_stream, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
 class ServiceRunner:
     """Runs one service: binds it, keeps its health status current, and stops it gracefully."""
 
@@ -108,10 +159,11 @@ class ServiceRunner:
     async def start(self) -> int:
         """Start the service and return the bound gRPC port."""
         await self.service.start()
-        server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(self.service.name)],
-            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
-        )
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(self.service.name)]
+        tokens = self.settings.accepted_tokens()
+        if tokens:
+            interceptors.append(TokenAuthInterceptor(tokens))
+        server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs)
         self.service.add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -119,7 +171,16 @@ class ServiceRunner:
              reflection.SERVICE_NAME),
             server,
         )
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        tls = self.settings.tls
+        if tls.enabled:
+            client_ca = tls.client_ca()
+            credentials = grpc.ssl_server_credentials(
+                [tls.key_pair()], root_certificates=client_ca, require_client_auth=client_ca is not None
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.settings.host}:{self.settings.port}")
         await server.start()
@@ -129,7 +190,10 @@ class ServiceRunner:
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._update_health()
         self._health_task = asyncio.create_task(self._health_loop())
-        log.info("serving", extra={"port": self.port, "metrics_port": self.metrics_port})
+        log.info(
+            "serving",
+            extra={"port": self.port, "metrics_port": self.metrics_port, "tls": tls.enabled, "auth": bool(tokens)},
+        )
         return self.port
 
     async def _update_health(self) -> None:

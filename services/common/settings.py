@@ -5,11 +5,72 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = ROOT / "var" / "data" / "movielens-100k"
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
+
+
+class ServerTlsSettings(BaseModel):
+    """TLS of a gRPC server (``<PREFIX>TLS__ENABLED`` etc.); PEM files, typically from a Kubernetes Secret."""
+
+    enabled: bool = False
+    """Serve TLS instead of plaintext."""
+    cert_path: Path | None = None
+    """Server certificate chain (PEM)."""
+    key_path: Path | None = None
+    """Server private key (PEM)."""
+    client_ca_path: Path | None = None
+    """CA that signs client certificates; set it to require them (mutual TLS)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerTlsSettings:
+        if self.enabled and (self.cert_path is None or self.key_path is None):
+            raise ValueError("tls.enabled needs tls.cert_path and tls.key_path")
+        for path in (self.cert_path, self.key_path, self.client_ca_path):
+            if self.enabled and path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    def key_pair(self) -> tuple[bytes, bytes]:
+        """(private key, certificate chain) as grpc.ssl_server_credentials takes them."""
+        return self.key_path.read_bytes(), self.cert_path.read_bytes()
+
+    def client_ca(self) -> bytes | None:
+        return _read(self.client_ca_path)
+
+
+class ClientTlsSettings(BaseModel):
+    """TLS of a client channel to a peer (``<PREFIX>CLIENT_TLS__ENABLED``, ``...TRITON__TLS__ENABLED``)."""
+
+    enabled: bool = False
+    """Connect with TLS instead of plaintext."""
+    ca_path: Path | None = None
+    """CA that signs the peer's certificate; unset uses the system roots."""
+    cert_path: Path | None = None
+    """Client certificate chain for mutual TLS."""
+    key_path: Path | None = None
+    """Client private key for mutual TLS."""
+    server_name: str | None = None
+    """Expected name in the peer's certificate when it differs from the address's host."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ClientTlsSettings:
+        if (self.cert_path is None) != (self.key_path is None):
+            raise ValueError("client TLS needs both cert_path and key_path, or neither")
+        for path in (self.ca_path, self.cert_path, self.key_path):
+            if self.enabled and path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    def files(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(root certificates, private key, certificate chain) as grpc.ssl_channel_credentials takes them."""
+        return _read(self.ca_path), _read(self.key_path), _read(self.cert_path)
 
 
 class TritonSettings(BaseModel):
@@ -19,6 +80,15 @@ class TritonSettings(BaseModel):
     """Triton's gRPC endpoint, host:port."""
     timeout_s: float = Field(30.0, gt=0)
     """Upper bound for one inference call; the caller's remaining deadline lowers it."""
+    tls: ClientTlsSettings = ClientTlsSettings()
+    """TLS to Triton (Triton started with --grpc-use-ssl)."""
+    repair_crashed_stub: bool = True
+    """When Triton answers "Stub process is not healthy" (a crashed python-backend process that Triton does not
+    restart while still reporting the model READY), unload and load the model through Triton's API."""
+    repair_interval_s: float = Field(10.0, gt=0)
+    """At most one repair per model in this interval."""
+    max_reconnect_backoff_s: float = Field(2.0, gt=0)
+    """Upper bound of gRPC's reconnect backoff, so a restarted Triton is found again within seconds."""
 
 
 class ServiceSettings(BaseSettings):
@@ -42,3 +112,30 @@ class ServiceSettings(BaseSettings):
     """RPCs served at once; more are refused with RESOURCE_EXHAUSTED instead of queueing without bound."""
     health_poll_interval_s: float = Field(2.0, gt=0)
     """How often readiness (Triton models, index, downstream services) is re-checked for the health service."""
+    tls: ServerTlsSettings = ServerTlsSettings()
+    """TLS (and optionally mutual TLS) of this service's gRPC server."""
+    max_id_chars: int = Field(256, gt=0)
+    """Longest user or item id accepted."""
+    max_ids_per_field: int = Field(10_000, gt=0)
+    """Most ids accepted in one repeated field (history, exclusions)."""
+    max_query_chars: int = Field(1_000, gt=0)
+    """Longest query accepted."""
+    auth_tokens: list[SecretStr] = []
+    """Bearer tokens accepted in the ``authorization`` metadata (JSON list in the env var); with none here
+    and no ``auth_tokens_file``, the service accepts every caller. Health checks never need a token."""
+    auth_tokens_file: Path | None = None
+    """File with one accepted bearer token per line (``#`` comments), e.g. a mounted Kubernetes Secret."""
+
+    @model_validator(mode="after")
+    def _check_tokens_file(self) -> ServiceSettings:
+        if self.auth_tokens_file is not None and not self.auth_tokens_file.is_file():
+            raise ValueError(f"auth_tokens_file {self.auth_tokens_file} does not exist")
+        return self
+
+    def accepted_tokens(self) -> frozenset[str]:
+        """All accepted bearer tokens (empty: authentication is off)."""
+        tokens = {t.get_secret_value() for t in self.auth_tokens}
+        if self.auth_tokens_file is not None:
+            lines = self.auth_tokens_file.read_text(encoding="utf-8").splitlines()
+            tokens |= {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+        return frozenset(t for t in tokens if t)

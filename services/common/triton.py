@@ -1,19 +1,27 @@
-"""One long-lived async Triton client per model, with text-in helpers and error mapping."""
+"""One long-lived async Triton client per model, with text-in helpers, error mapping and stub repair."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.common.grpc_client import reconnect_options
 from services.common.settings import TritonSettings
 
 log = logging.getLogger(__name__)
+
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Triton keeps reporting the model READY after its python-backend process died; only unload + load revives it.
+_CRASHED_STUB_MARKERS = ("Stub process", "stub process", "Failed to process the request(s)")
 
 
 @dataclass(frozen=True)
@@ -24,11 +32,29 @@ class InferOutput:
     model_version: str
 
 
+def triton_client(settings: TritonSettings) -> triton_aio.InferenceServerClient:
+    """An async Triton client with our TLS and reconnect settings."""
+    options = [
+        ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+        *reconnect_options(settings.max_reconnect_backoff_s),
+    ]
+    credentials = None
+    if settings.tls.enabled:
+        root, key, chain = settings.tls.files()
+        credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+        if settings.tls.server_name:
+            options.append(("grpc.ssl_target_name_override", settings.tls.server_name))
+    return triton_aio.InferenceServerClient(url=settings.grpc_addr, creds=credentials, channel_args=options)
+
+
 class TritonModel:
     """Calls one Triton model whose single input is text, one request (batch 1) per call.
 
     Triton's dynamic batcher merges concurrent calls into one execution, so callers simply issue their
-    requests concurrently.
+    requests concurrently. Each call carries the caller's remaining time twice: as the gRPC deadline
+    (``client_timeout``) and as Triton's request ``timeout``, so a request whose caller gave up is dropped
+    from Triton's queue instead of being computed for nobody.
     """
 
     def __init__(self, settings: TritonSettings, model_name: str, input_name: str, output_name: str) -> None:
@@ -36,10 +62,15 @@ class TritonModel:
         self._settings = settings
         self._input_name = input_name
         self._output_name = output_name
-        self._client = triton_aio.InferenceServerClient(url=settings.grpc_addr)
+        self._client = triton_client(settings)
+        self._broken_since: float | None = None
+        self._last_repair = 0.0
+        self._repair_task: asyncio.Task | None = None
 
     async def is_ready(self) -> bool:
-        """Whether Triton reports the model ready (False when Triton is unreachable)."""
+        """Whether Triton reports the model ready and it has not been seen failing with a crashed stub."""
+        if self._broken_since is not None:
+            return False
         try:
             return bool(await self._client.is_model_ready(self.model_name, client_timeout=2.0))
         except Exception:  # noqa: BLE001 - any failure to ask means "not ready"
@@ -50,7 +81,7 @@ class TritonModel:
 
         Args:
             text: The model's text input.
-            timeout_s: Client-side timeout; defaults to the configured ``timeout_s``.
+            timeout_s: Time left for the call; capped by the configured ``timeout_s``.
 
         Returns:
             The output tensor without the batch dimension, and the model version Triton used.
@@ -71,25 +102,51 @@ class TritonModel:
                 [tensor],
                 outputs=[InferRequestedOutput(self._output_name)],
                 client_timeout=timeout,
+                timeout=int(timeout * 1_000_000),
             )
         except InferenceServerException as exc:
-            raise _map_error(self.model_name, exc) from exc
+            raise self._map_error(exc) from exc
+        self._broken_since = None
         array = result.as_numpy(self._output_name)
         if array is None or array.shape[0] != 1:
             raise Unavailable(f"model {self.model_name} returned no {self._output_name!r} output")
         return InferOutput(array[0], result.get_response().model_version)
 
+    def _map_error(self, exc: InferenceServerException) -> Exception:
+        status = (exc.status() or "").upper()
+        message = exc.message() or str(exc)
+        if "DEADLINE" in status or "Deadline Exceeded" in message or "timeout" in message.lower():
+            return DeadlineExceeded(f"model {self.model_name}: deadline exceeded")
+        if "INVALID_ARG" in status:
+            return InvalidArgument(f"model {self.model_name} rejected the input: {message}")
+        if any(marker in message for marker in _CRASHED_STUB_MARKERS):
+            self._on_crashed_stub(message)
+        log.warning("triton call failed", extra={"model": self.model_name, "status": status, "error": message})
+        return Unavailable(f"model {self.model_name} unavailable: {message}")
+
+    def _on_crashed_stub(self, message: str) -> None:
+        if self._broken_since is None:
+            self._broken_since = time.monotonic()
+            log.error("model backend process crashed", extra={"model": self.model_name, "error": message})
+        due = time.monotonic() - self._last_repair >= self._settings.repair_interval_s
+        if self._settings.repair_crashed_stub and due and (self._repair_task is None or self._repair_task.done()):
+            self._last_repair = time.monotonic()
+            self._repair_task = asyncio.get_running_loop().create_task(self._repair())
+
+    async def _repair(self) -> None:
+        """Unload and load the model so Triton starts a new backend process."""
+        log.warning("repairing model: unload + load", extra={"model": self.model_name})
+        try:
+            await self._client.unload_model(self.model_name, client_timeout=30.0)
+            await self._client.load_model(self.model_name, client_timeout=120.0)
+        except InferenceServerException as exc:
+            log.error("model repair failed", extra={"model": self.model_name, "error": exc.message() or str(exc)})
+            return
+        self._broken_since = None
+        log.info("model repaired", extra={"model": self.model_name})
+
     async def close(self) -> None:
         """Close the gRPC channel to Triton."""
+        if self._repair_task is not None and not self._repair_task.done():
+            self._repair_task.cancel()
         await self._client.close()
-
-
-def _map_error(model: str, exc: InferenceServerException) -> Exception:
-    status = (exc.status() or "").upper()
-    message = exc.message() or str(exc)
-    if "DEADLINE" in status or "Deadline Exceeded" in message:
-        return DeadlineExceeded(f"model {model}: deadline exceeded")
-    if "INVALID_ARG" in status:
-        return InvalidArgument(f"model {model} rejected the input: {message}")
-    log.warning("triton call failed", extra={"model": model, "status": status, "error": message})
-    return Unavailable(f"model {model} unavailable: {message}")

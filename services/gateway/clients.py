@@ -27,12 +27,17 @@ class GrpcStages:
     """One long-lived channel per downstream service, opened at start-up."""
 
     def __init__(self, settings: GatewaySettings) -> None:
-        attempts = settings.retry_max_attempts
+        def channel(addr: str) -> grpc.aio.Channel:
+            return open_channel(
+                addr, settings.retry_max_attempts, settings.client_tls, settings.max_reconnect_backoff_s
+            )
+
         self.channels = {
-            "instruction": open_channel(settings.instruction_addr, attempts),
-            "retrieval": open_channel(settings.retrieval_addr, attempts),
-            "ranking": open_channel(settings.ranking_addr, attempts),
+            "instruction": channel(settings.instruction_addr),
+            "retrieval": channel(settings.retrieval_addr),
+            "ranking": channel(settings.ranking_addr),
         }
+        self._wait = settings.wait_for_ready
         self._instruction = instruction_service_pb2_grpc.InstructionServiceStub(self.channels["instruction"])
         self._retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(self.channels["retrieval"])
         self._ranking = ranking_service_pb2_grpc.RankingServiceStub(self.channels["ranking"])
@@ -44,6 +49,7 @@ class GrpcStages:
                     history_item_ids=history, query=query, exclude_item_ids=exclude, num_candidates=k
                 ),
                 timeout=timeout_s,
+                wait_for_ready=self._wait,
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error("retrieval", err) from err
@@ -56,6 +62,7 @@ class GrpcStages:
                     history_item_ids=history, query=query, candidate_item_ids=candidates
                 ),
                 timeout=timeout_s,
+                wait_for_ready=self._wait,
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error("instruction", err) from err
@@ -66,6 +73,8 @@ class GrpcStages:
             r = await self._ranking.RankCandidates(
                 ranking_service_pb2.RankCandidatesRequest(instruction=instruction, candidate_item_ids=candidates),
                 timeout=timeout_s,
+                # Never wait for an unreachable ranker: the degraded answer (retrieval order) is better.
+                wait_for_ready=False,
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error("ranking", err) from err

@@ -12,7 +12,7 @@ from services.common.catalog import Catalog, InteractionStore
 from services.common.errors import DeadlineExceeded, InvalidArgument, ServiceError
 from services.common.metrics import DEGRADED, STAGE_LATENCY
 from services.common.prompts import MAX_CANDIDATES
-from services.common.validation import require_known_items, require_max_chars
+from services.common.validation import Limits, require_known_items
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -82,29 +82,21 @@ class Recommender:
         self._catalog = catalog
         self._store = store
         self._stages = stages
+        self._limits = Limits.of(settings)
 
     def validate(self, q: RecommendQuery) -> None:
         """Raises InvalidArgument naming the offending field."""
-        s = self._s
-        require_max_chars("user_id", q.user_id, s.max_id_chars)
-        require_max_chars("query", q.query, s.max_query_chars)
+        s, limits = self._s, self._limits
+        limits.check_id("user_id", q.user_id)
+        limits.check_query(q.query)
         if q.num_items < 0:
             raise InvalidArgument(f"num_items: must be >= 0 (0 means {s.default_num_items}), got {q.num_items}")
         if q.num_items > s.num_candidates and not q.candidate_item_ids:
             raise InvalidArgument(f"num_items: at most {s.num_candidates}, got {q.num_items}")
-        for name, ids, limit in (
-            ("history_item_ids", q.history_item_ids, s.max_history_items),
-            ("exclude_item_ids", q.exclude_item_ids, s.max_exclude_items),
-            ("candidate_item_ids", q.candidate_item_ids, MAX_CANDIDATES),
-        ):
-            if len(ids) > limit:
-                raise InvalidArgument(f"{name}: {len(ids)} ids, at most {limit}")
-            for pos, item_id in enumerate(ids):
-                if not item_id:
-                    raise InvalidArgument(f"{name}[{pos}]: must not be empty")
-                require_max_chars(f"{name}[{pos}]", item_id, s.max_id_chars)
-        if len(set(q.candidate_item_ids)) != len(q.candidate_item_ids):
-            raise InvalidArgument("candidate_item_ids: ids must be distinct")
+        limits.check_ids("history_item_ids", q.history_item_ids)
+        limits.check_ids("exclude_item_ids", q.exclude_item_ids)
+        limits.check_ids("candidate_item_ids", q.candidate_item_ids, MAX_CANDIDATES)
+        limits.check_distinct("candidate_item_ids", q.candidate_item_ids)
         require_known_items(self._catalog, "candidate_item_ids", q.candidate_item_ids)
 
     def resolve_history(self, q: RecommendQuery) -> tuple[list[str], list[str]]:

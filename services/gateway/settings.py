@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.prompts import MAX_CANDIDATES
-from services.common.settings import DEFAULT_DATA_DIR, ServiceSettings
+from services.common.settings import DEFAULT_DATA_DIR, ClientTlsSettings, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -42,16 +42,16 @@ class GatewaySettings(ServiceSettings):
     """Items returned when num_items is 0."""
     num_candidates: int = Field(MAX_CANDIDATES, gt=0, le=MAX_CANDIDATES)
     """Candidates retrieved and ranked per request."""
-    max_history_items: int = Field(1_000, gt=0)
-    """Longest history_item_ids accepted."""
-    max_exclude_items: int = Field(10_000, gt=0)
-    """Longest exclude_item_ids accepted."""
-    max_id_chars: int = Field(256, gt=0)
-    """Longest user or item id accepted."""
-    max_query_chars: int = Field(1_000, gt=0)
-    """Longest query accepted."""
     retry_max_attempts: int = Field(3, ge=1, le=5)
     """Attempts per downstream call on UNAVAILABLE (gRPC channel retry policy)."""
+    wait_for_ready: bool = True
+    """Retrieval and instruction calls wait (within their hop timeout) for a reconnecting peer instead of
+    failing at once, so a restarting service costs latency, not errors. Ranking calls never wait: an
+    unreachable ranker gets the degraded answer at once."""
+    client_tls: ClientTlsSettings = ClientTlsSettings()
+    """TLS (and client certificate for mutual TLS) of the channels to the internal services."""
+    max_reconnect_backoff_s: float = Field(2.0, gt=0)
+    """Upper bound of gRPC's reconnect backoff towards the internal services."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:

@@ -12,7 +12,7 @@ from services.common import prompts
 from services.common.catalog import Catalog, Item
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.metrics import CACHE_EVENTS
-from services.common.validation import require_known_items, require_max_chars
+from services.common.validation import Limits, require_known_items
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ class InstructionWriter:
         cache_size: int,
         preference_wait_s: float,
         generation_timeout_s: float,
-        max_history_items: int,
+        recent_history_items: int,
         item_noun: str,
-        max_query_chars: int,
+        limits: Limits,
     ) -> None:
         self._catalog = catalog
         self._generate = generate
@@ -86,21 +86,18 @@ class InstructionWriter:
         self._inflight: dict[tuple[str, ...], asyncio.Task] = {}
         self._wait_s = preference_wait_s
         self._generation_timeout_s = generation_timeout_s
-        self._max_history = max_history_items
+        self._max_history = recent_history_items
         self._noun = item_noun
-        self._max_query_chars = max_query_chars
+        self._limits = limits
 
     def validate(self, history_ids: Sequence[str], query: str, candidate_ids: Sequence[str]) -> None:
         """Raises InvalidArgument naming the field when the request cannot be written as an instruction."""
-        require_max_chars("query", query, self._max_query_chars)
+        self._limits.check_query(query)
+        self._limits.check_ids("history_item_ids", history_ids)
         if not candidate_ids:
             raise InvalidArgument("candidate_item_ids: at least one candidate is required")
-        if len(candidate_ids) > prompts.MAX_CANDIDATES:
-            raise InvalidArgument(
-                f"candidate_item_ids: {len(candidate_ids)} candidates, at most {prompts.MAX_CANDIDATES}"
-            )
-        if len(set(candidate_ids)) != len(candidate_ids):
-            raise InvalidArgument("candidate_item_ids: ids must be distinct")
+        self._limits.check_ids("candidate_item_ids", candidate_ids, prompts.MAX_CANDIDATES)
+        self._limits.check_distinct("candidate_item_ids", candidate_ids)
 
     async def write(
         self, history_ids: Sequence[str], query: str, candidate_ids: Sequence[str], timeout_s: float | None = None

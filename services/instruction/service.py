@@ -7,6 +7,7 @@ from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 
 from services.common.catalog import Catalog
 from services.common.triton import TritonModel
+from services.common.validation import Limits
 from services.instruction.instruction import InstructionWriter
 from services.instruction.servicer import InstructionServicer
 from services.instruction.settings import InstructionSettings
@@ -40,9 +41,9 @@ class InstructionService:
             cache_size=s.preference_cache_size,
             preference_wait_s=s.preference_wait_s,
             generation_timeout_s=s.triton.timeout_s,
-            max_history_items=s.max_history_items,
+            recent_history_items=s.recent_history_items,
             item_noun=s.item_noun,
-            max_query_chars=s.max_query_chars,
+            limits=Limits.of(s),
         )
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

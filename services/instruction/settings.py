@@ -31,9 +31,7 @@ class InstructionSettings(ServiceSettings):
     instruction while the generation finishes in the background and fills the cache."""
     preference_cache_size: int = Field(100_000, ge=0)
     """Preference statements kept (LRU), keyed by the recent history they were written from."""
-    max_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
+    recent_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
     """Most recent history items written into instructions and preference prompts (prompt length budget)."""
     item_noun: str = DEFAULT_ITEM_NOUN
     """What an item is called in instructions ("movie")."""
-    max_query_chars: int = Field(1_000, gt=0)
-    """Longest query accepted."""

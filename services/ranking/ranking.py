@@ -8,9 +8,12 @@ import numpy as np
 
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.prompts import MAX_CANDIDATES
+from services.common.validation import Limits, require_max_chars
 
 
-def validate_rank_request(instruction: str, candidate_item_ids: Sequence[str], max_instruction_chars: int) -> None:
+def validate_rank_request(
+    instruction: str, candidate_item_ids: Sequence[str], max_instruction_chars: int, limits: Limits = Limits()
+) -> None:
     """Check a ranking request.
 
     Raises:
@@ -18,18 +21,11 @@ def validate_rank_request(instruction: str, candidate_item_ids: Sequence[str], m
     """
     if not instruction.strip():
         raise InvalidArgument("instruction: must not be empty")
-    if len(instruction) > max_instruction_chars:
-        raise InvalidArgument(f"instruction: {len(instruction)} characters, at most {max_instruction_chars}")
+    require_max_chars("instruction", instruction, max_instruction_chars)
     if not candidate_item_ids:
         raise InvalidArgument("candidate_item_ids: at least one candidate is required")
-    if len(candidate_item_ids) > MAX_CANDIDATES:
-        raise InvalidArgument(
-            f"candidate_item_ids: {len(candidate_item_ids)} candidates, at most {MAX_CANDIDATES} can be labelled"
-        )
-    if any(not c for c in candidate_item_ids):
-        raise InvalidArgument("candidate_item_ids: ids must not be empty")
-    if len(set(candidate_item_ids)) != len(candidate_item_ids):
-        raise InvalidArgument("candidate_item_ids: ids must be distinct")
+    limits.check_ids("candidate_item_ids", candidate_item_ids, MAX_CANDIDATES)
+    limits.check_distinct("candidate_item_ids", candidate_item_ids)
 
 
 def rank_from_label_logits(candidate_item_ids: Sequence[str], label_logits: np.ndarray) -> list[tuple[str, float]]:

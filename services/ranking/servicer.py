@@ -7,6 +7,7 @@ from instructrec.v1 import common_pb2, ranking_service_pb2, ranking_service_pb2_
 
 from services.common.deadlines import hop_timeout
 from services.common.triton import TritonModel
+from services.common.validation import Limits
 from services.ranking.ranking import rank_from_label_logits, validate_rank_request
 from services.ranking.settings import RankingSettings
 
@@ -17,12 +18,13 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
     def __init__(self, settings: RankingSettings, ranker: TritonModel) -> None:
         self._settings = settings
         self._ranker = ranker
+        self._limits = Limits.of(settings)
 
     async def RankCandidates(
         self, request: ranking_service_pb2.RankCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> ranking_service_pb2.RankCandidatesResponse:
         candidates = list(request.candidate_item_ids)
-        validate_rank_request(request.instruction, candidates, self._settings.max_instruction_chars)
+        validate_rank_request(request.instruction, candidates, self._settings.max_instruction_chars, self._limits)
         out = await self._ranker.infer_text(
             request.instruction, hop_timeout(context, self._settings.triton.timeout_s, "ranker")
         )

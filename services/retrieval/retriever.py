@@ -10,7 +10,7 @@ import numpy as np
 from services.common import prompts
 from services.common.catalog import Catalog
 from services.common.errors import InvalidArgument
-from services.common.validation import require_known_items, require_max_chars
+from services.common.validation import Limits, require_known_items
 from services.retrieval.index import ItemIndex, user_vector
 
 # Embeds one text with the served encoder; returns (vector, model version).
@@ -36,25 +36,27 @@ class Retriever:
         encode: EncodeFn,
         *,
         history_weight: float,
-        max_history_items: int,
+        recent_history_items: int,
         default_k: int,
         max_k: int,
-        max_query_chars: int,
+        limits: Limits,
     ) -> None:
         self._index = index
         self._catalog = catalog
         self._encode = encode
         self._history_weight = history_weight
-        self._max_history = max_history_items
+        self._max_history = recent_history_items
         self._default_k = default_k
         self._max_k = max_k
-        self._max_query_chars = max_query_chars
+        self._limits = limits
 
-    def validate(self, history_ids: Sequence[str], query: str, k: int) -> None:
+    def validate(self, history_ids: Sequence[str], query: str, exclude_ids: Sequence[str], k: int) -> None:
         """Raises InvalidArgument naming the field."""
         if k < 0 or k > self._max_k:
             raise InvalidArgument(f"num_candidates: {k} is outside 0..{self._max_k}")
-        require_max_chars("query", query, self._max_query_chars)
+        self._limits.check_query(query)
+        self._limits.check_ids("history_item_ids", history_ids)
+        self._limits.check_ids("exclude_item_ids", exclude_ids)
         require_known_items(self._catalog, "history_item_ids", history_ids)
 
     async def retrieve(
@@ -65,7 +67,7 @@ class Retriever:
         With neither query nor history there is nothing to personalise on, so the most popular items
         (training interactions) are returned.
         """
-        self.validate(history_ids, query, k)
+        self.validate(history_ids, query, exclude_ids, k)
         k = k or self._default_k
         exclude = set(history_ids) | set(exclude_ids)
         recent = [self._catalog[i] for i in history_ids[-self._max_history:]]

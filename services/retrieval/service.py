@@ -10,6 +10,7 @@ from instructrec.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
 from services.common.catalog import Catalog
 from services.common.triton import TritonModel
+from services.common.validation import Limits
 from services.retrieval.index import ItemIndex
 from services.retrieval.retriever import Retriever
 from services.retrieval.servicer import RetrievalServicer
@@ -49,10 +50,10 @@ class RetrievalService:
             catalog,
             encode,
             history_weight=s.history_weight,
-            max_history_items=s.max_history_items,
+            recent_history_items=s.recent_history_items,
             default_k=s.default_num_candidates,
             max_k=s.max_num_candidates,
-            max_query_chars=s.max_query_chars,
+            limits=Limits.of(s),
         )
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

@@ -32,7 +32,5 @@ class RetrievalSettings(ServiceSettings):
     """Largest num_candidates accepted."""
     history_weight: float = Field(0.5, ge=0, le=1)
     """Weight of the mean of recent history item vectors against the encoded request text."""
-    max_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
+    recent_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
     """Most recent history items used for the request text and the history vector."""
-    max_query_chars: int = Field(1_000, gt=0)
-    """Longest query accepted."""

@@ -4,6 +4,7 @@ import pytest
 
 from services.common.catalog import Catalog, Item
 from services.common.errors import InvalidArgument, Unavailable
+from services.common.validation import Limits
 from services.instruction.instruction import InstructionWriter, tidy_statement
 
 CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 2000, ("Comedy",)) for i in range(30)})
@@ -28,7 +29,7 @@ class Generator:
 def writer(generate, wait_s: float = 5.0) -> InstructionWriter:
     return InstructionWriter(
         CATALOG, generate, cache_size=10, preference_wait_s=wait_s, generation_timeout_s=5.0,
-        max_history_items=5, item_noun="movie", max_query_chars=100,
+        recent_history_items=5, item_noun="movie", limits=Limits(max_query_chars=100),
     )
 
 
