@@ -58,3 +58,39 @@ def triton_server(tiny_model_repository: Path, tmp_path_factory: pytest.TempPath
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic catalog and training interactions in the documented formats."""
+    from tests.integration.stack_helpers import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def index_dir(dataset: Path, triton_server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The item index of ``dataset``, built through the tiny ``text_encoder`` on Triton."""
+    from tools.index import build_index
+
+    return build_index(dataset / "items.jsonl", dataset / "train.csv", tmp_path_factory.mktemp("index"),
+                       triton_server.grpc_addr, progress=False)
+
+
+@pytest.fixture(scope="session")
+async def stack(triton_server: TritonServer, dataset: Path, index_dir: Path):
+    """The four services in this process on free ports, against ``triton_server``."""
+    from tests.integration.stack_helpers import running_stack
+
+    async with running_stack(triton_server.grpc_addr, dataset, index_dir) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+async def gateway(stack):
+    """A RecommendService stub on the shared stack's gateway."""
+    import grpc
+    from instructrec.v1 import recommend_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(stack.addr("gateway")) as channel:
+        yield recommend_service_pb2_grpc.RecommendServiceStub(channel)

@@ -47,35 +47,60 @@ class Stack:
         return f"127.0.0.1:{self.runners[name].port}"
 
 
-@contextlib.asynccontextmanager
-async def running_stack(triton_grpc_addr: str, data_dir: Path, index_dir: Path, **gateway_overrides):
-    """Start ranking, retrieval, instruction and gateway in this process on port 0; stop them afterwards."""
+def service_settings(
+    name: str, triton_grpc_addr: str, data_dir: Path, index_dir: Path, peers: dict[str, int], overrides: dict
+):
+    """Settings of one service for a test stack on loopback (``overrides`` win, nested dicts merged)."""
     common = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "health_poll_interval_s": 0.5, "shutdown_grace_s": 1.0}
-    triton = {"grpc_addr": triton_grpc_addr}
+    triton = {"grpc_addr": triton_grpc_addr, **overrides.pop("triton", {})}
+    catalog = data_dir / "items.jsonl"
+    if name == "ranking":
+        return RankingSettings(**{**common, "triton": triton, **overrides})
+    if name == "retrieval":
+        return RetrievalSettings(**{**common, "triton": triton, "catalog_path": catalog, "index_dir": index_dir,
+                                    **overrides})
+    if name == "instruction":
+        return InstructionSettings(**{**common, "triton": triton, "catalog_path": catalog, **overrides})
+    return GatewaySettings(**{
+        **common,
+        "catalog_path": catalog,
+        "interactions_path": data_dir / "train.csv",
+        **{f"{peer}_addr": f"127.0.0.1:{port}" for peer, port in peers.items()},
+        **overrides,
+    })
+
+
+SERVICE_CLASSES = {
+    "ranking": RankingService,
+    "retrieval": RetrievalService,
+    "instruction": InstructionService,
+    "gateway": GatewayService,
+}
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    triton_grpc_addr: str,
+    data_dir: Path,
+    index_dir: Path,
+    service_overrides: dict[str, dict] | None = None,
+    **gateway_overrides,
+):
+    """Start ranking, retrieval, instruction and gateway in this process on port 0; stop them afterwards.
+
+    Args:
+        service_overrides: Settings fields per service name, e.g. ``{"ranking": {"tls": {...}}}``.
+        gateway_overrides: Shorthand for the gateway's overrides.
+    """
+    overrides = {k: dict(v) for k, v in (service_overrides or {}).items()}
+    overrides.setdefault("gateway", {}).update(gateway_overrides)
     runners: dict[str, ServiceRunner] = {}
     try:
-        runners["ranking"] = ServiceRunner(s := RankingSettings(**common, triton=triton), RankingService(s))
-        await runners["ranking"].start()
-        runners["retrieval"] = ServiceRunner(
-            s := RetrievalSettings(**common, triton=triton, catalog_path=data_dir / "items.jsonl", index_dir=index_dir),
-            RetrievalService(s),
-        )
-        await runners["retrieval"].start()
-        runners["instruction"] = ServiceRunner(
-            s := InstructionSettings(**common, triton=triton, catalog_path=data_dir / "items.jsonl"),
-            InstructionService(s),
-        )
-        await runners["instruction"].start()
-        gateway = {
-            "catalog_path": data_dir / "items.jsonl",
-            "interactions_path": data_dir / "train.csv",
-            "instruction_addr": f"127.0.0.1:{runners['instruction'].port}",
-            "retrieval_addr": f"127.0.0.1:{runners['retrieval'].port}",
-            "ranking_addr": f"127.0.0.1:{runners['ranking'].port}",
-            **gateway_overrides,
-        }
-        runners["gateway"] = ServiceRunner(s := GatewaySettings(**common, **gateway), GatewayService(s))
-        await runners["gateway"].start()
+        for name, cls in SERVICE_CLASSES.items():
+            peers = {peer: runner.port for peer, runner in runners.items()}
+            settings = service_settings(name, triton_grpc_addr, data_dir, index_dir, peers, overrides.get(name, {}))
+            runners[name] = ServiceRunner(settings, cls(settings))
+            await runners[name].start()
         yield Stack(runners)
     finally:
         for runner in reversed(runners.values()):

@@ -21,33 +21,9 @@ from instructrec.v1 import (
 )
 
 from services.common.catalog import InteractionStore
-from tests.integration.stack_helpers import running_stack, write_synthetic_dataset
-from tools.index import build_index
+from tests.integration.stack_helpers import running_stack
 
 pytestmark = pytest.mark.triton
-
-
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    return write_synthetic_dataset(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="session")
-def index_dir(dataset, triton_server, tmp_path_factory):
-    return build_index(dataset / "items.jsonl", dataset / "train.csv", tmp_path_factory.mktemp("index"),
-                       triton_server.grpc_addr)
-
-
-@pytest.fixture(scope="session")
-async def stack(triton_server, dataset, index_dir):
-    async with running_stack(triton_server.grpc_addr, dataset, index_dir) as s:
-        yield s
-
-
-@pytest.fixture(scope="session")
-async def gateway(stack):
-    async with grpc.aio.insecure_channel(stack.addr("gateway")) as channel:
-        yield recommend_service_pb2_grpc.RecommendServiceStub(channel)
 
 
 async def test_known_user_gets_ten_distinct_ranked_items_outside_their_history(gateway, dataset):
