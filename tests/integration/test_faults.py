@@ -1,0 +1,180 @@
+"""Faults injected into the real stack: Triton killed, a backend process killed, a service restarted.
+
+These tests run their own Triton (they kill it) on the tiny models, and the four services in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
+
+from services.common.server import ServiceRunner
+from services.retrieval.service import RetrievalService
+from tests.integration.conftest import ROOT, TRITON_MODELS
+from tests.integration.stack_helpers import running_stack
+from tools.index import build_index_async
+from tools.triton_server import TritonServer
+
+pytestmark = pytest.mark.triton
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+def own_triton(tiny_model_repository, tmp_path):
+    server = TritonServer(tiny_model_repository, TRITON_MODELS, backend_dir=ROOT / "var" / "triton" / "backends",
+                          log_file=tmp_path / "triton.log")
+    server.start()
+    server.wait_ready(timeout_s=180)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def fault_stack(own_triton, dataset, tmp_path):
+    index_dir = await build_index_async(dataset / "items.jsonl", dataset / "train.csv", tmp_path / "index",
+                                        own_triton.grpc_addr, progress=False)
+    overrides = {name: {"triton": {"repair_interval_s": 2.0}} for name in ("ranking", "retrieval", "instruction")}
+    async with running_stack(own_triton.grpc_addr, dataset, index_dir, service_overrides=overrides) as s:
+        yield s
+
+
+async def _status(addr: str) -> int:
+    async with grpc.aio.insecure_channel(addr) as ch:
+        try:
+            return (await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)).status
+        except grpc.aio.AioRpcError:
+            return -1
+
+
+async def _wait_for(predicate, timeout_s: float, what: str) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if await predicate():
+            return time.monotonic() - start
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not reached within {timeout_s} s: {what}")
+
+
+class Load:
+    """Concurrent Recommend callers recording (status, degraded, seconds) until stopped."""
+
+    def __init__(self, addr: str, callers: int = 3, timeout_s: float = 10.0) -> None:
+        self.addr, self.callers, self.timeout_s = addr, callers, timeout_s
+        self.results: list[tuple[grpc.StatusCode, bool, float]] = []
+        self._stop = asyncio.Event()
+
+    async def _caller(self, n: int) -> None:
+        async with grpc.aio.insecure_channel(self.addr) as ch:
+            stub = recommend_service_pb2_grpc.RecommendServiceStub(ch)
+            i = 0
+            while not self._stop.is_set():
+                i += 1
+                start = time.perf_counter()
+                try:
+                    r = await stub.Recommend(
+                        recommend_service_pb2.RecommendRequest(user_id=str((n + i) % 12 + 1), query=f"q{i % 3}"),
+                        timeout=self.timeout_s,
+                    )
+                    self.results.append((grpc.StatusCode.OK, r.degraded, time.perf_counter() - start))
+                except grpc.aio.AioRpcError as err:
+                    self.results.append((err.code(), False, time.perf_counter() - start))
+                await asyncio.sleep(0.01)
+
+    async def __aenter__(self) -> Load:
+        self._tasks = [asyncio.create_task(self._caller(n)) for n in range(self.callers)]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    def mark(self) -> int:
+        return len(self.results)
+
+
+async def test_triton_killed_under_load_fails_fast_then_recovers_without_restarting_services(fault_stack, own_triton):
+    s = fault_stack
+    async with Load(s.addr("gateway")) as load:
+        await asyncio.sleep(1.5)
+        before_kill = load.mark()
+        os.kill(own_triton.pid, signal.SIGKILL)
+        await _wait_for(lambda: _is(s.addr("ranking"), NOT_SERVING), 15, "ranking NOT_SERVING")
+        await _wait_for(lambda: _is(s.addr("retrieval"), NOT_SERVING), 15, "retrieval NOT_SERVING")
+        await asyncio.sleep(1.0)
+        during = load.results[before_kill:]
+        own_triton.stop()
+        restart = time.monotonic()
+        own_triton.start()
+        own_triton.wait_ready(timeout_s=180)
+        recovery = await _wait_for(lambda: _is(s.addr("gateway"), SERVING), 60, "gateway SERVING again")
+        await _wait_for(lambda: _is(s.addr("ranking"), SERVING), 30, "ranking SERVING again")
+        after_recovery = load.mark()
+        await asyncio.sleep(2.0)
+    healthy = load.results[:before_kill]
+    assert healthy and all(code == grpc.StatusCode.OK and not degraded for code, degraded, _ in healthy)
+    codes = Counter(code for code, _, _ in during)
+    assert during and set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert max(seconds for _, _, seconds in during) < load.timeout_s  # failed fast: nobody waited out a deadline
+    tail = load.results[after_recovery:]
+    assert tail and all(code == grpc.StatusCode.OK and not degraded for code, degraded, _ in tail), Counter(tail)
+    print(f"triton restart -> gateway SERVING in {time.monotonic() - restart:.1f} s (health {recovery:.1f} s)")
+
+
+async def _is(addr: str, status: int) -> bool:
+    return await _status(addr) == status
+
+
+def _stub_pid(triton: TritonServer, model: str) -> int:
+    for child in psutil.Process(triton.pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any(f"/{model}/" in part for part in child.cmdline()):
+                return child.pid
+        except psutil.NoSuchProcess:
+            continue
+    raise AssertionError(f"no backend process for {model}")
+
+
+async def test_crashed_backend_process_is_repaired_by_the_service(fault_stack, own_triton):
+    s = fault_stack
+    async with grpc.aio.insecure_channel(s.addr("gateway")) as ch:
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(ch)
+        assert not (await stub.Recommend(recommend_service_pb2.RecommendRequest(user_id="2"), timeout=30)).degraded
+        old_pid = _stub_pid(own_triton, "ranker")
+        os.kill(old_pid, signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        first = await stub.Recommend(recommend_service_pb2.RecommendRequest(user_id="2"), timeout=30)
+        assert first.degraded and "ranker" in first.degraded_reasons[0]  # Triton still says READY; calls fail
+
+        async def ranked() -> bool:
+            r = await stub.Recommend(recommend_service_pb2.RecommendRequest(user_id="2"), timeout=30)
+            return not r.degraded
+
+        await _wait_for(ranked, 60, "ranking works again after the repair")
+    assert _stub_pid(own_triton, "ranker") != old_pid
+    assert await _is(s.addr("ranking"), SERVING)
+
+
+async def test_retrieval_restart_under_load_is_absorbed_by_retries_and_reconnects(fault_stack):
+    s = fault_stack
+    async with Load(s.addr("gateway"), callers=4, timeout_s=20.0) as load:
+        await asyncio.sleep(1.0)
+        old = s.runners["retrieval"]
+        await old.stop()
+        settings = old.settings.model_copy(update={"port": old.port})
+        s.runners["retrieval"] = ServiceRunner(settings, RetrievalService(settings))
+        await s.runners["retrieval"].start()
+        restarted_at = load.mark()
+        await asyncio.sleep(2.0)
+    codes = Counter(code for code, _, _ in load.results)
+    assert codes == {grpc.StatusCode.OK: len(load.results)}, codes
+    assert len(load.results) > restarted_at  # traffic flowed after the restart too
