@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup prepare run test test-fast protos lint clean
+.PHONY: setup prepare run test test-soak test-fast protos lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,11 @@ lint: setup
 	$(VENV)/bin/buf lint protos
 	$(VENV)/bin/ruff check .
 
-test: prepare lint  ## everything: lint, unit, integration (real Triton, tiny models), smoke (real models)
-	$(PY) -m pytest -ra
+test: prepare lint  ## everything but the soak: lint, unit, integration (real Triton, tiny models), faults, smoke
+	$(PY) -m pytest -ra -m "not soak"
+
+test-soak: prepare  ## minutes of steady load on separate service processes; memory must stay flat
+	$(PY) -m pytest -ra -s -m soak
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -ra tests/unit
