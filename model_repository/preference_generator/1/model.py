@@ -17,6 +17,12 @@ import triton_python_backend_utils as pb_utils
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
+def _invalid_input(message: str):
+    """A per-request error with code INVALID_ARG: clients see INVALID_ARGUMENT (bad input), not INTERNAL."""
+    # TritonError is only bound into pb_utils once the stub runs, so it is looked up here, not at import.
+    return pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+
+
 def _parameter(config: dict, key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
     return value or default
@@ -94,7 +100,7 @@ class TritonPythonModel:
         start = 0
         for error, ids in zip(errors, per_request):
             if error is not None:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
+                responses.append(pb_utils.InferenceResponse(error=_invalid_input(error)))
                 continue
             end = start + len(ids)
             texts = np.array([[t.encode("utf-8")] for t in generated[start:end]], dtype=np.object_)  # [n, 1]

@@ -16,6 +16,12 @@ import triton_python_backend_utils as pb_utils
 from transformers import AutoTokenizer
 
 
+def _invalid_input(message: str):
+    """A per-request error with code INVALID_ARG: clients see INVALID_ARGUMENT (bad input), not INTERNAL."""
+    # TritonError is only bound into pb_utils once the stub runs, so it is looked up here, not at import.
+    return pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+
+
 def _parameter(config: dict, key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
     return value or default
@@ -82,7 +88,7 @@ class TritonPythonModel:
         responses = []
         for span in spans:
             if isinstance(span, str):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(span)))
+                responses.append(pb_utils.InferenceResponse(error=_invalid_input(span)))
                 continue
             start, end = span
             output = pb_utils.Tensor("embedding", np.ascontiguousarray(embeddings[start:end], dtype=np.float32))
