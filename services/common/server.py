@@ -151,7 +151,9 @@ class ServiceRunner:
         self.service = service
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.health_server: grpc.aio.Server | None = None
         self.port: int | None = None
+        self.health_port: int | None = None
         self.metrics_port: int | None = None
         self._health_task: asyncio.Task | None = None
         self._serving: bool | None = None
@@ -185,6 +187,12 @@ class ServiceRunner:
             raise RuntimeError(f"could not bind {self.settings.host}:{self.settings.port}")
         await server.start()
         self.server = server
+        if self.settings.health_port is not None:
+            # Health only, no API: safe to leave in plaintext next to a TLS-only main port.
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(f"{self.settings.host}:{self.settings.health_port}")
+            await self.health_server.start()
         self.metrics_port = start_metrics_server(self.settings.metrics_port, self.settings.host)
         # Liveness is "the process answers", not "the dependencies are up": restarting a pod cannot fix Triton.
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -222,6 +230,8 @@ class ServiceRunner:
         await self.health.enter_graceful_shutdown()
         if self.server:
             await self.server.stop(self.settings.shutdown_grace_s)
+        if self.health_server:
+            await self.health_server.stop(0)
         await self.service.close()
         log.info("stopped")
 

@@ -114,6 +114,9 @@ class ServiceSettings(BaseSettings):
     """How often readiness (Triton models, index, downstream services) is re-checked for the health service."""
     tls: ServerTlsSettings = ServerTlsSettings()
     """TLS (and optionally mutual TLS) of this service's gRPC server."""
+    health_port: int | None = Field(None, ge=0, le=65535)
+    """Extra plaintext port serving only the gRPC health service, for probes that cannot speak TLS (the
+    kubelet's native gRPC probe); unset: health is served on the main port only."""
     max_id_chars: int = Field(256, gt=0)
     """Longest user or item id accepted."""
     max_ids_per_field: int = Field(10_000, gt=0)

@@ -127,7 +127,9 @@ async def test_triton_killed_under_load_fails_fast_then_recovers_without_restart
     assert max(seconds for _, _, seconds in during) < load.timeout_s  # failed fast: nobody waited out a deadline
     tail = load.results[after_recovery:]
     assert tail and all(code == grpc.StatusCode.OK and not degraded for code, degraded, _ in tail), Counter(tail)
-    print(f"triton restart -> gateway SERVING in {time.monotonic() - restart:.1f} s (health {recovery:.1f} s)")
+    print(f"\nTriton SIGKILL under load: during the outage {dict(codes)}, "
+          f"{sum(d for _, d, _ in during)} degraded, slowest {max(t for _, _, t in during):.2f} s; "
+          f"restart -> gateway SERVING {time.monotonic() - restart:.1f} s ({recovery:.1f} s after Triton ready)")
 
 
 async def _is(addr: str, status: int) -> bool:
@@ -159,9 +161,10 @@ async def test_crashed_backend_process_is_repaired_by_the_service(fault_stack, o
             r = await stub.Recommend(recommend_service_pb2.RecommendRequest(user_id="2"), timeout=30)
             return not r.degraded
 
-        await _wait_for(ranked, 60, "ranking works again after the repair")
+        repaired = await _wait_for(ranked, 60, "ranking works again after the repair")
+        print(f"\nranker stub killed -> ranking answers again after {repaired + 1.0:.1f} s")
     assert _stub_pid(own_triton, "ranker") != old_pid
-    assert await _is(s.addr("ranking"), SERVING)
+    await _wait_for(lambda: _is(s.addr("ranking"), SERVING), 5, "ranking SERVING after the repair")
 
 
 async def test_retrieval_restart_under_load_is_absorbed_by_retries_and_reconnects(fault_stack):
@@ -176,5 +179,6 @@ async def test_retrieval_restart_under_load_is_absorbed_by_retries_and_reconnect
         restarted_at = load.mark()
         await asyncio.sleep(2.0)
     codes = Counter(code for code, _, _ in load.results)
+    print(f"\nretrieval restarted under load: {dict(codes)}, slowest {max(t for _, _, t in load.results):.2f} s")
     assert codes == {grpc.StatusCode.OK: len(load.results)}, codes
     assert len(load.results) > restarted_at  # traffic flowed after the restart too

@@ -147,6 +147,7 @@ async def test_oversized_message_is_refused_by_grpc_not_by_a_crash(gateway):
 
 async def test_short_deadline_returns_promptly_as_deadline_exceeded_or_degraded(gateway):
     # A history nobody asked for yet: its preference statement is not cached, so the full path is slow.
+    outcomes = []
     for n in range(5):
         history = [str((n * 7 + k) % 80 + 1) for k in range(6)]
         start = time.perf_counter()
@@ -154,9 +155,14 @@ async def test_short_deadline_returns_promptly_as_deadline_exceeded_or_degraded(
             r = await gateway.Recommend(recommend_service_pb2.RecommendRequest(history_item_ids=history), timeout=0.05)
         except grpc.aio.AioRpcError as err:
             assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            outcome = "DEADLINE_EXCEEDED"
         else:
             assert r.degraded or r.template_id  # answered within the deadline, possibly without ranking
-        assert time.perf_counter() - start < 1.0  # bounded by the deadline, never hanging
+            outcome = "degraded" if r.degraded else "OK"
+        elapsed = time.perf_counter() - start
+        outcomes.append(f"{outcome} in {elapsed * 1000:.0f} ms")
+        assert elapsed < 1.0  # bounded by the deadline, never hanging
+    print("\n50 ms deadline: " + "; ".join(outcomes))
 
 
 async def test_overload_is_refused_at_once_with_resource_exhausted(triton_server, dataset, index_dir):
@@ -174,6 +180,8 @@ async def test_overload_is_refused_at_once_with_resource_exhausted(triton_server
             return grpc.StatusCode.OK
 
         codes = await asyncio.gather(*(one(n) for n in range(24)))
+    print(f"\n24 concurrent, max_concurrent_rpcs=2: OK {codes.count(grpc.StatusCode.OK)}, "
+          f"RESOURCE_EXHAUSTED {codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)}")
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0 and codes.count(grpc.StatusCode.OK) >= 2
 
@@ -188,7 +196,8 @@ async def test_mutual_tls_on_every_hop_and_bearer_tokens_on_the_gateway(triton_s
                   "client_ca_path": certs.ca}
     client_tls = {"enabled": True, "ca_path": certs.ca, "cert_path": certs.client_cert, "key_path": certs.client_key}
     overrides = {name: {"tls": server_tls} for name in ("ranking", "retrieval", "instruction")}
-    overrides["gateway"] = {"tls": server_tls, "client_tls": client_tls, "auth_tokens": ["s3cret", "other"]}
+    overrides["gateway"] = {"tls": server_tls, "client_tls": client_tls, "auth_tokens": ["s3cret", "other"],
+                            "health_port": 0}
     async with running_stack(triton_server.grpc_addr, dataset, index_dir, service_overrides=overrides) as s:
         addr = s.addr("gateway")
         creds = grpc.ssl_channel_credentials(
@@ -205,6 +214,13 @@ async def test_mutual_tls_on_every_hop_and_bearer_tokens_on_the_gateway(triton_s
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no token
+        # Probes that cannot speak TLS use the plaintext health-only port; it serves no API.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{s.runners['gateway'].health_port}") as ch:
+            health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await recommend_service_pb2_grpc.RecommendServiceStub(ch).Recommend(request, timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         # No client certificate, a server we do not trust, or plaintext: the connection itself is refused.
         bad_channels = [
             grpc.aio.secure_channel(addr, grpc.ssl_channel_credentials(certs.ca.read_bytes())),
