@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup prepare run test test-soak test-fast protos lint clean
+.PHONY: setup prepare run test test-soak test-fast protos lint k8s-check clean
+CHECKOV_VENV := var/checkov-venv
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +24,21 @@ prepare: setup  ## data, base models and Triton model versions (skips what exist
 run: setup  ## (prepares what is missing) Triton + the four services in the foreground; Ctrl-C stops
 	$(VENV)/bin/instructrec run
 
+# checkov pins packaging<24, networkx<2.7, importlib-metadata<8: its own venv keeps them out of the project's.
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==3.3.30
+	touch $(CHECKOV_STAMP)
+
+k8s-check: setup $(CHECKOV_STAMP)  ## render every kustomization, schema-validate, checkov, hadolint
+	$(PY) -m tools.k8s_check --checkov $(CHECKOV_VENV)/bin/checkov
+
 lint: setup
 	$(PY) -m tools.gen_protos --check
 	$(VENV)/bin/buf lint protos
 	$(VENV)/bin/ruff check .
 
-test: prepare lint  ## everything but the soak: lint, unit, integration (real Triton, tiny models), faults, smoke
+test: prepare lint k8s-check  ## everything but the soak: lint, unit, integration (real Triton, tiny models), faults, smoke
 	$(PY) -m pytest -ra -m "not soak"
 
 test-soak: prepare  ## minutes of steady load on separate service processes; memory must stay flat
