@@ -38,7 +38,7 @@ class InstructionTemplate:
     template_id: str
     preference: str  # "P0" none, "P1" implicit, "P2" explicit (+ implicit)
     intention: str  # "I0" none, "I1" vague, "I2" specific (free text in serving)
-    task: str  # "T3" re-ranking
+    task: str  # "T0" pointwise yes/no, "T2" matching (describe the next item), "T3" re-ranking
     text: str
 
 
@@ -79,7 +79,71 @@ TEMPLATES: tuple[InstructionTemplate, ...] = (
         "Which {noun} matches both the user's taste and this request best?\n" + _T3,
     ),
 )
-TEMPLATES_BY_ID = {t.template_id: t for t in TEMPLATES}
+SERVING_TEMPLATES = TEMPLATES
+
+# Training paraphrases: varied wording of each part, combined per (preference, intention, task). The serving
+# templates above are variant 0 of T3 and stay byte-identical; these add variants 1.. and the T0/T2 forms.
+_PREFERENCE_PARTS = {
+    "P0": ("",),
+    "P1": (
+        "Recently watched, oldest first: {history}.",
+        "Here is what the user watched lately, in order: {history}.",
+        "The user's last {nouns} (oldest first) were: {history}.",
+    ),
+    "P2": (
+        "The user describes their taste like this: {preference}\nTheir latest {nouns}: {history}.",
+        "Viewing history, oldest first: {history}.\nPreference summary: {preference}",
+        "What the user likes: {preference}\nWhat they watched last, oldest first: {history}.",
+    ),
+}
+_INTENTION_PARTS = {
+    "I0": ("",),
+    "I1": ('The user says: "{query}".', 'Right now the user wants "{query}".', 'Request: "{query}".'),
+    "I2": ("The user asks for {query}.", "Specifically, the user wants {query}.", "Looking for: {query}."),
+}
+_TASK_PARTS = {
+    "T3": (
+        "Pick the candidate the user is most likely to choose next.\n" + _T3,
+        "Candidates:\n{candidates}\nWhich one should we recommend? Answer with its letter.",
+        "Rank the options below for this user and give the letter of the best one.\n" + _T3,
+    ),
+    "T0": (
+        "Candidate {noun}: {candidate}.\nWill the user enjoy this {noun} next? Answer yes or no.",
+        "Should we recommend {candidate} to this user now? Answer yes or no.",
+        "Is {candidate} a good next {noun} for this user? Reply yes or no.",
+    ),
+    "T2": (
+        "Describe the {noun} the user will watch next: its title, year and genres.",
+        "Name the next {noun} this user will choose, with its year and genres.",
+    ),
+}
+_COMBINATIONS = (
+    ("P0", "I1"), ("P0", "I2"),
+    ("P1", "I0"), ("P1", "I1"), ("P1", "I2"),
+    ("P2", "I0"), ("P2", "I1"), ("P2", "I2"),
+)
+_VARIANTS_PER_TASK = {"T3": 2, "T0": 2, "T2": 1}
+
+
+def _training_templates() -> tuple[InstructionTemplate, ...]:
+    out = []
+    for preference, intention in _COMBINATIONS:
+        for task, count in _VARIANTS_PER_TASK.items():
+            first = 1 if task == "T3" else 0  # T3 variant 0 is the serving template
+            for variant in range(first, first + count):
+                parts = (
+                    _PREFERENCE_PARTS[preference][variant % len(_PREFERENCE_PARTS[preference])],
+                    _INTENTION_PARTS[intention][variant % len(_INTENTION_PARTS[intention])],
+                    _TASK_PARTS[task][variant % len(_TASK_PARTS[task])],
+                )
+                text = "\n".join(p for p in parts if p)
+                out.append(InstructionTemplate(f"{preference}-{intention}-{task}-{variant}", preference, intention,
+                                               task, text))
+    return tuple(out)
+
+
+TRAINING_TEMPLATES: tuple[InstructionTemplate, ...] = SERVING_TEMPLATES + _training_templates()
+TEMPLATES_BY_ID = {t.template_id: t for t in TRAINING_TEMPLATES}
 
 PREFERENCE_PROMPT = (
     "Here are the {nouns} a user watched recently, oldest first:\n{history_lines}\n"
@@ -121,15 +185,20 @@ def render_instruction(
     preference: str = "",
     noun: str = DEFAULT_ITEM_NOUN,
     max_history_items: int = DEFAULT_MAX_HISTORY_ITEMS,
+    candidate: Item | None = None,
 ) -> str:
-    """Fill a template: the exact text the ranker reads (before its chat template)."""
+    """Fill a template: the exact text the model reads (before its chat template).
+
+    ``candidates`` fill T3's lettered list; ``candidate`` is T0's single item; T2 uses neither.
+    """
     return template.text.format(
         noun=noun,
         nouns=_plural(noun),
         history=format_history(history, max_history_items),
         query=query.strip(),
         preference=preference.strip(),
-        candidates=format_candidates(candidates),
+        candidates=format_candidates(candidates) if candidates else "",
+        candidate=candidate.display_title() if candidate is not None else "",
     )
 
 

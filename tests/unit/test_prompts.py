@@ -48,3 +48,30 @@ def test_labels_are_distinct_single_letters():
 def test_retrieval_text_puts_the_intention_first():
     assert prompts.retrieval_text("a comedy", HISTORY[:1]) == "a comedy. Recently watched: Movie 0 (1990)"
     assert prompts.retrieval_text("", []) == ""
+
+
+def test_training_templates_cover_the_paper_combinations_with_varied_wording():
+    templates = prompts.TRAINING_TEMPLATES
+    assert len(templates) >= 39
+    assert len({t.text for t in templates}) == len(templates)
+    combos = {(t.preference, t.intention, t.task) for t in templates}
+    for preference, intention in [("P0", "I1"), ("P0", "I2"), ("P1", "I0"), ("P1", "I1"), ("P1", "I2"),
+                                  ("P2", "I0"), ("P2", "I1"), ("P2", "I2")]:
+        for task in ("T0", "T2", "T3"):
+            assert (preference, intention, task) in combos
+    assert prompts.TRAINING_TEMPLATES[: len(prompts.SERVING_TEMPLATES)] == prompts.SERVING_TEMPLATES
+
+
+@pytest.mark.parametrize("template", prompts.TRAINING_TEMPLATES, ids=lambda t: t.template_id)
+def test_every_template_renders_what_its_parts_promise(template):
+    text = prompts.render_instruction(
+        template, history=HISTORY, candidates=CANDIDATES if template.task == "T3" else [],
+        candidate=CANDIDATES[0] if template.task == "T0" else None, query="a comedy", preference="Likes dramas.",
+    )
+    assert "{" not in text and "}" not in text
+    assert ("Movie 14 (2004)" in text) == (template.preference != "P0")
+    assert ("Likes dramas." in text) == (template.preference == "P2")
+    assert ("a comedy" in text) == (template.intention != "I0")
+    assert ("B. Fargo (1996)" in text) == (template.task == "T3")
+    if template.task == "T0":
+        assert "Toy Story (1995)" in text and "yes or no" in text
