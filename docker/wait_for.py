@@ -1,4 +1,4 @@
-"""Block until every target exists (a path) or answers 200 (an http:// URL); the Kubernetes init containers' step.
+"""Block until every target exists (a path or glob) or answers 200 (an http:// URL); the init containers' step.
 
 Usage: ``python /opt/instructrec/wait_for.py /data/movielens-100k/items.jsonl http://triton:8000/v2/health/ready``
 
@@ -8,6 +8,7 @@ limit: a pod stuck in ``Init`` names what it is waiting for in its log (``kubect
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -23,7 +24,8 @@ def is_ready(target: str) -> bool:
                 return response.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             return False
-    return os.path.exists(target)
+    # A glob such as /models/ranker/*/metadata.json: any exported version will do (old ones get pruned).
+    return bool(glob.glob(target)) if glob.has_magic(target) else os.path.exists(target)
 
 
 def wait_for(targets: list[str], interval_s: float = 5.0, log_every_s: float = 30.0) -> None:
