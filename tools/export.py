@@ -120,14 +120,18 @@ class ServingDefaults:
     max_batch_size: int
     max_queue_delay_us: int
     num_threads: int
+    max_queue_size: int
 
 
 # The ranker dominates latency (hundreds of tokens per prompt), so it gets both cores of the reference
 # 2-core node; the encoder's inputs are short, and generation is latency-bound per token.
+# max_queue_size bounds each model's queue (past it Triton rejects at once, like the services'
+# MAX_CONCURRENT_RPCS): a few executions' worth, so a queued request still finishes within the hop timeouts.
 DEFAULTS: dict[str, ServingDefaults] = {
-    TEXT_ENCODER: ServingDefaults(max_batch_size=64, max_queue_delay_us=2_000, num_threads=1),
-    RANKER: ServingDefaults(max_batch_size=8, max_queue_delay_us=5_000, num_threads=2),
-    PREFERENCE_GENERATOR: ServingDefaults(max_batch_size=8, max_queue_delay_us=10_000, num_threads=1),
+    TEXT_ENCODER: ServingDefaults(max_batch_size=64, max_queue_delay_us=2_000, num_threads=1, max_queue_size=512),
+    RANKER: ServingDefaults(max_batch_size=8, max_queue_delay_us=5_000, num_threads=2, max_queue_size=64),
+    PREFERENCE_GENERATOR: ServingDefaults(max_batch_size=8, max_queue_delay_us=10_000, num_threads=1,
+                                          max_queue_size=64),
 }
 DEFAULT_EMBEDDING_DIM = 384
 DEFAULT_MAX_TOKENS = 256
@@ -172,6 +176,7 @@ def build_config(
     *,
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
+    max_queue_size: int | None = None,
     instance_count: int = 1,
     num_threads: int | None = None,
     num_versions: int = 1,
@@ -191,6 +196,9 @@ def build_config(
         num_threads: Intra-op threads of ONNX Runtime / torch in each instance; ``None`` for the default.
         num_versions: Version policy: Triton serves the latest this many versions (requests that name no
             version go to the highest).
+        max_queue_size: Requests queued per model before Triton rejects new ones at once; ``None`` for the
+            default. Requests carrying a ``timeout`` (the services send their remaining deadline) are
+            dropped from the queue when it passes.
         embedding_dim: Output size of ``text_encoder``.
         max_tokens: ``text_encoder`` truncates texts to this many tokens.
         max_prompt_tokens: ``ranker`` / ``preference_generator`` reject longer prompts (after the chat
@@ -217,6 +225,10 @@ def build_config(
     config.dynamic_batching.max_queue_delay_microseconds = (
         defaults.max_queue_delay_us if max_queue_delay_us is None else max_queue_delay_us
     )
+    policy = config.dynamic_batching.default_queue_policy
+    policy.max_queue_size = defaults.max_queue_size if max_queue_size is None else max_queue_size
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.allow_timeout_override = True
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instance_count)
     config.version_policy.latest.num_versions = num_versions
     parameters = {"num_threads": defaults.num_threads if num_threads is None else num_threads}
@@ -282,6 +294,8 @@ def config_options(config: Any) -> dict[str, Any]:
         "instance_count": sum(group.count for group in config.instance_group) or 1,
         "num_versions": config.version_policy.latest.num_versions or 1,
     }
+    if config.dynamic_batching.default_queue_policy.max_queue_size:
+        options["max_queue_size"] = config.dynamic_batching.default_queue_policy.max_queue_size
     integers = {"num_threads", "max_tokens", "max_prompt_tokens", "max_new_tokens"}
     for key in integers & parameters.keys():
         options[key] = int(parameters[key])
@@ -929,6 +943,7 @@ def export_text_encoder(
     *,
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
+    max_queue_size: int | None = None,
     instance_count: int = 1,
     num_threads: int | None = None,
     num_versions: int = 1,
@@ -946,6 +961,7 @@ def export_text_encoder(
         version: Version to write; ``None`` for the next one. An existing finished version is refused.
         max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
+        max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
         instance_count: ``config.pbtxt`` setting.
         num_threads: ``config.pbtxt`` setting (ONNX Runtime intra-op threads); ``None`` for the default.
         num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
@@ -1027,6 +1043,7 @@ def export_text_encoder(
         _finish(
             TEXT_ENCODER, repository, target, staging, metadata, write_model_config,
             dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                 max_queue_size=max_queue_size,
                  instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
                  embedding_dim=embedding_dim, max_tokens=max_tokens),
         )
@@ -1042,6 +1059,7 @@ def export_ranker(
     *,
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
+    max_queue_size: int | None = None,
     instance_count: int = 1,
     num_threads: int | None = None,
     num_versions: int = 1,
@@ -1062,6 +1080,7 @@ def export_ranker(
         version: Version to write; ``None`` for the next one. An existing finished version is refused.
         max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
+        max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
         instance_count: ``config.pbtxt`` setting.
         num_threads: ``config.pbtxt`` setting (ONNX Runtime intra-op threads); ``None`` for the default.
         num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
@@ -1154,6 +1173,7 @@ def export_ranker(
         _finish(
             RANKER, repository, target, staging, metadata, write_model_config,
             dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                 max_queue_size=max_queue_size,
                  instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
                  max_prompt_tokens=max_prompt_tokens, answer_prefix=answer_prefix),
         )
@@ -1169,6 +1189,7 @@ def export_preference_generator(
     *,
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
+    max_queue_size: int | None = None,
     instance_count: int = 1,
     num_threads: int | None = None,
     num_versions: int = 1,
@@ -1190,6 +1211,7 @@ def export_preference_generator(
         version: Version to write; ``None`` for the next one. An existing finished version is refused.
         max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
+        max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
         instance_count: ``config.pbtxt`` setting.
         num_threads: ``config.pbtxt`` setting (torch intra-op threads); ``None`` for the default.
         num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
@@ -1256,6 +1278,7 @@ def export_preference_generator(
         _finish(
             PREFERENCE_GENERATOR, repository, target, staging, metadata, write_model_config,
             dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                 max_queue_size=max_queue_size,
                  instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
                  max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens),
         )

@@ -235,3 +235,4 @@ async def test_mutual_tls_on_every_hop_and_bearer_tokens_on_the_gateway(triton_s
                         request, metadata=[("authorization", "Bearer s3cret")], timeout=5
                     )
                 assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+

@@ -159,3 +159,16 @@ def test_ensure_default_repository_exports_once(
     for name in export.MODEL_NAMES:
         assert (tmp_path / name / "1" / "metadata.json").stat().st_mtime_ns == stamps[name]
         assert export.read_config(tmp_path / name / "config.pbtxt").max_batch_size == 3  # kept, not rewritten
+
+
+def test_queue_policy_bounds_the_queue_and_honours_request_timeouts():
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tools.export import build_config, config_options
+
+    config = build_config("ranker", max_queue_size=7)
+    policy = config.dynamic_batching.default_queue_policy
+    assert policy.max_queue_size == 7 and policy.allow_timeout_override
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert config_options(config)["max_queue_size"] == 7
+    assert build_config("text_encoder").dynamic_batching.default_queue_policy.max_queue_size == 512
