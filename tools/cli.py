@@ -286,6 +286,11 @@ def recommend(
     addr: Annotated[str, typer.Option(help="Gateway host:port.")] = "localhost:50051",
     timeout: Annotated[float, typer.Option(help="Deadline of the call in seconds.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
+    tls_ca: Annotated[Path | None, typer.Option(help="CA certificate (PEM) of a TLS gateway; enables TLS.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Client private key (PEM) for mutual TLS.")] = None,
+    token: Annotated[str, typer.Option(help="Bearer token, sent as 'authorization: Bearer <token>'.",
+                                       envvar="INSTRUCTREC_TOKEN")] = "",
 ) -> None:
     """Call Recommend on the gateway and print the items and the instruction the ranker followed."""
     import grpc
@@ -297,9 +302,22 @@ def recommend(
         exclude_item_ids=_split_ids(exclude), candidate_item_ids=_split_ids(candidates),
     )
 
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+
+    def channel() -> grpc.aio.Channel:
+        if tls_ca is None:
+            return grpc.aio.insecure_channel(addr)
+        credentials = grpc.ssl_channel_credentials(
+            tls_ca.read_bytes(),
+            tls_key.read_bytes() if tls_key else None,
+            tls_cert.read_bytes() if tls_cert else None,
+        )
+        return grpc.aio.secure_channel(addr, credentials)
+
     async def call():
-        async with grpc.aio.insecure_channel(addr) as channel:
-            return await recommend_service_pb2_grpc.RecommendServiceStub(channel).Recommend(request, timeout=timeout)
+        async with channel() as ch:
+            stub = recommend_service_pb2_grpc.RecommendServiceStub(ch)
+            return await stub.Recommend(request, timeout=timeout, metadata=metadata)
 
     try:
         response = asyncio.run(call())
