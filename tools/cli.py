@@ -346,5 +346,40 @@ def recommend(
         console.print("unknown history ids skipped: " + ", ".join(response.unknown_history_item_ids))
 
 
+@app.command()
+def evaluate(
+    data_dir: Annotated[Path, typer.Option(help="Split written by `prepare` / `prepare-data`.")] = Path(
+        "var/data/movielens-100k"
+    ),
+    gateway: Annotated[str, typer.Option(help="Gateway host:port of the served system ('' skips it).")] = (
+        "localhost:50051"
+    ),
+    retrieval: Annotated[str, typer.Option(help="Retrieval service host:port ('' skips protocols 2-3).")] = (
+        "localhost:50053"
+    ),
+    name: Annotated[str, typer.Option(help="Label of the served system in the report.")] = "served",
+    protocols: Annotated[str, typer.Option(help="Comma-separated protocols to run (1, 2, 3).")] = "1,2,3",
+    max_users: Annotated[int, typer.Option(help="Evaluate the first N test users (0 = all).")] = 0,
+    out_dir: Annotated[Path, typer.Option(help="Where report.md, the PNGs and results.json go.")] = Path(
+        "docs/evaluation"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the negatives and of SASRec.")] = 0,
+) -> None:
+    """Evaluate the served system and the baselines (random, popularity, SASRec) on the three protocols."""
+    from tools.eval.evaluate import EvalConfig, write_report
+    from tools.eval.evaluate import evaluate as run_evaluation
+    from tools.eval.sasrec import SASRecConfig
+
+    _logging()
+    config = EvalConfig(
+        data_dir=data_dir, gateway_addr=gateway or None, retrieval_addr=retrieval or None, served_name=name,
+        protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
+        seed=seed, sasrec=SASRecConfig(seed=seed),
+    )
+    report = asyncio.run(run_evaluation(config))
+    path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]))
+    console.print(f"report written to {path}")
+
+
 if __name__ == "__main__":
     sys.exit(app())

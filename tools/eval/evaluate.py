@@ -1,0 +1,230 @@
+"""`instructrec evaluate`: the three protocols over the same split the suite serves, against baselines.
+
+1. InstructRec's protocol: the target + 9 random unseen items; HR@1/3/5, NDCG@3/5.
+2. Hard negatives: the target + the retriever's top 9 unseen items.
+3. Full ranking: the served pipeline's top 10 (HR@10, NDCG@10) and the retriever's Recall@20.
+
+The served system is measured through the live services (gateway with ``candidate_item_ids`` for protocols
+1 and 2, a plain ``Recommend`` for 3; the retrieval service for the hard negatives and Recall@20), so what is
+evaluated is exactly what is deployed. Baselines run in this process on exactly the same candidates:
+random, popularity and SASRec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from instructrec.v1 import (
+    recommend_service_pb2,
+    recommend_service_pb2_grpc,
+    retrieval_service_pb2,
+    retrieval_service_pb2_grpc,
+)
+from tqdm import tqdm
+
+from tools.eval.metrics import rank_of, summarize
+from tools.eval.protocols import Case, Split, load_split, popularity_scorer, random_candidates, random_scorer
+from tools.eval.sasrec import SASRecConfig, SASRecRecommender
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_KS = {1: (1, 3, 5), 2: (1, 3, 5), 3: (10,)}
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and where the served system is."""
+
+    data_dir: Path
+    gateway_addr: str | None = None
+    retrieval_addr: str | None = None
+    served_name: str = "served"
+    protocols: tuple[int, ...] = (1, 2, 3)
+    max_users: int | None = None
+    seed: int = 0
+    concurrency: int = 8
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+
+
+async def _gather_bounded(coros, concurrency: int, desc: str) -> list:
+    semaphore = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(coros), desc=desc, leave=False)
+
+    async def one(coro):
+        async with semaphore:
+            try:
+                return await coro
+            finally:
+                bar.update()
+
+    try:
+        return await asyncio.gather(*(one(c) for c in coros))
+    finally:
+        bar.close()
+
+
+class ServedSystem:
+    """The live services, as the evaluation calls them."""
+
+    def __init__(self, gateway_addr: str | None, retrieval_addr: str | None) -> None:
+        self._gateway = grpc.aio.insecure_channel(gateway_addr) if gateway_addr else None
+        self._retrieval = grpc.aio.insecure_channel(retrieval_addr) if retrieval_addr else None
+
+    async def rerank(self, case: Case, candidates: Sequence[str]) -> list[str]:
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(self._gateway)
+        r = await stub.Recommend(
+            recommend_service_pb2.RecommendRequest(
+                history_item_ids=case.history, candidate_item_ids=candidates, num_items=len(candidates)
+            ),
+            timeout=300,
+        )
+        return [i.item_id for i in r.items]
+
+    async def recommend(self, case: Case, k: int) -> list[str]:
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(self._gateway)
+        r = await stub.Recommend(
+            recommend_service_pb2.RecommendRequest(history_item_ids=case.history, num_items=k), timeout=300
+        )
+        return [i.item_id for i in r.items]
+
+    async def retrieve(self, case: Case, k: int, exclude: Sequence[str] = ()) -> list[str]:
+        stub = retrieval_service_pb2_grpc.RetrievalServiceStub(self._retrieval)
+        r = await stub.RetrieveCandidates(
+            retrieval_service_pb2.RetrieveCandidatesRequest(
+                history_item_ids=case.history, exclude_item_ids=exclude, num_candidates=k
+            ),
+            timeout=60,
+        )
+        return [c.item_id for c in r.candidates]
+
+    async def close(self) -> None:
+        for channel in (self._gateway, self._retrieval):
+            if channel is not None:
+                await channel.close()
+
+
+def _rank_in_order(order: Sequence[str], target: str) -> int | None:
+    return order.index(target) if target in order else None
+
+
+def _baseline_ranks(split: Split, cases, candidates, sasrec) -> dict[str, list[int]]:
+    scorers = {"random": random_scorer(0), "popularity": popularity_scorer(split), "SASRec": sasrec.score}
+    return {
+        name: [rank_of(list(scorer(c.history, cands)), list(cands).index(c.target))
+               for c, cands in zip(cases, candidates)]
+        for name, scorer in scorers.items()
+    }
+
+
+def _full_ranking_baselines(split: Split, cases, sasrec, k: int) -> dict[str, list[int | None]]:
+    ids = list(split.catalog.items)
+    popular = [i for i, _ in split.popularity.most_common()]
+    out: dict[str, list[int | None]] = {"popularity": [], "SASRec": []}
+    for case in cases:
+        seen = set(case.history)
+        top = [i for i in popular if i not in seen][:k]
+        out["popularity"].append(_rank_in_order(top, case.target))
+        scores = sasrec.score(case.history, ids)
+        ranked = [i for _, i in sorted(zip(scores, ids), reverse=True) if i not in seen][:k]
+        out["SASRec"].append(_rank_in_order(ranked, case.target))
+    return out
+
+
+async def evaluate(config: EvalConfig) -> dict:
+    """Run the protocols; returns {protocol: {method: metrics}} plus a record of the run."""
+    started = time.time()
+    split = load_split(config.data_dir)
+    cases = split.test_cases[: config.max_users] if config.max_users else split.test_cases
+    sasrec = SASRecRecommender(list(split.catalog.items), config.sasrec)
+    record = sasrec.fit(list(split.train.values()), [(c.history, c.target) for c in split.valid_cases])
+    served = ServedSystem(config.gateway_addr, config.retrieval_addr)
+    results: dict[str, dict] = {}
+    try:
+        if 1 in config.protocols:
+            candidates = random_candidates(split, cases, seed=config.seed)
+            ranks = _baseline_ranks(split, cases, candidates, sasrec)
+            if config.gateway_addr:
+                orders = await _gather_bounded([served.rerank(c, cands) for c, cands in zip(cases, candidates)],
+                                               config.concurrency, "protocol 1")
+                ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
+            results["1"] = {m: summarize(r, PROTOCOL_KS[1]) for m, r in ranks.items()}
+        if 2 in config.protocols and config.retrieval_addr:
+            retrieved = await _gather_bounded([served.retrieve(c, 9, [c.target]) for c in cases],
+                                              config.concurrency, "hard negatives")
+            candidates = []
+            for case, negatives in zip(cases, retrieved):
+                shuffled = [case.target, *negatives]
+                random.Random(f"{config.seed}:{case.user_id}").shuffle(shuffled)  # position carries no signal
+                candidates.append(shuffled)
+            ranks = _baseline_ranks(split, cases, candidates, sasrec)
+            if config.gateway_addr:
+                orders = await _gather_bounded([served.rerank(c, cands) for c, cands in zip(cases, candidates)],
+                                               config.concurrency, "protocol 2")
+                ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
+            results["2"] = {m: summarize(r, PROTOCOL_KS[2]) for m, r in ranks.items()}
+        if 3 in config.protocols and config.gateway_addr and config.retrieval_addr:
+            ranks = _full_ranking_baselines(split, cases, sasrec, 10)
+            tops = await _gather_bounded([served.recommend(c, 10) for c in cases], config.concurrency, "protocol 3")
+            ranks[config.served_name] = [_rank_in_order(t, c.target) for c, t in zip(cases, tops)]
+            pools = await _gather_bounded([served.retrieve(c, 20) for c in cases], config.concurrency, "recall")
+            results["3"] = {m: summarize(r, PROTOCOL_KS[3]) for m, r in ranks.items()}
+            results["3"]["retriever"] = {"Recall@20": sum(c.target in p for c, p in zip(cases, pools)) / len(cases)}
+    finally:
+        await served.close()
+    return {
+        "results": results,
+        "users": len(cases),
+        "data_dir": str(config.data_dir),
+        "seed": config.seed,
+        "sasrec": record,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def write_report(report: dict, out_dir: Path, command: str) -> Path:
+    """Markdown tables per protocol, a PNG of HR@k per method, and the raw JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    titles = {"1": "Protocol 1: target + 9 random negatives", "2": "Protocol 2: target + 9 retriever negatives",
+              "3": "Protocol 3: full ranking (retrieve 20 -> rank)"}
+    lines = ["# Evaluation report", "", f"Command: `{command}`", "",
+             f"{report['users']} test users; seed {report['seed']}; {report['seconds']} s.", ""]
+    for protocol, methods in report["results"].items():
+        lines += [f"## {titles[protocol]}", ""]
+        metrics = sorted({k for m in methods.values() for k in m if k != "users"})
+        lines.append("| method | " + " | ".join(metrics) + " |")
+        lines.append("|---|" + "---|" * len(metrics))
+        for method, values in methods.items():
+            lines.append(f"| {method} | " + " | ".join(f"{values[k]:.4f}" if k in values else "" for k in metrics)
+                         + " |")
+        lines.append("")
+        hr = {m: v for m, v in methods.items() if any(k.startswith("HR@") for k in v)}
+        if hr:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for method, values in hr.items():
+                ks = sorted(int(k[3:]) for k in values if k.startswith("HR@"))
+                ax.plot(ks, [values[f"HR@{k}"] for k in ks], marker="o", label=method)
+            ax.set_xlabel("k")
+            ax.set_ylabel("HR@k")
+            ax.set_title(titles[protocol])
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(out_dir / f"protocol{protocol}_hr.png", dpi=120)
+            plt.close(fig)
+            lines += [f"![HR@k, protocol {protocol}](protocol{protocol}_hr.png)", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
