@@ -107,6 +107,7 @@ async def test_triton_killed_under_load_fails_fast_then_recovers_without_restart
     async with Load(s.addr("gateway")) as load:
         await asyncio.sleep(1.5)
         before_kill = load.mark()
+        stubs = psutil.Process(own_triton.pid).children(recursive=True)
         os.kill(own_triton.pid, signal.SIGKILL)
         await _wait_for(lambda: _is(s.addr("ranking"), NOT_SERVING), 15, "ranking NOT_SERVING")
         await _wait_for(lambda: _is(s.addr("retrieval"), NOT_SERVING), 15, "retrieval NOT_SERVING")
@@ -120,6 +121,11 @@ async def test_triton_killed_under_load_fails_fast_then_recovers_without_restart
         await _wait_for(lambda: _is(s.addr("ranking"), SERVING), 30, "ranking SERVING again")
         after_recovery = load.mark()
         await asyncio.sleep(2.0)
+    # Backend processes normally exit with their server; one that outlived it would hold memory and CPU.
+    _, survivors = psutil.wait_procs(stubs, timeout=10)
+    for orphan in survivors:
+        orphan.kill()
+    print(f"\nbackend processes that outlived the killed server: {len(survivors)} (killed by the test)")
     healthy = load.results[:before_kill]
     assert healthy and all(code == grpc.StatusCode.OK and not degraded for code, degraded, _ in healthy)
     codes = Counter(code for code, _, _ in during)
