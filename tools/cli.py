@@ -381,5 +381,11 @@ def evaluate(
     console.print(f"report written to {path}")
 
 
+
+# `instructrec bench`: the serving benchmark (tools/bench.py; heavy imports happen inside the command).
+from tools.bench import bench_command  # noqa: E402
+
+app.command("bench")(bench_command)
+
 if __name__ == "__main__":
     sys.exit(app())

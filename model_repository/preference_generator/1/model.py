@@ -6,6 +6,8 @@ the KV cache over the left-padded batch, and only the new tokens are decoded.
 
 Config parameters: ``max_new_tokens`` (default 48), ``max_prompt_tokens`` (longer prompts are rejected,
 default 1024), ``num_threads`` (torch intra-op threads, default 1).
+
+A ``KIND_GPU`` instance generates with torch on its CUDA device.
 """
 
 import json
@@ -26,6 +28,15 @@ def _invalid_input(message: str):
 def _parameter(config: dict, key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
     return value or default
+
+
+def _device(args: dict) -> torch.device:
+    """``cuda:<id>`` for a ``KIND_GPU`` instance (failing to load when torch has no CUDA), else the CPU."""
+    if args.get("model_instance_kind") != "GPU":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("KIND_GPU instance, but torch has no CUDA here (install a CUDA build of torch)")
+    return torch.device(f"cuda:{int(args.get('model_instance_device_id', 0))}")
 
 
 def _decode_texts(array: np.ndarray) -> list[str]:
@@ -50,11 +61,12 @@ class TritonPythonModel:
         self.max_new_tokens = int(_parameter(config, "max_new_tokens", "48"))
         self.max_prompt_tokens = int(_parameter(config, "max_prompt_tokens", "1024"))
         torch.set_num_threads(int(_parameter(config, "num_threads", "1")))
+        self.device = _device(args)
         self.tokenizer = AutoTokenizer.from_pretrained(str(version_dir))
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(version_dir), dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(version_dir), dtype=torch.float32).eval().to(self.device)
 
     def _model_text(self, prompt: str) -> str:
         return self.tokenizer.apply_chat_template(
@@ -86,15 +98,15 @@ class TritonPythonModel:
             batch = self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")  # [B, L], left
             with torch.inference_mode():
                 output = self.model.generate(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
                     max_new_tokens=self.max_new_tokens,
                     do_sample=False,
                     use_cache=True,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )  # [B, L + new]
             new_tokens = output[:, batch["input_ids"].shape[1]:]
-            generated = [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            generated = [t.strip() for t in self.tokenizer.batch_decode(new_tokens.cpu(), skip_special_tokens=True)]
 
         responses = []
         start = 0

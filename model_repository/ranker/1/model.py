@@ -8,6 +8,8 @@ next token. ``model.onnx`` (written by ``tools/export.py``) takes right-padded `
 Config parameters: ``answer_prefix`` (must match training), ``max_prompt_tokens`` (longer prompts are
 rejected, since truncating would cut off candidates or the question), ``num_threads`` (ONNX Runtime
 intra-op threads, default 2).
+
+A ``KIND_GPU`` instance runs on ONNX Runtime's CUDA provider on its device (needs ``onnxruntime-gpu``).
 """
 
 import json
@@ -28,6 +30,27 @@ def _invalid_input(message: str):
 def _parameter(config: dict, key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
     return value or default
+
+
+def _providers(args: dict) -> list:
+    """ONNX Runtime providers for this instance: CUDA on a ``KIND_GPU`` instance's device, else the CPU.
+
+    A GPU instance without the CUDA provider fails to load rather than silently running on the CPU.
+    """
+    if args.get("model_instance_kind") != "GPU":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError("KIND_GPU instance, but onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels torch brings, when present
+    device_id = int(args.get("model_instance_device_id", 0))
+    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+
+
+def _check_device(session, args: dict) -> None:
+    """ONNX Runtime falls back to the CPU when the CUDA libraries fail to load: refuse that on a GPU instance."""
+    if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" not in session.get_providers():
+        raise RuntimeError(f"KIND_GPU instance, but the CUDA provider did not load: {session.get_providers()}")
 
 
 def _decode_texts(array: np.ndarray) -> list[str]:
@@ -62,8 +85,9 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(_parameter(config, "num_threads", "2"))
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(version_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+            str(version_dir / "model.onnx"), sess_options=options, providers=_providers(args)
         )
+        _check_device(self.session, args)
 
     def _model_text(self, prompt: str) -> str:
         chat = self.tokenizer.apply_chat_template(

@@ -5,6 +5,8 @@ Assets in this version folder (written by ``tools/export.py``): ``model.onnx`` (
 
 Config parameters: ``max_tokens`` (longer texts are truncated, default 256), ``num_threads`` (ONNX Runtime
 intra-op threads, default 1).
+
+A ``KIND_GPU`` instance runs on ONNX Runtime's CUDA provider on its device (needs ``onnxruntime-gpu``).
 """
 
 import json
@@ -25,6 +27,27 @@ def _invalid_input(message: str):
 def _parameter(config: dict, key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
     return value or default
+
+
+def _providers(args: dict) -> list:
+    """ONNX Runtime providers for this instance: CUDA on a ``KIND_GPU`` instance's device, else the CPU.
+
+    A GPU instance without the CUDA provider fails to load rather than silently running on the CPU.
+    """
+    if args.get("model_instance_kind") != "GPU":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError("KIND_GPU instance, but onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels torch brings, when present
+    device_id = int(args.get("model_instance_device_id", 0))
+    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+
+
+def _check_device(session, args: dict) -> None:
+    """ONNX Runtime falls back to the CPU when the CUDA libraries fail to load: refuse that on a GPU instance."""
+    if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" not in session.get_providers():
+        raise RuntimeError(f"KIND_GPU instance, but the CUDA provider did not load: {session.get_providers()}")
 
 
 def _decode_texts(array: np.ndarray) -> list[str]:
@@ -53,8 +76,9 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(_parameter(config, "num_threads", "1"))
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(version_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+            str(version_dir / "model.onnx"), sess_options=options, providers=_providers(args)
         )
+        _check_device(self.session, args)
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def execute(self, requests: list) -> list:
