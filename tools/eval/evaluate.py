@@ -189,7 +189,29 @@ async def evaluate(config: EvalConfig) -> dict:
     }
 
 
-def write_report(report: dict, out_dir: Path, command: str) -> Path:
+def merge_reports(previous: dict, report: dict) -> dict:
+    """Add ``report``'s served system to an earlier report of the same split, seed and users.
+
+    The baselines are recomputed by every run on the same cases and candidates, so they agree; the merged
+    report keeps every served system measured (e.g. the zero-shot and the tuned models) side by side.
+
+    Raises:
+        ValueError: the two runs evaluated different users, data or seeds.
+    """
+    for key in ("users", "data_dir", "seed"):
+        if previous.get(key) != report.get(key):
+            raise ValueError(f"cannot merge: {key} differs ({previous.get(key)!r} vs {report.get(key)!r})")
+    merged = dict(report)
+    results = {p: dict(methods) for p, methods in previous.get("results", {}).items()}
+    for protocol, methods in report["results"].items():
+        results.setdefault(protocol, {}).update(methods)
+    merged["results"] = results
+    merged["commands"] = [*previous.get("commands", []), *report.get("commands", [])]
+    merged["seconds"] = round(previous.get("seconds", 0) + report.get("seconds", 0), 1)
+    return merged
+
+
+def write_report(report: dict, out_dir: Path, command: str, append: bool = False) -> Path:
     """Markdown tables per protocol, a PNG of HR@k per method, and the raw JSON."""
     import matplotlib
 
@@ -197,10 +219,13 @@ def write_report(report: dict, out_dir: Path, command: str) -> Path:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    report = {**report, "commands": [*report.get("commands", []), command]}
+    if append and (out_dir / "results.json").is_file():
+        report = merge_reports(json.loads((out_dir / "results.json").read_text()), report)
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     titles = {"1": "Protocol 1: target + 9 random negatives", "2": "Protocol 2: target + 9 retriever negatives",
               "3": "Protocol 3: full ranking (retrieve 20 -> rank)"}
-    lines = ["# Evaluation report", "", f"Command: `{command}`", "",
+    lines = ["# Evaluation report", "", "Commands:", "", *[f"    {c}" for c in report["commands"]], "",
              f"{report['users']} test users; seed {report['seed']}; {report['seconds']} s.", ""]
     for protocol, methods in report["results"].items():
         lines += [f"## {titles[protocol]}", ""]

@@ -1,0 +1,165 @@
+"""Tune the retriever's text encoder (MiniLM) on T2 matching pairs with in-batch negatives, with LoRA.
+
+Query side: exactly the text the retrieval service encodes for a request (``prompts.retrieval_text``: an
+optional intention, then the recent history titles). Item side: ``catalog.item_text`` (what the index is
+built from). Both go through the served pooling (:func:`tools.export.mean_pooled_encoder`: mean over tokens,
+L2 normalisation). Loss: symmetric InfoNCE over the batch (every other target in the batch is a negative;
+pairs that share a target are not counted as negatives of each other).
+
+Validation: Recall@20 of the served retrieval rule (:func:`services.retrieval.index.user_vector`: the encoded
+request blended with the mean of the history's item vectors) over the whole catalog, on validation users.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.common import prompts
+from services.common.catalog import Item, item_text
+from services.retrieval.index import user_vector
+from services.retrieval.settings import RetrievalSettings
+from tools.export import DEFAULT_MAX_TOKENS, is_lora_adapter, mean_pooled_encoder
+from tools.train.common import LoopConfig, Record, Task, cycle, run_loop, setup_torch
+from tools.train.examples import RetrievalPair, draw_samples, load_training_data, retrieval_pair, validation_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetrieverTrainConfig:
+    data_dir: Path
+    base_model: Path
+    out_dir: Path
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=300, batch_size=64, lr=1e-3, eval_every=100,
+                                                                warmup_steps=20))
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("query", "key", "value", "dense")
+    temperature: float = 0.05
+    intention_share: float = 0.3
+    examples_per_epoch: int = 20000
+    validation_users: int = 300
+    max_history: int = 10
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+
+def load_encoder(path: Path, device: torch.device):
+    """A Hugging Face encoder folder, or a LoRA adapter merged into its base; with its tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    if is_lora_adapter(path):
+        from peft import PeftModel
+
+        from tools.export import TEXT_ENCODER, resolve_adapter_base
+
+        base = resolve_adapter_base(path, TEXT_ENCODER, None)
+        model = PeftModel.from_pretrained(AutoModel.from_pretrained(str(base)), str(path)).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(str(base))
+    else:
+        model = AutoModel.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return model.to(device).eval(), tokenizer
+
+
+def encode(pooled, tokenizer, texts: Sequence[str], device: torch.device, max_tokens: int = DEFAULT_MAX_TOKENS,
+           batch_size: int = 128) -> torch.Tensor:
+    """[N, D] unit vectors (gradients flow when called outside ``no_grad``)."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(list(texts[start: start + batch_size]), padding=True, truncation=True,
+                          max_length=max_tokens, return_tensors="pt")
+        token_types = batch.get("token_type_ids", torch.zeros_like(batch["input_ids"]))
+        out.append(pooled(batch["input_ids"].to(device), batch["attention_mask"].to(device), token_types.to(device)))
+    return torch.cat(out)
+
+
+def item_vectors(encoder: Path, items: Sequence[Item], device: torch.device) -> np.ndarray:
+    """Item vectors as the index holds them, computed in this process."""
+    model, tokenizer = load_encoder(encoder, device)
+    with torch.no_grad():
+        return encode(mean_pooled_encoder(model), tokenizer, [item_text(i) for i in items], device).cpu().numpy()
+
+
+def info_nce(queries: torch.Tensor, items: torch.Tensor, targets: Sequence[str], temperature: float) -> torch.Tensor:
+    """Symmetric in-batch contrastive loss; a row's other positives with the same target are masked out."""
+    logits = queries @ items.t() / temperature  # [B, B]
+    same = torch.tensor([[a == b for b in targets] for a in targets], device=logits.device)
+    eye = torch.eye(len(targets), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(same & ~eye, float("-inf"))
+    labels = torch.arange(len(targets), device=logits.device)
+    return 0.5 * (torch.nn.functional.cross_entropy(logits, labels)
+                  + torch.nn.functional.cross_entropy(logits.t(), labels))
+
+
+def recall_at(pooled, tokenizer, data, samples, device, k: int, history_weight: float, max_history: int,
+              max_tokens: int) -> dict[str, float]:
+    """Recall@k of the served retrieval rule over the whole catalog (history items excluded)."""
+    ids = list(data.catalog.items)
+    vectors = encode(pooled, tokenizer, [item_text(data.catalog[i]) for i in ids], device, max_tokens).cpu().numpy()
+    index = {i: n for n, i in enumerate(ids)}
+    texts = [prompts.retrieval_text("", [data.catalog[i] for i in s.history[-max_history:]], max_history)
+             for s in samples]
+    queries = encode(pooled, tokenizer, texts, device, max_tokens).cpu().numpy()
+    hits = 0
+    for sample, query in zip(samples, queries):
+        recent = [index[i] for i in sample.history[-max_history:]]
+        vector = user_vector(query, vectors[recent], history_weight)
+        scores = vectors @ vector
+        scores[[index[i] for i in sample.history]] = -np.inf
+        top = np.argpartition(-scores, k)[:k]
+        hits += int(index[sample.target] in set(top.tolist()))
+    return {f"Recall@{k}": hits / max(1, len(samples))}
+
+
+def train_retriever(config: RetrieverTrainConfig, resume: bool = False) -> Record:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    device = setup_torch(config.loop)
+    data = load_training_data(config.data_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
+    encoder = AutoModel.from_pretrained(str(config.base_model))
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.target_modules))
+    model = get_peft_model(encoder, lora).to(device)
+    pooled = mean_pooled_encoder(encoder).to(device)
+    validation = validation_samples(data, config.validation_users)
+    history_weight = RetrievalSettings.model_fields["history_weight"].default
+
+    def epoch(n: int) -> list[list[RetrievalPair]]:
+        rng = random.Random(f"{config.loop.seed}:retriever:{n}")
+        samples = draw_samples(data, config.examples_per_epoch, rng)
+        pairs = [retrieval_pair(data, s, rng, config.intention_share, config.max_history) for s in samples]
+        size = config.loop.batch_size
+        return [pairs[i: i + size] for i in range(0, len(pairs) - size + 1, size)]
+
+    def loss(batch: list[RetrievalPair]) -> torch.Tensor:
+        queries = encode(pooled, tokenizer, [p.query for p in batch], device, config.max_tokens)
+        items = encode(pooled, tokenizer, [p.item for p in batch], device, config.max_tokens)
+        return info_nce(queries, items, [p.target for p in batch], config.temperature)
+
+    def save(path: Path) -> None:
+        model.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
+
+    record = Record("text_encoder", config, config.out_dir / "record.json",
+                    extra={"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                           "validation_users": len(validation), "history_weight": history_weight})
+    task = Task(
+        model=model,
+        batches=cycle(epoch),
+        loss=loss,
+        validate=lambda: recall_at(pooled, tokenizer, data, validation, device, 20, history_weight,
+                                   config.max_history, config.max_tokens),
+        save=save,
+        metric="Recall@20",
+    )
+    return run_loop(task, config.loop, config.out_dir, record, resume)
