@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup prepare run test test-soak test-fast protos lint k8s-check clean
+.PHONY: setup prepare run train test test-soak test-fast protos lint k8s-check clean
 CHECKOV_VENV := var/checkov-venv
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 
@@ -23,6 +23,9 @@ prepare: setup  ## data, base models and Triton model versions (skips what exist
 
 run: setup  ## (prepares what is missing) Triton + the four services in the foreground; Ctrl-C stops
 	$(VENV)/bin/instructrec run
+
+train: prepare  ## instruction-tune all three models (default preset, under an hour on 2 cores) and publish the adapters
+	$(VENV)/bin/instructrec train all --publish
 
 # checkov pins packaging<24, networkx<2.7, importlib-metadata<8: its own venv keeps them out of the project's.
 $(CHECKOV_STAMP):

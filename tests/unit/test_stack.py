@@ -24,3 +24,35 @@ def test_service_ports_follow_the_environment(monkeypatch):
     config = StackConfig()
     assert config.ports["retrieval"] == 6123
     assert service_env(config, "gateway")["GATEWAY_RETRIEVAL_ADDR"] == "localhost:6123"
+
+
+def _fake_version(repository, name, version, adapter=None):
+    import json
+
+    folder = repository / name / str(version)
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({"version": version, "adapter": adapter}))
+
+
+def test_served_versions_are_the_latest_or_the_latest_base_export(tmp_path):
+    from tools.stack import BASE, TUNED, served_versions
+
+    for name in ("text_encoder", "ranker", "preference_generator"):
+        _fake_version(tmp_path, name, 1)
+        _fake_version(tmp_path, name, 2, adapter={"type": "lora", "merged": True})
+    (tmp_path / "ranker" / "3").mkdir()  # unfinished export: no metadata.json
+    assert served_versions(tmp_path, TUNED) == {"text_encoder": 2, "ranker": 2, "preference_generator": 2}
+    assert served_versions(tmp_path, BASE) == {"text_encoder": 1, "ranker": 1, "preference_generator": 1}
+
+
+def test_served_versions_name_what_is_missing(tmp_path):
+    import pytest
+
+    from tools.stack import BASE, served_versions
+
+    for name in ("text_encoder", "ranker", "preference_generator"):
+        _fake_version(tmp_path, name, 2, adapter={"type": "lora"})
+    with pytest.raises(FileNotFoundError, match="no base-model version"):
+        served_versions(tmp_path, BASE)
+    with pytest.raises(FileNotFoundError, match="run `instructrec prepare`"):
+        served_versions(tmp_path / "empty")
