@@ -158,6 +158,18 @@ class ItemIndex:
         self._position = {item_id: i for i, item_id in enumerate(meta.item_ids)}
         # Most popular first; ties keep index order (stable), so the fallback list is deterministic.
         self._by_popularity = sorted(range(len(meta.item_ids)), key=lambda i: -meta.popularity[i])
+        self._prior_index: faiss.Index | None = None
+
+    def _with_prior(self) -> faiss.Index:
+        """Inner-product index over ``[v_i, log(1 + count_i)]``: a query ``[q, w]`` then scores
+        ``q . v_i + w * log(1 + count_i)`` exactly, in one search (built on first use, from the stored vectors)."""
+        if self._prior_index is None:
+            vectors = self._index.reconstruct_n(0, len(self))  # [N, dim]
+            prior = np.log1p(np.asarray(self._meta.popularity, dtype=np.float32)).reshape(-1, 1)  # [N, 1]
+            index = faiss.IndexFlatIP(self.dim + 1)
+            index.add(np.ascontiguousarray(np.hstack([vectors, prior]), dtype=np.float32))
+            self._prior_index = index
+        return self._prior_index
 
     @classmethod
     def load(cls, directory: str | Path) -> ItemIndex:
@@ -271,8 +283,15 @@ class ItemIndex:
         keys = np.fromiter((self._position[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
         return self._index.reconstruct_batch(keys)
 
-    def search(self, query_vector: np.ndarray, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+    def search(
+        self, query_vector: np.ndarray, k: int, exclude: Collection[str] = (), popularity_weight: float = 0.0
+    ) -> list[tuple[str, float]]:
         """The ``k`` items with the highest inner product with ``query_vector``, skipping ``exclude``.
+
+        With ``popularity_weight`` ``w > 0`` the score is ``q . v_i + w * log(1 + count_i)``, with
+        ``count_i`` the item's training interactions: the log-popularity prior that in-batch-negative
+        training takes out of the embeddings (it samples negatives in proportion to popularity, so the
+        encoder learns ``log p(i | u) - log p(i)``; adding ``tau * log p(i)`` back gives ``p(i | u)``).
 
         FAISS cannot filter, so the search over-fetches by the number of excluded ids that are in the
         index: that many slots at most can be lost, so exactly ``min(k, items left)`` results come back
@@ -282,6 +301,7 @@ class ItemIndex:
             query_vector: ``[dim]`` or ``[1, dim]``; normally a unit vector (scores are then cosines).
             k: How many results; 0 or less gives none.
             exclude: Item ids never to return (history, caller exclusions); unknown ids are ignored.
+            popularity_weight: Weight of the log-popularity prior (0: cosine only).
 
         Returns:
             ``(item_id, score)`` pairs, best first.
@@ -294,11 +314,17 @@ class ItemIndex:
             raise ValueError(f"query has dim {q.shape[1]}, the index {self.dim}")
         if not np.all(np.isfinite(q)):
             raise ValueError("query vector is not finite")
+        if popularity_weight < 0 or not np.isfinite(popularity_weight):
+            raise ValueError(f"popularity_weight must be >= 0, got {popularity_weight}")
         if k <= 0 or not len(self):
             return []
         excluded = {i for i in exclude if i in self._position}
         fetch = min(k + len(excluded), len(self))
-        scores, positions = self._index.search(np.ascontiguousarray(q), fetch)
+        index = self._index
+        if popularity_weight > 0:
+            index = self._with_prior()
+            q = np.hstack([q, np.array([[popularity_weight]], dtype=np.float32)])
+        scores, positions = index.search(np.ascontiguousarray(q), fetch)
         results: list[tuple[str, float]] = []
         for pos, score in zip(positions[0], scores[0]):
             if pos < 0:

@@ -37,6 +37,7 @@ class Retriever:
         *,
         history_weight: float,
         recent_history_items: int,
+        popularity_weight: float = 0.0,
         default_k: int,
         max_k: int,
         limits: Limits,
@@ -45,6 +46,7 @@ class Retriever:
         self._catalog = catalog
         self._encode = encode
         self._history_weight = history_weight
+        self._popularity_weight = popularity_weight
         self._max_history = recent_history_items
         self._default_k = default_k
         self._max_k = max_k
@@ -79,4 +81,4 @@ class Retriever:
         indexed = [i.item_id for i in recent if i.item_id in self._index]
         history_vectors = self._index.vectors_for(indexed) if indexed else None
         vector = user_vector(embedding, history_vectors, self._history_weight)
-        return Retrieved(self._index.search(vector, k, exclude), "embedding", version)
+        return Retrieved(self._index.search(vector, k, exclude, self._popularity_weight), "embedding", version)

@@ -50,6 +50,7 @@ class RetrievalService:
             catalog,
             encode,
             history_weight=s.history_weight,
+            popularity_weight=s.popularity_weight,
             recent_history_items=s.recent_history_items,
             default_k=s.default_num_candidates,
             max_k=s.max_num_candidates,

@@ -10,6 +10,9 @@ from pydantic_settings import SettingsConfigDict
 from services.common.prompts import DEFAULT_MAX_HISTORY_ITEMS
 from services.common.settings import DEFAULT_DATA_DIR, ROOT, ServiceSettings, TritonSettings
 
+# The retriever's InfoNCE temperature (tools/train/retriever.py): the logQ correction's weight on cosines.
+POPULARITY_WEIGHT = 0.05
+
 
 class RetrievalSettings(ServiceSettings):
     """Settings of the retrieval service."""
@@ -32,5 +35,9 @@ class RetrievalSettings(ServiceSettings):
     """Largest num_candidates accepted."""
     history_weight: float = Field(0.5, ge=0, le=1)
     """Weight of the mean of recent history item vectors against the encoded request text."""
+    popularity_weight: float = Field(POPULARITY_WEIGHT, ge=0)
+    """Weight of the log-popularity prior added to the cosine score (0 = cosine only). The tuned encoder is
+    trained with in-batch negatives, which removes popularity from its scores; the default is the training
+    temperature, which puts it back on the scale of the logits (see docs/evaluation)."""
     recent_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
     """Most recent history items used for the request text and the history vector."""

@@ -102,6 +102,22 @@ def test_search_matches_brute_force_and_returns_exactly_k(tmp_path: Path, seed: 
     np.testing.assert_allclose(scores, [float(vectors[ids.index(i)] @ q) for i, _ in got], atol=1e-5)
 
 
+@pytest.mark.parametrize("weight", [0.05, 0.5])
+def test_search_with_a_popularity_prior_adds_weighted_log_counts(tmp_path: Path, weight: float) -> None:
+    counts = [int(c) for c in np.random.default_rng(1).integers(0, 500, size=40)]
+    idx, ids, vectors = make_index(tmp_path, 40, popularity=counts)
+    q = _unit(np.random.default_rng(7).normal(size=DIM))
+    exclude = {ids[3], ids[17]}
+    scores = vectors @ q + weight * np.log1p(np.array(counts, dtype=np.float32))
+    order = [ids[i] for i in np.argsort(-scores, kind="stable") if ids[i] not in exclude][:10]
+    got = idx.search(q, 10, exclude, popularity_weight=weight)
+    assert [i for i, _ in got] == order
+    np.testing.assert_allclose([s for _, s in got], [float(scores[ids.index(i)]) for i, _ in got], atol=1e-4)
+    assert [i for i, _ in idx.search(q, 10, exclude)] == _brute_force(vectors, ids, q, 10, exclude)  # w=0: cosine
+    with pytest.raises(ValueError, match="popularity_weight"):
+        idx.search(q, 10, popularity_weight=-1.0)
+
+
 def test_search_with_k_beyond_what_remains(tmp_path: Path) -> None:
     idx, ids, _ = make_index(tmp_path, 6)
     q = np.ones(DIM, np.float32)

@@ -7,7 +7,8 @@ L2 normalisation). Loss: symmetric InfoNCE over the batch (every other target in
 pairs that share a target are not counted as negatives of each other).
 
 Validation: Recall@20 of the served retrieval rule (:func:`services.retrieval.index.user_vector`: the encoded
-request blended with the mean of the history's item vectors) over the whole catalog, on validation users.
+request blended with the mean of the history's item vectors, plus the log-popularity prior at the served
+``RETRIEVAL_POPULARITY_WEIGHT``; other weights are recorded too) over the whole catalog, on validation users.
 """
 
 from __future__ import annotations
@@ -100,23 +101,29 @@ def info_nce(queries: torch.Tensor, items: torch.Tensor, targets: Sequence[str],
 
 
 def recall_at(pooled, tokenizer, data, samples, device, k: int, history_weight: float, max_history: int,
-              max_tokens: int) -> dict[str, float]:
-    """Recall@k of the served retrieval rule over the whole catalog (history items excluded)."""
+              max_tokens: int, popularity_weights: Sequence[float] = (0.0,)) -> dict[str, float]:
+    """Recall@k of the served retrieval rule over the whole catalog (history items excluded), for each
+    popularity-prior weight (``ItemIndex.search``): ``Recall@k`` for the first weight, ``Recall@k w=..`` each."""
     ids = list(data.catalog.items)
     vectors = encode(pooled, tokenizer, [item_text(data.catalog[i]) for i in ids], device, max_tokens).cpu().numpy()
     index = {i: n for n, i in enumerate(ids)}
     texts = [prompts.retrieval_text("", [data.catalog[i] for i in s.history[-max_history:]], max_history)
              for s in samples]
     queries = encode(pooled, tokenizer, texts, device, max_tokens).cpu().numpy()
-    hits = 0
+    prior = np.log1p(np.array([data.split.popularity[i] for i in ids], dtype=np.float32))
+    hits = dict.fromkeys(popularity_weights, 0)
     for sample, query in zip(samples, queries):
         recent = [index[i] for i in sample.history[-max_history:]]
         vector = user_vector(query, vectors[recent], history_weight)
-        scores = vectors @ vector
-        scores[[index[i] for i in sample.history]] = -np.inf
-        top = np.argpartition(-scores, k)[:k]
-        hits += int(index[sample.target] in set(top.tolist()))
-    return {f"Recall@{k}": hits / max(1, len(samples))}
+        cosines = vectors @ vector
+        for weight in popularity_weights:
+            scores = cosines + weight * prior
+            scores[[index[i] for i in sample.history]] = -np.inf
+            top = np.argpartition(-scores, k)[:k]
+            hits[weight] += int(index[sample.target] in set(top.tolist()))
+    out = {f"Recall@{k} w={w}": h / max(1, len(samples)) for w, h in hits.items()}
+    out[f"Recall@{k}"] = out[f"Recall@{k} w={popularity_weights[0]}"]
+    return out
 
 
 def train_retriever(config: RetrieverTrainConfig, resume: bool = False) -> Record:
@@ -133,6 +140,8 @@ def train_retriever(config: RetrieverTrainConfig, resume: bool = False) -> Recor
     pooled = mean_pooled_encoder(encoder).to(device)
     validation = validation_samples(data, config.validation_users)
     history_weight = RetrievalSettings.model_fields["history_weight"].default
+    served_weight = RetrievalSettings.model_fields["popularity_weight"].default
+    weights = (served_weight, *(w for w in (0.0, 0.025, 0.1) if w != served_weight))
 
     def epoch(n: int) -> list[list[RetrievalPair]]:
         rng = random.Random(f"{config.loop.seed}:retriever:{n}")
@@ -152,13 +161,14 @@ def train_retriever(config: RetrieverTrainConfig, resume: bool = False) -> Recor
 
     record = Record("text_encoder", config, config.out_dir / "record.json",
                     extra={"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                           "validation_users": len(validation), "history_weight": history_weight})
+                           "validation_users": len(validation), "history_weight": history_weight,
+                           "popularity_weight": served_weight})
     task = Task(
         model=model,
         batches=cycle(epoch),
         loss=loss,
         validate=lambda: recall_at(pooled, tokenizer, data, validation, device, 20, history_weight,
-                                   config.max_history, config.max_tokens),
+                                   config.max_history, config.max_tokens, weights),
         save=save,
         metric="Recall@20",
     )
