@@ -162,11 +162,17 @@ def format_history(items: Sequence[Item], max_items: int = DEFAULT_MAX_HISTORY_I
     return "; ".join(i.display_title() for i in recent)
 
 
+def candidate_text(item: Item) -> str:
+    """How a candidate reads in the lettered list: ``Fargo (1996) [Crime, Drama, Thriller]`` (the genres,
+    when known, let the ranker match candidates with the preference statement and the intention)."""
+    return item.display_title() + (f" [{', '.join(item.genres)}]" if item.genres else "")
+
+
 def format_candidates(items: Sequence[Item]) -> str:
-    """Lettered candidate lines ``A. Title (year)``; at most ``MAX_CANDIDATES``."""
+    """Lettered candidate lines ``A. Title (year) [genres]``; at most ``MAX_CANDIDATES``."""
     if len(items) > MAX_CANDIDATES:
         raise ValueError(f"at most {MAX_CANDIDATES} candidates can be labelled, got {len(items)}")
-    return "\n".join(f"{label}. {item.display_title()}" for label, item in zip(LABELS, items))
+    return "\n".join(f"{label}. {candidate_text(item)}" for label, item in zip(LABELS, items))
 
 
 def select_template(has_history: bool, has_preference: bool, has_query: bool) -> InstructionTemplate:
@@ -198,7 +204,7 @@ def render_instruction(
         query=query.strip(),
         preference=preference.strip(),
         candidates=format_candidates(candidates) if candidates else "",
-        candidate=candidate.display_title() if candidate is not None else "",
+        candidate=candidate_text(candidate) if candidate is not None else "",
     )
 
 

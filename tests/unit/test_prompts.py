@@ -32,7 +32,7 @@ def test_instruction_lists_recent_history_query_preference_and_lettered_candidat
     assert "Movie 11" not in text
     assert '"something funny"' in text
     assert "Likes dramas." in text
-    assert "A. Toy Story (1995)\nB. Fargo (1996)" in text
+    assert "A. Toy Story (1995) [Animation]\nB. Fargo (1996)\n" in text
 
 
 def test_more_candidates_than_labels_is_refused():

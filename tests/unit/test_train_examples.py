@@ -62,7 +62,8 @@ def test_ranker_examples_answer_with_the_target_label(data):
             # no candidate the user has already seen in the training part, other than the target
             titles = [ln.split(". ", 1)[1] for ln in example.prompt.splitlines() if ln[:3].rstrip(".").isalpha()
                       and ". " in ln and ln[0] in prompts.LABELS and ln[1] == "."]
-            seen = {data.catalog[i].display_title() for i in sample.seen} - {target}
+            seen = {prompts.candidate_text(data.catalog[i]) for i in sample.seen} - {
+                prompts.candidate_text(data.catalog[sample.target])}
             assert not seen & set(titles)
         else:
             assert example.num_choices == 2 and (target in example.prompt) == (example.answer == 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tools.export import PREFERENCE_GENERATOR, RANKER, TEXT_ENCODER, combined_sha256, weights_sha256
 from tools.train.common import ADAPTER_DIR, RECORD_FILE, LoopConfig
+from tools.train.examples import RankerMix
 
 ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -27,8 +28,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     "default": {
         TEXT_ENCODER: {"loop": LoopConfig(steps=50, batch_size=64, lr=1e-3, warmup_steps=5, eval_every=25,
                                           checkpoint_every=10, max_minutes=12)},
-        RANKER: {"loop": LoopConfig(steps=200, batch_size=4, lr=5e-4, warmup_steps=10, eval_every=100,
-                                    checkpoint_every=20, max_minutes=32), "validation_users": 100},
+        RANKER: {"loop": LoopConfig(steps=280, batch_size=4, lr=2e-3, warmup_steps=10, eval_every=70,
+                                    checkpoint_every=20, max_minutes=32), "validation_users": 100,
+                 "mix": RankerMix(pointwise_share=0.1)},
         PREFERENCE_GENERATOR: {"loop": LoopConfig(steps=40, batch_size=8, lr=1e-3, warmup_steps=4, eval_every=20,
                                                   checkpoint_every=10, max_minutes=10),
                                "validation_users": 32, "generation_users": 8},
