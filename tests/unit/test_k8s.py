@@ -382,7 +382,10 @@ def test_data_paths_are_on_the_volumes_the_jobs_write(rendered: dict, overlay: s
 
     prepare = _python_c_calls(_container(jobs["prepare-data"], "prepare-data"))["prepare_movielens"]
     data_dir = str(prepare.arguments["out_dir"])
-    export = _python_c_calls(_container(jobs["model-export"], "model-export"))["ensure_default_repository"]
+    export_calls = _python_c_calls(_container(jobs["model-export"], "model-export"))
+    export = export_calls["ensure_default_repository"]
+    # the committed instruction-tuned adapters are exported into the same repository, after the base models
+    assert export_calls["ensure_tuned_versions"].arguments["repository"] == export.arguments["repository"]
     triton = _container(_objects(rendered, overlay, "Deployment")["triton"], "triton")
     assert str(export.arguments["repository"]) == dict(a.split("=", 1) for a in triton["args"][1:] if "=" in a)[
         "--model-repository"]
