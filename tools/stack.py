@@ -130,6 +130,21 @@ def ensure_tuned_versions(repository: Path, workspace: Path) -> dict[str, int]:
     return out
 
 
+READY_MARKER = ".instructrec-models-ready"
+
+
+def mark_repository_ready(repository: Path) -> Path:
+    """Write the marker the Kubernetes Triton pod waits for: every export of the set-up Job has finished
+    (base versions and the tuned ones), so Triton's explicit load at start picks the versions to serve.
+    It records the versions Triton will serve."""
+    path = Path(repository) / READY_MARKER
+    tmp = path.with_suffix(".tmp")
+    versions = served_versions(repository)
+    tmp.write_text(json.dumps({"versions": versions, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    tmp.replace(path)
+    return path
+
+
 def served_versions(repository: Path, models: str = TUNED) -> dict[str, int]:
     """The version of each model the stack serves: the latest (``tuned``), or the latest one exported
     from a base model rather than an adapter (``base``)."""

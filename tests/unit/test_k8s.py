@@ -356,7 +356,10 @@ def test_triton_flags_match_its_ports_probes_and_the_models_the_services_call(re
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     repository, volume = _mount_of(deployment, container, options["--model-repository"])
     assert _claim(volume) == "model-repository"
-    assert {f"{options['--model-repository']}/{m}/*/metadata.json" for m in MODELS} == set(_wait_targets(deployment))
+    from tools.stack import READY_MARKER
+
+    assert {f"{options['--model-repository']}/{m}/*/metadata.json" for m in MODELS} | {
+        f"{options['--model-repository']}/{READY_MARKER}"} == set(_wait_targets(deployment))
     (shm,) = [v for v in _pod(deployment)["volumes"] if v["name"] == "dshm"]
     assert shm["emptyDir"]["medium"] == "Memory"
     assert any(m["mountPath"] == "/dev/shm" and m["name"] == "dshm" for m in container["volumeMounts"])
@@ -386,6 +389,7 @@ def test_data_paths_are_on_the_volumes_the_jobs_write(rendered: dict, overlay: s
     export = export_calls["ensure_default_repository"]
     # the committed instruction-tuned adapters are exported into the same repository, after the base models
     assert export_calls["ensure_tuned_versions"].arguments["repository"] == export.arguments["repository"]
+    assert export_calls["mark_repository_ready"].arguments["repository"] == export.arguments["repository"]
     triton = _container(_objects(rendered, overlay, "Deployment")["triton"], "triton")
     assert str(export.arguments["repository"]) == dict(a.split("=", 1) for a in triton["args"][1:] if "=" in a)[
         "--model-repository"]
