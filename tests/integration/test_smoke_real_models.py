@@ -1,4 +1,4 @@
-"""Smoke test: the whole suite with the real base models and MovieLens-100K, as `make run` serves it."""
+"""Smoke test: the whole suite with the real (instruction-tuned) models and MovieLens-100K, as `make run` serves it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from services.common.settings import DEFAULT_DATA_DIR, ROOT
 from tests.integration.stack_helpers import running_stack
 from tools.export import has_weights
 from tools.index import build_index_async
+from tools.stack import TUNED, served_versions
 from tools.triton_server import TritonServer
 
 pytestmark = [pytest.mark.smoke, pytest.mark.triton]
@@ -57,3 +58,5 @@ async def test_user_196_gets_ten_catalog_movies_outside_their_history(real_trito
     assert '"a funny movie for tonight"' in r.instruction and "\nT. " in r.instruction
     assert r.template_id == "P2-I1-T3-0"
     assert {v.model_name for v in r.model_versions} == set(MODELS)
+    # `make prepare` exported the committed tuned adapters: the latest versions answer
+    assert {v.model_name: int(v.version) for v in r.model_versions} == served_versions(REPOSITORY, TUNED)
