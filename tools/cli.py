@@ -381,7 +381,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the negatives and of SASRec.")] = 0,
     append: Annotated[bool, typer.Option(
         help="Add this served system to OUT_DIR's existing report (same users and seed), e.g. the zero-shot "
-             "models next to the tuned ones.")] = False,
+             "models next to the tuned ones; the baselines are not recomputed (they are in the report).")] = False,
 ) -> None:
     """Evaluate the served system and the baselines (random, popularity, SASRec) on the three protocols."""
     from tools.eval.evaluate import EvalConfig, write_report
@@ -392,7 +392,7 @@ def evaluate(
     config = EvalConfig(
         data_dir=data_dir, gateway_addr=gateway or None, retrieval_addr=retrieval or None, served_name=name,
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
-        seed=seed, sasrec=SASRecConfig(seed=seed),
+        seed=seed, sasrec=SASRecConfig(seed=seed), baselines=not append,
     )
     report = asyncio.run(run_evaluation(config))
     path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]), append=append)

@@ -112,10 +112,12 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 
 def test_merging_reports_keeps_both_served_systems_and_refuses_other_users():
     first = {"users": 5, "data_dir": "d", "seed": 0, "seconds": 1,
-             "results": {"1": {"random": {"HR@1": 0.1}, "zero-shot": {"HR@1": 0.2}}}, "commands": ["a"]}
+             "results": {"1": {"random": {"HR@1": 0.1}, "zero-shot": {"HR@1": 0.2}}}, "commands": ["a"],
+             "sasrec": {"best_valid_HR@10": 0.1}}
     second = {"users": 5, "data_dir": "d", "seed": 0, "seconds": 2,
-              "results": {"1": {"random": {"HR@1": 0.1}, "tuned": {"HR@1": 0.4}}}, "commands": ["b"]}
+              "results": {"1": {"tuned": {"HR@1": 0.4}}}, "commands": ["b"], "sasrec": None}
     merged = merge_reports(first, second)
     assert set(merged["results"]["1"]) == {"random", "zero-shot", "tuned"} and merged["commands"] == ["a", "b"]
+    assert merged["sasrec"] == first["sasrec"]  # a run without baselines keeps the earlier SASRec record
     with pytest.raises(ValueError, match="users differs"):
         merge_reports(first, {**second, "users": 6})

@@ -52,6 +52,9 @@ class EvalConfig:
     seed: int = 0
     concurrency: int = 8
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    baselines: bool = True
+    """Compute random, popularity and SASRec; off when adding a served system to a report that has them
+    (they depend only on the split, the seed and the users, not on what is served)."""
 
 
 async def _gather_bounded(coros, concurrency: int, desc: str) -> list:
@@ -116,6 +119,8 @@ def _rank_in_order(order: Sequence[str], target: str) -> int | None:
 
 
 def _baseline_ranks(split: Split, cases, candidates, sasrec) -> dict[str, list[int]]:
+    if sasrec is None:
+        return {}
     scorers = {"random": random_scorer(0), "popularity": popularity_scorer(split), "SASRec": sasrec.score}
     return {
         name: [rank_of(list(scorer(c.history, cands)), list(cands).index(c.target))
@@ -125,6 +130,8 @@ def _baseline_ranks(split: Split, cases, candidates, sasrec) -> dict[str, list[i
 
 
 def _full_ranking_baselines(split: Split, cases, sasrec, k: int) -> dict[str, list[int | None]]:
+    if sasrec is None:
+        return {}
     ids = list(split.catalog.items)
     popular = [i for i, _ in split.popularity.most_common()]
     out: dict[str, list[int | None]] = {"popularity": [], "SASRec": []}
@@ -143,8 +150,10 @@ async def evaluate(config: EvalConfig) -> dict:
     started = time.time()
     split = load_split(config.data_dir)
     cases = split.test_cases[: config.max_users] if config.max_users else split.test_cases
-    sasrec = SASRecRecommender(list(split.catalog.items), config.sasrec)
-    record = sasrec.fit(list(split.train.values()), [(c.history, c.target) for c in split.valid_cases])
+    sasrec, record = None, None
+    if config.baselines:
+        sasrec = SASRecRecommender(list(split.catalog.items), config.sasrec)
+        record = sasrec.fit(list(split.train.values()), [(c.history, c.target) for c in split.valid_cases])
     served = ServedSystem(config.gateway_addr, config.retrieval_addr)
     results: dict[str, dict] = {}
     try:
@@ -202,6 +211,8 @@ def merge_reports(previous: dict, report: dict) -> dict:
         if previous.get(key) != report.get(key):
             raise ValueError(f"cannot merge: {key} differs ({previous.get(key)!r} vs {report.get(key)!r})")
     merged = dict(report)
+    if merged.get("sasrec") is None:
+        merged["sasrec"] = previous.get("sasrec")
     results = {p: dict(methods) for p, methods in previous.get("results", {}).items()}
     for protocol, methods in report["results"].items():
         results.setdefault(protocol, {}).update(methods)
