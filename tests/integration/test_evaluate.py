@@ -27,8 +27,9 @@ async def test_three_protocols_through_the_served_system_and_baselines(stack, da
         for metrics in results[protocol].values():
             assert metrics["users"] == 6 and 0 <= metrics["HR@1"] <= metrics["HR@3"] <= metrics["HR@5"] <= 1
             assert metrics["NDCG@3"] <= metrics["HR@3"]
-    assert set(results["3"]) == {"popularity", "SASRec", "tiny", "retriever"}
-    assert 0 <= results["3"]["retriever"]["Recall@20"] <= 1
+    assert set(results["3"]) == {"popularity", "SASRec", "tiny", "tiny: retriever only"}
+    retriever = results["3"]["tiny: retriever only"]
+    assert 0 <= retriever["HR@10"] <= retriever["Recall@20"] <= 1
 
     path = write_report(report, tmp_path / "report", "instructrec evaluate --max-users 6")
     text = path.read_text()

@@ -184,8 +184,12 @@ async def evaluate(config: EvalConfig) -> dict:
             tops = await _gather_bounded([served.recommend(c, 10) for c in cases], config.concurrency, "protocol 3")
             ranks[config.served_name] = [_rank_in_order(t, c.target) for c, t in zip(cases, tops)]
             pools = await _gather_bounded([served.retrieve(c, 20) for c in cases], config.concurrency, "recall")
+            # The retrieval order alone (no ranker) shows what the ranking stage adds on top of it.
+            ranks[f"{config.served_name}: retriever only"] = [_rank_in_order(p[:10], c.target)
+                                                              for c, p in zip(cases, pools)]
             results["3"] = {m: summarize(r, PROTOCOL_KS[3]) for m, r in ranks.items()}
-            results["3"]["retriever"] = {"Recall@20": sum(c.target in p for c, p in zip(cases, pools)) / len(cases)}
+            results["3"][f"{config.served_name}: retriever only"]["Recall@20"] = (
+                sum(c.target in p for c, p in zip(cases, pools)) / len(cases))
     finally:
         await served.close()
     return {
