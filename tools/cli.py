@@ -449,14 +449,10 @@ def train(
     command = "instructrec train " + " ".join(sys.argv[2:])
     for name in names:
         base = minilm_dir() if name == TEXT_ENCODER else smollm2_dir(workspace)
-        encoder = None
+        # The ranker's hard negatives: this run's tuned retriever, else the committed one, else the base.
         trained = out_dir / TEXT_ENCODER / ADAPTER_DIR
-        if (trained / "adapter_config.json").is_file():
-            encoder = trained
-        elif published_adapter(TEXT_ENCODER) is not None:
-            encoder = published_adapter(TEXT_ENCODER)
-        else:
-            encoder = minilm_dir()
+        encoder = (trained if (trained / "adapter_config.json").is_file()
+                   else published_adapter(TEXT_ENCODER) or minilm_dir())
         config = make_config(name, preset.value, data_dir, out_dir, base, device, seed, steps, max_minutes, encoder)
         record = train_one(name, config, resume=resume)
         best = record.best or {}

@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -139,8 +140,6 @@ class Task:
 def _save_checkpoint(out: Path, task: Task, optimizer, scheduler, step: int, best: dict | None) -> None:
     tmp = out / (CHECKPOINT_DIR + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     task.save(tmp)
     torch.save(
@@ -155,8 +154,6 @@ def _save_checkpoint(out: Path, task: Task, optimizer, scheduler, step: int, bes
     )
     final = out / CHECKPOINT_DIR
     if final.exists():
-        import shutil
-
         shutil.rmtree(final)
     tmp.rename(final)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tools.export import ranker_model_text
 from tools.teacher import VAGUE_BANK
 from tools.train.common import LoopConfig, Record, Task, cycle, lora_layers, run_loop, setup_torch
 from tools.train.examples import (
@@ -50,9 +51,9 @@ class GeneratorTrainConfig:
 
 
 def model_text(tokenizer, prompt: str) -> str:
-    """The served generator's input (``model_repository/preference_generator/1/model.py``)."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
+    """The served generator's input (``model_repository/preference_generator/1/model.py``): the chat
+    template's user turn and the opened assistant turn, i.e. the ranker's text without an answer prefix."""
+    return ranker_model_text(tokenizer, prompt, answer_prefix="")
 
 
 class GeneratorBatcher:
