@@ -462,6 +462,39 @@ def train(
             _say(f"published to {publish_adapter(name, config.out_dir, command)}")
 
 
+@app.command("fit-fusion")
+def fit_fusion_cmd(
+    models: ModelsOption = Models.tuned,
+    data_dir: Annotated[Path, typer.Option(help="Split written by `prepare` / `prepare-data`.")] = Path(
+        "var/data/movielens-100k"),
+    validation_users: Annotated[int, typer.Option(help="Validation users (two candidate lists each).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the random negatives.")] = 0,
+    write: Annotated[bool, typer.Option(
+        help="Store the result as the MODELS entry of tools/train/adapters/fusion.json (what `instructrec run` "
+             "and the k8s overlays serve as RANKING_LM_WEIGHT).")] = False,
+    workspace: WorkspaceOption = Path("var"),
+) -> None:
+    """Fit the ranking stage's LM weight against the retrieval score on validation users (no test items)."""
+    from tools.base_models import minilm_dir, smollm2_dir
+    from tools.export import RANKER, TEXT_ENCODER
+    from tools.train.fusion import FusionFitConfig, fit_fusion, write_fusion
+    from tools.train.run import published_adapter
+
+    _logging()
+    if models == Models.tuned:
+        ranker, encoder = published_adapter(RANKER), published_adapter(TEXT_ENCODER)
+        if ranker is None or encoder is None:
+            raise typer.BadParameter("no committed ranker / text_encoder adapter in tools/train/adapters")
+    else:
+        ranker, encoder = smollm2_dir(workspace), minilm_dir()
+    result = fit_fusion(FusionFitConfig(data_dir, ranker, encoder, validation_users, seed))
+    result["command"] = "instructrec fit-fusion " + " ".join(sys.argv[2:])
+    _say(f"{models.value}: lm_weight {result['lm_weight']}; validation {_figures(result['validation'])}; "
+         f"LM only {_figures(result['lm_only'])}; retrieval only {_figures(result['retrieval_only'] or {})}")
+    if write:
+        _say(f"written to {write_fusion(models.value, result)}")
+
+
 # `instructrec bench`: the serving benchmark (tools/bench.py; heavy imports happen inside the command).
 from tools.bench import bench_command  # noqa: E402
 

@@ -30,6 +30,7 @@ from tools.base_models import smollm2_dir
 from tools.data import prepare_movielens
 from tools.export import METADATA_FILE, _version_dirs, ensure_default_repository, export_model, has_weights
 from tools.index import build_index
+from tools.train.fusion import read_fusion
 from tools.triton_server import TritonServer
 
 log = logging.getLogger("instructrec.run")
@@ -211,6 +212,11 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         env[prefix + "CATALOG_PATH"] = str(config.data_dir / "items.jsonl")
     if service == "retrieval":
         env["RETRIEVAL_INDEX_DIR"] = str(config.index_dir)
+    if service == "ranking":
+        # The fusion weight fitted for the served model set (the settings default is the tuned one's).
+        weight = read_fusion(config.models)
+        if weight is not None:
+            env.setdefault("RANKING_LM_WEIGHT", str(weight))
     return env
 
 

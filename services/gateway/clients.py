@@ -42,11 +42,15 @@ class GrpcStages:
         self._retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(self.channels["retrieval"])
         self._ranking = ranking_service_pb2_grpc.RankingServiceStub(self.channels["ranking"])
 
-    async def retrieve(self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float):
+    async def retrieve(
+        self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float,
+        candidates: Sequence[str] = (),
+    ):
         try:
             r = await self._retrieval.RetrieveCandidates(
                 retrieval_service_pb2.RetrieveCandidatesRequest(
-                    history_item_ids=history, query=query, exclude_item_ids=exclude, num_candidates=k
+                    history_item_ids=history, query=query, exclude_item_ids=exclude, num_candidates=k,
+                    candidate_item_ids=candidates,
                 ),
                 timeout=timeout_s,
                 wait_for_ready=self._wait,
@@ -68,10 +72,14 @@ class GrpcStages:
             raise from_rpc_error("instruction", err) from err
         return r.instruction, r.template_id, _versions(r)
 
-    async def rank(self, instruction: str, candidates: Sequence[str], timeout_s: float):
+    async def rank(
+        self, instruction: str, candidates: Sequence[str], timeout_s: float, retrieval_scores: Sequence[float] = ()
+    ):
         try:
             r = await self._ranking.RankCandidates(
-                ranking_service_pb2.RankCandidatesRequest(instruction=instruction, candidate_item_ids=candidates),
+                ranking_service_pb2.RankCandidatesRequest(
+                    instruction=instruction, candidate_item_ids=candidates, retrieval_scores=retrieval_scores
+                ),
                 timeout=timeout_s,
                 # Never wait for an unreachable ranker: the degraded answer (retrieval order) is better.
                 wait_for_ready=False,

@@ -25,14 +25,17 @@ class Stages(Protocol):
     """The downstream services, as the pipeline sees them. Each raises ServiceError subclasses."""
 
     async def retrieve(
-        self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float
+        self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float,
+        candidates: Sequence[str] = (),
     ) -> tuple[Scored, Versions]: ...
 
     async def instruct(
         self, history: Sequence[str], query: str, candidates: Sequence[str], timeout_s: float
     ) -> tuple[str, str, Versions]: ...
 
-    async def rank(self, instruction: str, candidates: Sequence[str], timeout_s: float) -> tuple[Scored, Versions]: ...
+    async def rank(
+        self, instruction: str, candidates: Sequence[str], timeout_s: float, retrieval_scores: Sequence[float] = ()
+    ) -> tuple[Scored, Versions]: ...
 
 
 @dataclass
@@ -110,7 +113,10 @@ class Recommender:
         """Run the pipeline for one request.
 
         Ranking (and writing its instruction) is best effort: when either fails, the retrieval order is
-        returned with ``degraded=True`` and the reason. Retrieval failure fails the request.
+        returned with ``degraded=True`` and the reason. Retrieval failure fails the request, except for
+        caller-supplied candidates: their retrieval scores only refine the ranking, so without them the ranker
+        alone decides (degraded). With ``fuse_retrieval_scores`` the ranker gets each candidate's retrieval
+        score to fuse with its own (the caller's candidates are scored by the retrieval service first).
         """
         self.validate(q)
         s = self._s
@@ -119,9 +125,27 @@ class Recommender:
         num_items = q.num_items or s.default_num_items
         history, result.unknown_history_item_ids = self.resolve_history(q)
 
+        retrieval_scores: list[float] = []
         if q.candidate_item_ids:
-            candidates: Scored = [(i, 0.0) for i in q.candidate_item_ids]
+            candidate_ids = list(q.candidate_item_ids)
+            candidates: Scored = [(i, 0.0) for i in candidate_ids]
             num_items = min(q.num_items or s.default_num_items, len(candidates))
+            if s.fuse_retrieval_scores:
+                try:
+                    with self._timed(result, "retrieval"):
+                        timeout_s = budget.hop("retrieval", s.retrieval_timeout_s, s.degrade_reserve_s)
+                        scored, versions = await self._stages.retrieve(
+                            history, q.query, [], 0, timeout_s, candidates=candidate_ids
+                        )
+                    result.model_versions += versions
+                    by_id = dict(scored)
+                    retrieval_scores = [by_id[i] for i in candidate_ids]
+                    candidates = scored  # the fallback order if ranking fails
+                except ServiceError as exc:
+                    log.warning("degraded: retrieval scoring failed", extra={"error": str(exc)})
+                    DEGRADED.labels("gateway", "retrieval").inc()
+                    result.degraded = True
+                    result.degraded_reasons.append(f"retrieval scores skipped: {exc}")
         else:
             with self._timed(result, "retrieval"):
                 timeout_s = budget.hop("retrieval", s.retrieval_timeout_s)
@@ -129,9 +153,11 @@ class Recommender:
                     history, q.query, q.exclude_item_ids, s.num_candidates, timeout_s
                 )
             result.model_versions += versions
+            candidate_ids = [c for c, _ in candidates]
+            if s.fuse_retrieval_scores:
+                retrieval_scores = [score for _, score in candidates]
         if not candidates:
             return result
-        candidate_ids = [c for c, _ in candidates]
 
         ranked: Scored | None = None
         try:
@@ -143,7 +169,8 @@ class Recommender:
             result.model_versions += versions
             with self._timed(result, "ranking"):
                 ranked, versions = await self._stages.rank(
-                    result.instruction, candidate_ids, budget.hop("ranking", s.ranking_timeout_s, s.degrade_reserve_s)
+                    result.instruction, candidate_ids, budget.hop("ranking", s.ranking_timeout_s, s.degrade_reserve_s),
+                    retrieval_scores,
                 )
             result.model_versions += versions
         except ServiceError as exc:

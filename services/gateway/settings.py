@@ -42,6 +42,10 @@ class GatewaySettings(ServiceSettings):
     """Items returned when num_items is 0."""
     num_candidates: int = Field(MAX_CANDIDATES, gt=0, le=MAX_CANDIDATES)
     """Candidates retrieved and ranked per request."""
+    fuse_retrieval_scores: bool = True
+    """Pass each candidate's retrieval score to the ranker, which fuses it with the LM's (RANKING_LM_WEIGHT);
+    caller-supplied candidates are scored by the retrieval service first. False: the LM ranker alone orders
+    the candidates (InstructRec's pure re-ranking)."""
     retry_max_attempts: int = Field(3, ge=1, le=5)
     """Attempts per downstream call on UNAVAILABLE (gRPC channel retry policy)."""
     wait_for_ready: bool = True

@@ -12,7 +12,11 @@ from services.common.validation import Limits, require_max_chars
 
 
 def validate_rank_request(
-    instruction: str, candidate_item_ids: Sequence[str], max_instruction_chars: int, limits: Limits = Limits()
+    instruction: str,
+    candidate_item_ids: Sequence[str],
+    max_instruction_chars: int,
+    limits: Limits = Limits(),
+    retrieval_scores: Sequence[float] = (),
 ) -> None:
     """Check a ranking request.
 
@@ -26,18 +30,49 @@ def validate_rank_request(
         raise InvalidArgument("candidate_item_ids: at least one candidate is required")
     limits.check_ids("candidate_item_ids", candidate_item_ids, MAX_CANDIDATES)
     limits.check_distinct("candidate_item_ids", candidate_item_ids)
+    if retrieval_scores:
+        if len(retrieval_scores) != len(candidate_item_ids):
+            raise InvalidArgument(
+                f"retrieval_scores: {len(retrieval_scores)} scores for {len(candidate_item_ids)} candidates "
+                "(give one per candidate, or none)"
+            )
+        bad = [n for n, v in enumerate(retrieval_scores) if not np.isfinite(v)]
+        if bad:
+            raise InvalidArgument(f"retrieval_scores: not finite at positions {bad[:5]}")
 
 
-def rank_from_label_logits(candidate_item_ids: Sequence[str], label_logits: np.ndarray) -> list[tuple[str, float]]:
-    """Order candidates by the ranker's logits for their labels.
+def fuse(lm_logprobs: np.ndarray, retrieval_scores: np.ndarray | None, lm_weight: float,
+         temperature: float) -> np.ndarray:
+    """The fused ranking logit of each candidate: ``lm_weight * log p_LM + retrieval_score / temperature``.
+
+    A product of experts: the LM's listwise log-probabilities and the retriever's score on the scale of its
+    training logits (``temperature`` = its InfoNCE temperature). Without retrieval scores, the LM alone.
+    """
+    lm = np.asarray(lm_logprobs, dtype=np.float64)
+    if retrieval_scores is None:
+        return lm
+    return lm_weight * lm + np.asarray(retrieval_scores, dtype=np.float64) / temperature
+
+
+def rank_from_label_logits(
+    candidate_item_ids: Sequence[str],
+    label_logits: np.ndarray,
+    retrieval_scores: Sequence[float] | None = None,
+    lm_weight: float = 1.0,
+    temperature: float = 1.0,
+) -> list[tuple[str, float]]:
+    """Order candidates by the ranker's logits for their labels, fused with their retrieval scores if given.
 
     Args:
         candidate_item_ids: Candidates in label order (A first).
         label_logits: Logits of all labels, ``[num_labels]``; the first ``len(candidate_item_ids)`` are used.
+        retrieval_scores: The retriever's score of each candidate (aligned), or None / empty for LM only.
+        lm_weight: Weight of the LM's log-probabilities against the retrieval logits (see :func:`fuse`).
+        temperature: Divides the retrieval scores (the retriever's training temperature).
 
     Returns:
-        ``(item_id, probability)`` best first, where probability is the softmax over the candidates' labels
-        only. Ties keep label order.
+        ``(item_id, probability)`` best first, where probability is the softmax of the (fused) logits over
+        the candidates only. Ties keep label order.
 
     Raises:
         Unavailable: the model returned fewer logits than candidates or non-finite values.
@@ -49,7 +84,11 @@ def rank_from_label_logits(candidate_item_ids: Sequence[str], label_logits: np.n
     logits = logits[:n]
     if not np.all(np.isfinite(logits)):
         raise Unavailable("ranker returned non-finite logits")
-    probs = np.exp(logits - logits.max())
+    logprobs = logits - logits.max()
+    logprobs -= np.log(np.exp(logprobs).sum())
+    fused = fuse(logprobs, np.asarray(retrieval_scores, dtype=np.float64) if retrieval_scores else None,
+                 lm_weight, temperature)
+    probs = np.exp(fused - fused.max())
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")
     return [(candidate_item_ids[i], float(probs[i])) for i in order]

@@ -24,11 +24,14 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
         self, request: ranking_service_pb2.RankCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> ranking_service_pb2.RankCandidatesResponse:
         candidates = list(request.candidate_item_ids)
-        validate_rank_request(request.instruction, candidates, self._settings.max_instruction_chars, self._limits)
+        scores = list(request.retrieval_scores)
+        validate_rank_request(request.instruction, candidates, self._settings.max_instruction_chars, self._limits,
+                              scores)
         out = await self._ranker.infer_text(
             request.instruction, hop_timeout(context, self._settings.triton.timeout_s, "ranker")
         )
-        ranked = rank_from_label_logits(candidates, out.array)
+        ranked = rank_from_label_logits(candidates, out.array, scores or None, self._settings.lm_weight,
+                                        self._settings.retrieval_temperature)
         return ranking_service_pb2.RankCandidatesResponse(
             ranked_items=[common_pb2.ScoredItem(item_id=i, score=s) for i, s in ranked],
             model_versions=[common_pb2.ModelVersion(model_name=self._ranker.model_name, version=out.model_version)],

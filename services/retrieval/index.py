@@ -337,6 +337,40 @@ class ItemIndex:
                 break
         return results
 
+    def score(
+        self, query_vector: np.ndarray | None, item_ids: Sequence[str], popularity_weight: float = 0.0
+    ) -> list[float]:
+        """The search score of each of ``item_ids``, in the given order (exhaustive, exact).
+
+        ``q . v_i + w * log(1 + count_i)`` as :meth:`search` ranks by; with no query vector (a request with
+        neither text nor history) the prior term alone. Ids not in the index (added to the catalog after it
+        was built) score 0: no evidence either way.
+
+        Raises:
+            ValueError: the query has the wrong dimension or is not finite, or the weight is negative.
+        """
+        if popularity_weight < 0 or not np.isfinite(popularity_weight):
+            raise ValueError(f"popularity_weight must be >= 0, got {popularity_weight}")
+        q = None
+        if query_vector is not None:
+            q = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+            if q.shape[0] != self.dim:
+                raise ValueError(f"query has dim {q.shape[0]}, the index {self.dim}")
+            if not np.all(np.isfinite(q)):
+                raise ValueError("query vector is not finite")
+        indexed = [i for i in item_ids if i in self._position]
+        scores = dict.fromkeys(item_ids, 0.0)
+        if indexed:
+            positions = [self._position[i] for i in indexed]
+            values = np.zeros(len(indexed), dtype=np.float64)
+            if q is not None:
+                values += self.vectors_for(indexed).astype(np.float64) @ q.astype(np.float64)
+            if popularity_weight > 0:
+                values += popularity_weight * np.log1p(np.asarray([self._meta.popularity[p] for p in positions],
+                                                                  dtype=np.float64))
+            scores.update(zip(indexed, (float(v) for v in values)))
+        return [scores[i] for i in item_ids]
+
     def popular(self, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """The ``k`` most interacted-with items in training, skipping ``exclude``.
 

@@ -24,6 +24,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             list(request.exclude_item_ids),
             request.num_candidates,
             context.time_remaining(),
+            list(request.candidate_item_ids),
         )
         versions = (
             [common_pb2.ModelVersion(model_name=self._encoder_name, version=result.encoder_version)]

@@ -111,10 +111,12 @@ async def test_generated_internal_requests_never_fail_internally(stack):
         ("retrieval", retrieval_service_pb2_grpc.RetrievalServiceStub, "RetrieveCandidates",
          st.builds(retrieval_service_pb2.RetrieveCandidatesRequest, history_item_ids=id_lists, query=texts,
                    exclude_item_ids=id_lists,
-                   num_candidates=st.one_of(st.integers(0, 100), st.integers(-3, 1001), int32))),
+                   num_candidates=st.one_of(st.integers(0, 100), st.integers(-3, 1001), int32),
+                   candidate_item_ids=st.one_of(st.just([]), candidate_lists))),
         ("ranking", ranking_service_pb2_grpc.RankingServiceStub, "RankCandidates",
          st.builds(ranking_service_pb2.RankCandidatesRequest, instruction=texts,
-                   candidate_item_ids=candidate_lists)),
+                   candidate_item_ids=candidate_lists,
+                   retrieval_scores=st.one_of(st.just([]), st.lists(st.floats(width=32), max_size=22)))),
     ]
     for name, stub_cls, method, strategy in cases:
         seen = await _fuzz(stack.addr(name), stub_cls, method, strategy)

@@ -18,6 +18,8 @@ from instructrec.v1 import (
     ranking_service_pb2_grpc,
     recommend_service_pb2,
     recommend_service_pb2_grpc,
+    retrieval_service_pb2,
+    retrieval_service_pb2_grpc,
 )
 
 from services.common.catalog import InteractionStore
@@ -42,14 +44,56 @@ async def test_known_user_gets_ten_distinct_ranked_items_outside_their_history(g
     assert [t.stage for t in r.stage_timings] == ["retrieval", "instruction", "ranking"]
 
 
-async def test_candidates_are_reranked_without_retrieval(gateway):
+async def test_candidates_are_scored_by_retrieval_not_searched_and_reranked_in_label_order(gateway):
     candidates = ["5", "9", "13", "21"]
     r = await gateway.Recommend(
         recommend_service_pb2.RecommendRequest(user_id="2", candidate_item_ids=candidates), timeout=60
     )
     assert sorted(i.item_id for i in r.items) == sorted(candidates)
-    assert "text_encoder" not in {v.model_name for v in r.model_versions}
+    assert {v.model_name for v in r.model_versions} == {"text_encoder", "ranker", "preference_generator"}
     assert "A. Film number 5" in r.instruction and "D. Film number 21" in r.instruction
+    assert [t.stage for t in r.stage_timings] == ["retrieval", "instruction", "ranking"] and not r.degraded
+
+
+async def test_retrieval_scores_given_candidates_exactly_as_its_search_does(stack):
+    async with grpc.aio.insecure_channel(stack.addr("retrieval")) as ch:
+        stub = retrieval_service_pb2_grpc.RetrievalServiceStub(ch)
+        searched = await stub.RetrieveCandidates(
+            retrieval_service_pb2.RetrieveCandidatesRequest(history_item_ids=["1", "2"], num_candidates=30), timeout=30
+        )
+        by_search = {c.item_id: c.score for c in searched.candidates}
+        wanted = [c.item_id for c in searched.candidates][::7][:4]
+        scored = await stub.RetrieveCandidates(
+            retrieval_service_pb2.RetrieveCandidatesRequest(
+                history_item_ids=["1", "2"], candidate_item_ids=wanted[::-1]
+            ),
+            timeout=30,
+        )
+        assert [c.item_id for c in scored.candidates] == wanted  # all of them, best first
+        assert [c.score for c in scored.candidates] == pytest.approx([by_search[i] for i in wanted], abs=1e-5)
+        assert scored.strategy == "embedding"
+        for bad, field in ((["1", "1"], "candidate_item_ids"), (["nope"], "candidate_item_ids")):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.RetrieveCandidates(
+                    retrieval_service_pb2.RetrieveCandidatesRequest(candidate_item_ids=bad), timeout=10
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
+
+
+async def test_ranking_fuses_retrieval_scores_and_rejects_misaligned_ones(stack):
+    async with grpc.aio.insecure_channel(stack.addr("ranking")) as ch:
+        stub = ranking_service_pb2_grpc.RankingServiceStub(ch)
+        instruction = "Pick one.\nA. Film number 1\nB. Film number 2\nC. Film number 3"
+        for best in range(3):
+            scores = [5.0 if n == best else 0.0 for n in range(3)]  # 100 logits apart at temperature 0.05
+            r = await stub.RankCandidates(ranking_service_pb2.RankCandidatesRequest(
+                instruction=instruction, candidate_item_ids=["1", "2", "3"], retrieval_scores=scores), timeout=30)
+            assert r.ranked_items[0].item_id == str(best + 1)
+            assert sum(i.score for i in r.ranked_items) == pytest.approx(1.0, abs=1e-5)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.RankCandidates(ranking_service_pb2.RankCandidatesRequest(
+                instruction=instruction, candidate_item_ids=["1", "2", "3"], retrieval_scores=[1.0]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "retrieval_scores" in err.value.details()
 
 
 async def test_anonymous_caller_with_own_history_and_exclusions(gateway):

@@ -132,3 +132,25 @@ def test_publish_writes_the_adapter_card_and_record_the_export_recognises(split_
     version = export.export_model("ranker", published, tmp_path / "repo", base=tiny_lm)
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["source_sha256"] == train_run.adapter_sha256(published)
+
+
+def test_fusion_fit_scores_validation_lists_with_both_models_and_stores_the_best_weight(
+        split_dir, tiny_lm, tiny_encoder, tmp_path):
+    from tools.train.fusion import FusionFitConfig, fit_fusion, read_fusion, write_fusion
+
+    result = fit_fusion(FusionFitConfig(split_dir, tiny_lm, tiny_encoder, validation_users=6, grid=(0.0, 1.0, 50.0),
+                                        threads=1))
+    assert result["lists"] == 2 * result["validation_users"] > 0
+    assert result["lm_weight"] in (0.0, 1.0, 50.0)
+    assert result["validation"] == result["grid"][str(result["lm_weight"])]
+    assert result["retrieval_only"] == result["grid"]["0.0"]
+    assert set(result["validation"]) == {"HR@1", "HR@1 random", "HR@1 retrieved"}
+    assert all(0.0 <= v <= 1.0 for v in result["validation"].values())
+    # The weight with the best mean HR@1 wins; ties go to the smaller weight.
+    best = max(result["grid"].values(), key=lambda m: m["HR@1"])["HR@1"]
+    assert result["validation"]["HR@1"] == best
+    assert all(result["grid"][str(w)]["HR@1"] < best for w in (0.0, 1.0, 50.0) if w < result["lm_weight"])
+    path = write_fusion("base", result, tmp_path / "fusion.json")
+    write_fusion("tuned", {**result, "lm_weight": 0.5}, path)
+    assert read_fusion("base", path) == result["lm_weight"] and read_fusion("tuned", path) == 0.5
+    assert read_fusion("tuned", tmp_path / "missing.json") is None

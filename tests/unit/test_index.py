@@ -118,6 +118,22 @@ def test_search_with_a_popularity_prior_adds_weighted_log_counts(tmp_path: Path,
         idx.search(q, 10, popularity_weight=-1.0)
 
 
+def test_score_gives_the_search_score_of_given_items_in_their_order(tmp_path: Path) -> None:
+    counts = [int(c) for c in np.random.default_rng(2).integers(0, 500, size=30)]
+    idx, ids, vectors = make_index(tmp_path, 30, popularity=counts)
+    q = _unit(np.random.default_rng(8).normal(size=DIM))
+    top = dict(idx.search(q, 30, popularity_weight=0.05))
+    wanted = [ids[7], ids[0], ids[21]]
+    np.testing.assert_allclose(idx.score(q, wanted, 0.05), [top[i] for i in wanted], atol=1e-5)
+    # No query vector: the prior alone; ids not in the index: 0 (no evidence).
+    assert idx.score(None, [ids[1], "added-later"], 0.5) == [pytest.approx(0.5 * np.log1p(counts[1])), 0.0]
+    assert idx.score(None, [ids[1]], 0.0) == [0.0]
+    with pytest.raises(ValueError, match="dim"):
+        idx.score(np.ones(DIM + 1), wanted)
+    with pytest.raises(ValueError, match="popularity_weight"):
+        idx.score(q, wanted, -0.1)
+
+
 def test_search_with_k_beyond_what_remains(tmp_path: Path) -> None:
     idx, ids, _ = make_index(tmp_path, 6)
     q = np.ones(DIM, np.float32)

@@ -39,3 +39,33 @@ def test_too_few_or_bad_logits_are_a_model_failure():
 def test_invalid_requests_name_the_field(instruction, candidates, field):
     with pytest.raises(InvalidArgument, match=field):
         validate_rank_request(instruction, candidates, max_instruction_chars=100)
+
+
+def test_fusion_adds_weighted_lm_log_probabilities_to_tempered_retrieval_scores():
+    logits = np.array([2.0, 0.0, 1.0] + [50.0] * 17)
+    retrieval = [0.10, 0.30, 0.20]
+    # Retrieval alone (weight 0): b > c > a.
+    assert [i for i, _ in rank_from_label_logits(["a", "b", "c"], logits, retrieval, 0.0, 0.05)] == ["b", "c", "a"]
+    # The LM dominates at a large weight: a > c > b.
+    assert [i for i, _ in rank_from_label_logits(["a", "b", "c"], logits, retrieval, 100.0, 0.05)] == ["a", "c", "b"]
+    # Hand-computed at weight 1, temperature 0.1: fused = log softmax(lm) + score / 0.1.
+    lm = np.array([2.0, 0.0, 1.0])
+    fused = lm - np.log(np.exp(lm).sum()) + np.array(retrieval) / 0.1
+    expected = np.exp(fused) / np.exp(fused).sum()
+    ranked = dict(rank_from_label_logits(["a", "b", "c"], logits, retrieval, 1.0, 0.1))
+    assert [ranked[i] for i in "abc"] == pytest.approx(expected.tolist())
+
+
+def test_without_retrieval_scores_the_lm_alone_ranks_whatever_the_weight():
+    logits = np.array([0.0, 3.0, 1.0])
+    assert rank_from_label_logits(["a", "b", "c"], logits, None, 0.0, 0.05) == rank_from_label_logits(
+        ["a", "b", "c"], logits)
+
+
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [([0.1], "2 candidates"), ([0.1, float("nan")], "not finite"), ([0.1, float("inf")], "not finite")],
+)
+def test_retrieval_scores_must_align_with_candidates_and_be_finite(scores, message):
+    with pytest.raises(InvalidArgument, match=f"retrieval_scores: .*{message}"):
+        validate_rank_request("rank", ["a", "b"], max_instruction_chars=100, retrieval_scores=scores)

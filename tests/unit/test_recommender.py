@@ -14,13 +14,20 @@ STORE = InteractionStore({"u1": ["1", "2", "3"]})
 class Stages:
     """Unit-test double for the downstream services: records calls, reverses the candidates when ranking."""
 
-    def __init__(self, rank_error: Exception | None = None, rank_delay_s: float = 0.0) -> None:
+    def __init__(self, rank_error: Exception | None = None, rank_delay_s: float = 0.0,
+                 retrieve_error: Exception | None = None) -> None:
         self.calls: list[tuple] = []
         self.rank_error = rank_error
         self.rank_delay_s = rank_delay_s
+        self.retrieve_error = retrieve_error
+        self.retrieval_scores: list[list[float]] = []
 
-    async def retrieve(self, history, query, exclude, k, timeout_s):
+    async def retrieve(self, history, query, exclude, k, timeout_s, candidates=()):
         self.calls.append(("retrieve", list(history), query, list(exclude), k))
+        if self.retrieve_error:
+            raise self.retrieve_error
+        if candidates:  # scores every given item, best (lowest id) first
+            return sorted(((c, 1.0 - int(c) / 100) for c in candidates), key=lambda x: -x[1]), [("text_encoder", "1")]
         skip = set(history) | set(exclude)
         return [(str(i), 1.0 - i / 100) for i in range(40) if str(i) not in skip][:k], [("text_encoder", "1")]
 
@@ -28,8 +35,9 @@ class Stages:
         self.calls.append(("instruct", list(history), query, list(candidates)))
         return f"rank {len(candidates)}", "P1-I0-T3-0", []
 
-    async def rank(self, instruction, candidates, timeout_s):
+    async def rank(self, instruction, candidates, timeout_s, retrieval_scores=()):
         self.calls.append(("rank", instruction, list(candidates), timeout_s))
+        self.retrieval_scores.append(list(retrieval_scores))
         await asyncio.sleep(self.rank_delay_s)
         if self.rank_error:
             raise self.rank_error
@@ -63,11 +71,45 @@ async def test_request_history_replaces_stored_history_and_unknown_ids_are_repor
     assert len(r.items) == 3
 
 
-async def test_candidates_skip_retrieval_and_are_all_ranked():
+async def test_retrieved_candidates_go_to_the_ranker_with_their_retrieval_scores():
     stages = Stages()
-    r = await recommender(stages).recommend(RecommendQuery(candidate_item_ids=["7", "8", "9"]), None)
+    await recommender(stages).recommend(RecommendQuery(user_id="u1", num_items=3), None)
+    ranked = stages.calls[-1][2]
+    assert stages.retrieval_scores[-1] == [pytest.approx(1.0 - int(i) / 100) for i in ranked]
+
+
+async def test_supplied_candidates_are_scored_not_searched_and_all_ranked_in_the_callers_label_order():
+    stages = Stages()
+    r = await recommender(stages).recommend(RecommendQuery(user_id="u1", candidate_item_ids=["9", "7", "8"]), None)
+    assert [c[0] for c in stages.calls] == ["retrieve", "instruct", "rank"]
+    assert stages.calls[1][3] == ["9", "7", "8"] and stages.calls[2][2] == ["9", "7", "8"]
+    assert stages.retrieval_scores[-1] == [pytest.approx(0.91), pytest.approx(0.93), pytest.approx(0.92)]
+    assert [i for i, _, _ in r.items] == ["8", "7", "9"]
+    assert not r.degraded and [s for s, _ in r.stage_timings] == ["retrieval", "instruction", "ranking"]
+
+
+async def test_without_fusion_supplied_candidates_skip_retrieval_and_the_ranker_gets_no_scores():
+    stages = Stages()
+    r = await recommender(stages, fuse_retrieval_scores=False).recommend(
+        RecommendQuery(candidate_item_ids=["7", "8", "9"]), None
+    )
     assert [c[0] for c in stages.calls] == ["instruct", "rank"]
+    assert stages.retrieval_scores == [[]]
     assert [i for i, _, _ in r.items] == ["9", "8", "7"]
+
+
+async def test_scoring_failure_for_supplied_candidates_degrades_to_the_ranker_alone():
+    stages = Stages(retrieve_error=Unavailable("retrieval: unavailable"))
+    r = await recommender(stages).recommend(RecommendQuery(candidate_item_ids=["7", "8", "9"]), None)
+    assert r.degraded and r.degraded_reasons == ["retrieval scores skipped: retrieval: unavailable"]
+    assert stages.retrieval_scores == [[]]
+    assert [i for i, _, _ in r.items] == ["9", "8", "7"]
+
+
+async def test_ranker_failure_with_supplied_candidates_returns_their_retrieval_order():
+    stages = Stages(rank_error=Unavailable("ranking: down"))
+    r = await recommender(stages).recommend(RecommendQuery(candidate_item_ids=["9", "7", "8"]), None)
+    assert r.degraded and [i for i, _, _ in r.items] == ["7", "8", "9"]
 
 
 async def test_ranker_failure_returns_retrieval_order_marked_degraded():

@@ -1,6 +1,7 @@
 import pytest
 
 from tools.stack import SETTINGS, StackConfig, service_env
+from tools.train.fusion import read_fusion
 
 
 @pytest.mark.parametrize("service", sorted(SETTINGS))
@@ -24,6 +25,21 @@ def test_service_ports_follow_the_environment(monkeypatch):
     config = StackConfig()
     assert config.ports["retrieval"] == 6123
     assert service_env(config, "gateway")["GATEWAY_RETRIEVAL_ADDR"] == "localhost:6123"
+
+
+@pytest.mark.parametrize("models", ["tuned", "base"])
+def test_the_ranking_service_gets_the_fusion_weight_fitted_for_the_served_models(models, monkeypatch):
+    monkeypatch.delenv("RANKING_LM_WEIGHT", raising=False)
+    env = service_env(StackConfig(models=models), "ranking")
+    assert float(env["RANKING_LM_WEIGHT"]) == read_fusion(models)
+    monkeypatch.setenv("RANKING_LM_WEIGHT", "0.125")  # an explicit setting wins
+    assert service_env(StackConfig(models=models), "ranking")["RANKING_LM_WEIGHT"] == "0.125"
+
+
+def test_the_ranking_default_is_the_weight_fitted_for_the_tuned_models():
+    from services.ranking.settings import RankingSettings
+
+    assert RankingSettings.model_fields["lm_weight"].default == read_fusion("tuned")
 
 
 def _fake_version(repository, name, version, adapter=None):

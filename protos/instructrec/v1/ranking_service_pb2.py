@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from instructrec.v1 import common_pb2 as instructrec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$instructrec/v1/ranking_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"H\n\x15RankCandidatesRequest\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x02 \x03(\t\"\x80\x01\n\x16RankCandidatesResponse\x12\x30\n\x0cranked_items\x18\x01 \x03(\x0b\x32\x1a.instructrec.v1.ScoredItem\x12\x34\n\x0emodel_versions\x18\x02 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion2q\n\x0eRankingService\x12_\n\x0eRankCandidates\x12%.instructrec.v1.RankCandidatesRequest\x1a&.instructrec.v1.RankCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$instructrec/v1/ranking_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"b\n\x15RankCandidatesRequest\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x02 \x03(\t\x12\x18\n\x10retrieval_scores\x18\x03 \x03(\x02\"\x80\x01\n\x16RankCandidatesResponse\x12\x30\n\x0cranked_items\x18\x01 \x03(\x0b\x32\x1a.instructrec.v1.ScoredItem\x12\x34\n\x0emodel_versions\x18\x02 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion2q\n\x0eRankingService\x12_\n\x0eRankCandidates\x12%.instructrec.v1.RankCandidatesRequest\x1a&.instructrec.v1.RankCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'instructrec.v1.ranking_serv
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKCANDIDATESREQUEST']._serialized_start=85
-  _globals['_RANKCANDIDATESREQUEST']._serialized_end=157
-  _globals['_RANKCANDIDATESRESPONSE']._serialized_start=160
-  _globals['_RANKCANDIDATESRESPONSE']._serialized_end=288
-  _globals['_RANKINGSERVICE']._serialized_start=290
-  _globals['_RANKINGSERVICE']._serialized_end=403
+  _globals['_RANKCANDIDATESREQUEST']._serialized_end=183
+  _globals['_RANKCANDIDATESRESPONSE']._serialized_start=186
+  _globals['_RANKCANDIDATESRESPONSE']._serialized_end=314
+  _globals['_RANKINGSERVICE']._serialized_start=316
+  _globals['_RANKINGSERVICE']._serialized_end=429
 # @@protoc_insertion_point(module_scope)

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankCandidatesRequest(_message.Message):
-    __slots__ = ("instruction", "candidate_item_ids")
+    __slots__ = ("instruction", "candidate_item_ids", "retrieval_scores")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_SCORES_FIELD_NUMBER: _ClassVar[int]
     instruction: str
     candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, instruction: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    retrieval_scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, instruction: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., retrieval_scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankCandidatesResponse(_message.Message):
     __slots__ = ("ranked_items", "model_versions")

@@ -1,0 +1,204 @@
+"""Fit the ranking stage's fusion weight: how much the LM ranker's log-probabilities count against the
+retrieval score.
+
+The served ranking score of a candidate is ``lm_weight * log p_LM(label) + retrieval_score / temperature``
+(:func:`services.ranking.ranking.fuse`): a product of the two experts, with the retriever's score on the
+scale of its training logits (``temperature`` = its InfoNCE temperature). ``lm_weight`` = 0 serves the
+retrieval order; a large one the LM's order. It is chosen here on validation users (history = the training
+part, target = the validation item; the test items are never used), on both kinds of candidate lists the
+ranker sees: protocol 1 (target + 9 random unseen items) and protocol 2 (target + the retriever's top 9
+unseen items), maximising the mean HR@1 of the two.
+
+Every part is the served one: the retrieval score is :meth:`ItemIndex.score` of the served retrieval rule
+(request text + history vectors, popularity prior) over item vectors of the given encoder, and the LM
+scores are :func:`tools.export.ranker_scorer` label logits of the served instruction templates (P1-I0 and
+P2-I0 alternating, P2 with the teacher's statement, as the ranker's own validation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from services.common import prompts
+from services.common.catalog import item_text
+from services.ranking.ranking import fuse
+from services.ranking.settings import RETRIEVAL_TEMPERATURE
+from services.retrieval.index import ItemIndex, user_vector, write_item_index
+from services.retrieval.settings import RetrievalSettings
+from tools.eval.metrics import candidate_list, random_negatives
+from tools.export import combined_sha256, weights_sha256
+
+log = logging.getLogger(__name__)
+
+FUSION_FILE = Path(__file__).resolve().parent / "adapters" / "fusion.json"
+"""Committed fitted weights, one entry per served model set ("tuned", "base"); `instructrec run` and the
+k8s overlays serve the entry of the models they serve."""
+
+DEFAULT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+
+
+@dataclass
+class FusionFitConfig:
+    data_dir: Path
+    ranker: Path
+    """LoRA adapter folder or Hugging Face model folder of the ranker."""
+    encoder: Path
+    """LoRA adapter folder or Hugging Face model folder of the text encoder."""
+    validation_users: int = 200
+    seed: int = 0
+    temperature: float = RETRIEVAL_TEMPERATURE
+    grid: tuple[float, ...] = DEFAULT_GRID
+    batch_size: int = 8
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class FusionCase:
+    """One validation list: candidates in label order, the target's position, the LM prompt."""
+
+    kind: str  # "random" | "retrieved"
+    candidates: tuple[str, ...]
+    answer: int
+    prompt: str
+
+
+def load_causal_lm(path: Path):
+    """A causal LM folder, or a LoRA adapter merged into its base; with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tools.export import RANKER, is_lora_adapter, resolve_adapter_base
+
+    if is_lora_adapter(path):
+        from peft import PeftModel
+
+        base = resolve_adapter_base(path, RANKER, None)
+        lm = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+        lm = PeftModel.from_pretrained(lm, str(path)).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(str(base))
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return lm.eval(), tokenizer
+
+
+def hit_rates(cases: Sequence[FusionCase], lm_logprobs: Sequence[np.ndarray], retrieval: Sequence[np.ndarray],
+              weight: float, temperature: float) -> dict[str, float]:
+    """HR@1 per kind of list (and their mean) when ranking by the fused score at ``weight``."""
+    hits: dict[str, list[int]] = {}
+    for case, lm, ret in zip(cases, lm_logprobs, retrieval):
+        fused = fuse(lm, ret, weight, temperature)
+        # Ties keep label order, as the served ranking does.
+        best = int(np.argmax(fused))
+        hits.setdefault(case.kind, []).append(int(best == case.answer))
+    out = {f"HR@1 {k}": sum(v) / len(v) for k, v in sorted(hits.items())}
+    out["HR@1"] = sum(out.values()) / len(out)
+    return out
+
+
+def fit_fusion(config: FusionFitConfig) -> dict:
+    """Score the validation lists with both models and pick the weight with the best mean HR@1."""
+    import torch
+    from tqdm import tqdm
+
+    from tools.export import label_token_ids, mean_pooled_encoder, ranker_scorer
+    from tools.train.examples import RankerExample, load_training_data, render_for, validation_samples
+    from tools.train.ranker import RankerBatcher
+    from tools.train.retriever import encode, load_encoder
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device("cpu")
+    data = load_training_data(config.data_dir)
+    catalog = data.catalog
+    settings = RetrievalSettings.model_fields
+    history_weight = settings["history_weight"].default
+    popularity_weight = settings["popularity_weight"].default
+    recent_n = settings["recent_history_items"].default
+    samples = validation_samples(data, config.validation_users)
+
+    # Retrieval side: the served rule over an index of this encoder's item vectors.
+    encoder, enc_tokenizer = load_encoder(config.encoder, device)
+    pooled = mean_pooled_encoder(encoder)
+    ids = list(catalog.items)
+    with torch.no_grad():
+        vectors = encode(pooled, enc_tokenizer, [item_text(catalog[i]) for i in ids], device).numpy()
+        texts = [prompts.retrieval_text("", [catalog[i] for i in s.history[-recent_n:]], recent_n) for s in samples]
+        queries = encode(pooled, enc_tokenizer, texts, device).numpy()
+    del encoder
+    with tempfile.TemporaryDirectory() as tmp:
+        write_item_index(Path(tmp), ids, vectors, text_encoder_version="fit",
+                         popularity=[data.split.popularity[i] for i in ids])
+        index = ItemIndex.load(tmp)
+    users = [user_vector(q, index.vectors_for([i for i in s.history[-recent_n:] if i in index]), history_weight)
+             for s, q in zip(samples, queries)]
+
+    cases: list[FusionCase] = []
+    retrieval: list[np.ndarray] = []
+    for n, (sample, vector) in enumerate(zip(samples, users)):
+        rng = random.Random(f"{config.seed}:{sample.user}")
+        template = prompts.TEMPLATES_BY_ID["P1-I0-T3-0" if n % 2 == 0 else "P2-I0-T3-0"]
+        hard = [i for i, _ in index.search(vector, 9, set(sample.seen), popularity_weight)]
+        for kind, negatives in (("random", random_negatives(ids, set(sample.seen), 9, rng)), ("retrieved", hard)):
+            candidates, answer = candidate_list(sample.target, negatives, rng)
+            prompt = render_for(data, sample, template, candidates, rng, prompts.DEFAULT_ITEM_NOUN, recent_n)
+            cases.append(FusionCase(kind, tuple(candidates), answer, prompt))
+            retrieval.append(np.asarray(index.score(vector, candidates, popularity_weight)))
+
+    # LM side: label logits of the served ranker, as log-probabilities over each list's labels.
+    lm, tokenizer = load_causal_lm(config.ranker)
+    scorer = ranker_scorer(lm, label_token_ids(tokenizer)).to(device)
+    batcher = RankerBatcher(tokenizer, device)
+    lm_logprobs: list[np.ndarray] = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(cases), config.batch_size), desc="ranker", leave=False):
+            group = cases[start: start + config.batch_size]
+            logits = scorer(*batcher([RankerExample(c.prompt, c.answer, len(c.candidates), "T3", "") for c in group]))
+            for row, case in zip(logits, group):
+                lm_logprobs.append(torch.log_softmax(row[: len(case.candidates)].double(), -1).numpy())
+
+    grid = {str(w): hit_rates(cases, lm_logprobs, retrieval, w, config.temperature) for w in config.grid}
+    lm_only = hit_rates(cases, lm_logprobs, [np.zeros(len(c.candidates)) for c in cases], 1.0, config.temperature)
+    best = max(config.grid, key=lambda w: (grid[str(w)]["HR@1"], -w))
+    return {
+        "lm_weight": best,
+        "retrieval_temperature": config.temperature,
+        "validation": grid[str(best)],
+        "retrieval_only": grid[str(0.0)] if 0.0 in config.grid else None,
+        "lm_only": lm_only,
+        "grid": grid,
+        "validation_users": len(samples),
+        "lists": len(cases),
+        "seed": config.seed,
+        "ranker": str(config.ranker),
+        "ranker_sha256": combined_sha256(weights_sha256(config.ranker)),
+        "encoder": str(config.encoder),
+        "encoder_sha256": combined_sha256(weights_sha256(config.encoder)),
+        "retrieval": {"history_weight": history_weight, "popularity_weight": popularity_weight},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+    }
+
+
+def read_fusion(models: str, path: Path = FUSION_FILE) -> float | None:
+    """The committed fitted ``lm_weight`` for a model set ("tuned" or "base"); None when not fitted."""
+    if not path.is_file():
+        return None
+    entry = json.loads(path.read_text()).get(models)
+    return None if entry is None else float(entry["lm_weight"])
+
+
+def write_fusion(models: str, result: dict, path: Path = FUSION_FILE) -> Path:
+    """Store ``result`` as the entry of ``models`` (other entries are kept)."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[models] = result
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
