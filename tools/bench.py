@@ -389,10 +389,13 @@ class Bench:
                           item_seed=item_seed)
 
     def encoder_text(self, spec: RequestSpec) -> str | None:
-        """The text retrieval encodes for ``spec`` (None when retrieval does not run the encoder)."""
+        """The text retrieval encodes for ``spec`` (None when retrieval does not run the encoder). Caller-supplied
+        candidates are encoded too: the retrieval service scores them for the ranker's fusion (unless the
+        gateway's ``fuse_retrieval_scores`` is off)."""
         from services.common import prompts
+        from services.gateway.settings import GatewaySettings
 
-        if spec.candidate_item_ids:
+        if spec.candidate_item_ids and not GatewaySettings().fuse_retrieval_scores:
             return None
         ids = list(spec.history_item_ids) or (self.history(spec.user_id) if spec.user_id else [])
         recent = [self.catalog[i] for i in ids if i in self.catalog][-prompts.DEFAULT_MAX_HISTORY_ITEMS:]

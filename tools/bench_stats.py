@@ -15,7 +15,7 @@ from typing import Any
 # Request kinds of the mix. "known": a user of the interaction store (history from the server; the preference
 # statement was cached by the warm-up, as it would be by a nightly batch in production). "anonymous": a caller
 # who sends their own history, never seen before, so the statement is generated on the request's path.
-# "candidates": a known user re-ranking a caller-supplied candidate list (retrieval skipped).
+# "candidates": a known user re-ranking a caller-supplied candidate list (no search; retrieval scores them).
 KINDS = ("known", "anonymous", "candidates")
 DEFAULT_MIX = {"known": 0.6, "anonymous": 0.15, "candidates": 0.25}
 
@@ -207,7 +207,7 @@ def point_summary(records: Sequence[CallRecord], elapsed_s: float) -> dict[str, 
     """Throughput, latency percentiles, errors by code, degraded answers and per-stage latency for one run.
 
     ``throughput_rps`` counts every OK answer; ``ranked_rps`` only the OK answers that were not degraded (a
-    degraded answer skipped the ranker, so it is cheap and must not pass for throughput).
+    degraded answer skipped a stage, usually the ranker, so it is cheaper and must not pass for throughput).
     """
     ok = [r for r in records if r.code == "OK"]
     ranked = [r for r in ok if not r.degraded]

@@ -297,7 +297,8 @@ def recommend(
     history: Annotated[str, typer.Option(help="Comma-separated item ids, oldest first; replaces stored history.")] = "",
     num: Annotated[int, typer.Option(help="Number of items (0 = server default, 10).")] = 0,
     exclude: Annotated[str, typer.Option(help="Comma-separated item ids never to return.")] = "",
-    candidates: Annotated[str, typer.Option(help="Comma-separated item ids to re-rank (skips retrieval).")] = "",
+    candidates: Annotated[str, typer.Option(
+        help="Comma-separated item ids to re-rank (no search; retrieval scores them).")] = "",
     addr: Annotated[str, typer.Option(help="Gateway host:port.")] = "localhost:50051",
     timeout: Annotated[float, typer.Option(help="Deadline of the call in seconds.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
@@ -471,7 +472,8 @@ def fit_fusion_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the random negatives.")] = 0,
     write: Annotated[bool, typer.Option(
         help="Store the result as the MODELS entry of tools/train/adapters/fusion.json (what `instructrec run` "
-             "and the k8s overlays serve as RANKING_LM_WEIGHT).")] = False,
+             "serves as RANKING_LM_WEIGHT; copy a new tuned weight into RankingSettings.lm_weight's default).")
+    ] = False,
     workspace: WorkspaceOption = Path("var"),
 ) -> None:
     """Fit the ranking stage's LM weight against the retrieval score on validation users (no test items)."""

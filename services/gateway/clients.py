@@ -53,7 +53,9 @@ class GrpcStages:
                     candidate_item_ids=candidates,
                 ),
                 timeout=timeout_s,
-                wait_for_ready=self._wait,
+                # Scoring caller-supplied candidates is optional (the ranker alone can order them): like
+                # ranking, never wait for an unreachable peer.
+                wait_for_ready=self._wait and not candidates,
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error("retrieval", err) from err

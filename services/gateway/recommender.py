@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.catalog import Catalog, InteractionStore
-from services.common.errors import DeadlineExceeded, InvalidArgument, ServiceError
+from services.common.errors import DeadlineExceeded, InvalidArgument, ServiceError, Unavailable
 from services.common.metrics import DEGRADED, STAGE_LATENCY
 from services.common.prompts import MAX_CANDIDATES
 from services.common.validation import Limits, require_known_items
@@ -137,8 +137,11 @@ class Recommender:
                         scored, versions = await self._stages.retrieve(
                             history, q.query, [], 0, timeout_s, candidates=candidate_ids
                         )
-                    result.model_versions += versions
                     by_id = dict(scored)
+                    if set(by_id) != set(candidate_ids):
+                        raise Unavailable(f"retrieval: scored {len(by_id)} items that are not the "
+                                          f"{len(candidate_ids)} candidates (an older retrieval service?)")
+                    result.model_versions += versions
                     retrieval_scores = [by_id[i] for i in candidate_ids]
                     candidates = scored  # the fallback order if ranking fails
                 except ServiceError as exc:

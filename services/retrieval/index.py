@@ -344,7 +344,8 @@ class ItemIndex:
 
         ``q . v_i + w * log(1 + count_i)`` as :meth:`search` ranks by; with no query vector (a request with
         neither text nor history) the prior term alone. Ids not in the index (added to the catalog after it
-        was built) score 0: no evidence either way.
+        was built) have no vector: they get the mean score of the indexed ones, neither favoured nor
+        penalised (0 when none is indexed).
 
         Raises:
             ValueError: the query has the wrong dimension or is not finite, or the weight is negative.
@@ -359,7 +360,7 @@ class ItemIndex:
             if not np.all(np.isfinite(q)):
                 raise ValueError("query vector is not finite")
         indexed = [i for i in item_ids if i in self._position]
-        scores = dict.fromkeys(item_ids, 0.0)
+        scores: dict[str, float] = {}
         if indexed:
             positions = [self._position[i] for i in indexed]
             values = np.zeros(len(indexed), dtype=np.float64)
@@ -369,7 +370,8 @@ class ItemIndex:
                 values += popularity_weight * np.log1p(np.asarray([self._meta.popularity[p] for p in positions],
                                                                   dtype=np.float64))
             scores.update(zip(indexed, (float(v) for v in values)))
-        return [scores[i] for i in item_ids]
+        neutral = float(np.mean(list(scores.values()))) if scores else 0.0
+        return [scores.get(i, neutral) for i in item_ids]
 
     def popular(self, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """The ``k`` most interacted-with items in training, skipping ``exclude``.

@@ -125,8 +125,10 @@ def test_score_gives_the_search_score_of_given_items_in_their_order(tmp_path: Pa
     top = dict(idx.search(q, 30, popularity_weight=0.05))
     wanted = [ids[7], ids[0], ids[21]]
     np.testing.assert_allclose(idx.score(q, wanted, 0.05), [top[i] for i in wanted], atol=1e-5)
-    # No query vector: the prior alone; ids not in the index: 0 (no evidence).
-    assert idx.score(None, [ids[1], "added-later"], 0.5) == [pytest.approx(0.5 * np.log1p(counts[1])), 0.0]
+    # No query vector: the prior alone. Ids not in the index: the mean of the indexed ones (0 if none).
+    prior = [0.5 * np.log1p(counts[n]) for n in (1, 2)]
+    assert idx.score(None, [ids[1], "added-later", ids[2]], 0.5) == pytest.approx([prior[0], np.mean(prior), prior[1]])
+    assert idx.score(None, ["added-later"], 0.5) == [0.0]
     assert idx.score(None, [ids[1]], 0.0) == [0.0]
     with pytest.raises(ValueError, match="dim"):
         idx.score(np.ones(DIM + 1), wanted)

@@ -150,3 +150,14 @@ async def test_expired_deadline_fails_before_calling_anything():
     with pytest.raises(DeadlineExceeded):
         await recommender(stages).recommend(RecommendQuery(user_id="u1"), 0.0)
     assert stages.calls == []
+
+
+async def test_a_scoring_reply_that_is_not_the_candidates_degrades_to_the_ranker_alone():
+    class OldRetrieval(Stages):  # ignores candidate_item_ids: searches instead
+        async def retrieve(self, history, query, exclude, k, timeout_s, candidates=()):
+            return await super().retrieve(history, query, exclude, k or 20, timeout_s)
+
+    stages = OldRetrieval()
+    r = await recommender(stages).recommend(RecommendQuery(candidate_item_ids=["37", "38", "39"]), None)
+    assert r.degraded and "not the 3 candidates" in r.degraded_reasons[0]
+    assert stages.retrieval_scores == [[]] and [i for i, _, _ in r.items] == ["39", "38", "37"]

@@ -23,6 +23,7 @@ from tools.train.examples import (
     ranker_example,
     retrieval_pair,
     validation_ranker_examples,
+    validation_samples,
 )
 from tools.train.retriever import info_nce
 
@@ -121,3 +122,17 @@ def test_merging_reports_keeps_both_served_systems_and_refuses_other_users():
     assert merged["sasrec"] == first["sasrec"]  # a run without baselines keeps the earlier SASRec record
     with pytest.raises(ValueError, match="users differs"):
         merge_reports(first, {**second, "users": 6})
+
+
+def test_validation_never_looks_at_the_test_item_nor_reuses_the_test_negatives(data):
+    from tools.eval.protocols import random_candidates
+
+    samples = validation_samples(data, 0)
+    tests = {c.user_id: c for c in data.split.test_cases}
+    for sample in samples:
+        assert sample.seen == frozenset(sample.history) | {sample.target}
+    cases = [tests[s.user] for s in samples]
+    examples = validation_ranker_examples(data, 0)
+    for sample, example, test_list in zip(samples, examples, random_candidates(data.split, cases, seed=0)):
+        test_negatives = {prompts.candidate_text(data.catalog[i]) for i in test_list if i != tests[sample.user].target}
+        assert not all(f". {text}" in example.prompt for text in test_negatives), sample.user

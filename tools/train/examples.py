@@ -71,8 +71,10 @@ def draw_samples(data: TrainingData, count: int, rng: random.Random) -> list[Sam
 
 
 def validation_samples(data: TrainingData, count: int) -> list[Sample]:
+    """Validation cases as samples. What they count as seen is the history and the validation item only: the
+    test item is the future of a validation case, so it may be drawn as a negative like any other item."""
     cases = [c for c in data.split.valid_cases if len(c.history) >= 1][:count] if count else data.split.valid_cases
-    return [Sample(c.user_id, c.history, c.target, c.seen) for c in cases]
+    return [Sample(c.user_id, c.history, c.target, frozenset(c.history) | {c.target}) for c in cases]
 
 
 class HardNegatives:
@@ -191,7 +193,9 @@ def validation_ranker_examples(
     ids = list(data.catalog.items)
     out = []
     for n, sample in enumerate(validation_samples(data, count)):
-        rng = random.Random(f"{seed}:{sample.user}")
+        # Not the evaluation's per-user key (tools.eval.protocols.random_candidates): other negatives than the
+        # user's protocol-1 test list.
+        rng = random.Random(f"validation:{seed}:{sample.user}")
         candidates, answer = candidate_list(sample.target, random_negatives(ids, set(sample.seen), 9, rng), rng)
         template = prompts.TEMPLATES_BY_ID["P1-I0-T3-0" if n % 2 == 0 else "P2-I0-T3-0"]
         prompt = render_for(data, sample, template, candidates, rng, noun, max_history)

@@ -39,8 +39,9 @@ from tools.export import combined_sha256, weights_sha256
 log = logging.getLogger(__name__)
 
 FUSION_FILE = Path(__file__).resolve().parent / "adapters" / "fusion.json"
-"""Committed fitted weights, one entry per served model set ("tuned", "base"); `instructrec run` and the
-k8s overlays serve the entry of the models they serve."""
+"""Committed fitted weights, one entry per served model set ("tuned", "base"). `instructrec run` passes the
+entry of the models it serves as RANKING_LM_WEIGHT; the setting's default is the tuned entry (a test keeps
+them equal), which the k8s deployment serves."""
 
 DEFAULT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
 
@@ -144,7 +145,9 @@ def fit_fusion(config: FusionFitConfig) -> dict:
     cases: list[FusionCase] = []
     retrieval: list[np.ndarray] = []
     for n, (sample, vector) in enumerate(zip(samples, users)):
-        rng = random.Random(f"{config.seed}:{sample.user}")
+        # Not the evaluation's per-user key: other negatives than the user's protocol-1 test list. ``seen`` is
+        # the history and the validation item (validation_samples): the test item is never looked at.
+        rng = random.Random(f"fusion:{config.seed}:{sample.user}")
         template = prompts.TEMPLATES_BY_ID["P1-I0-T3-0" if n % 2 == 0 else "P2-I0-T3-0"]
         hard = [i for i, _ in index.search(vector, 9, set(sample.seen), popularity_weight)]
         for kind, negatives in (("random", random_negatives(ids, set(sample.seen), 9, rng)), ("retrieved", hard)):
