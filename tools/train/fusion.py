@@ -29,6 +29,7 @@ import numpy as np
 
 from services.common import prompts
 from services.common.catalog import item_text
+from services.common.settings import ROOT
 from services.ranking.ranking import fuse
 from services.ranking.settings import RETRIEVAL_TEMPERATURE
 from services.retrieval.index import ItemIndex, user_vector, write_item_index
@@ -69,6 +70,14 @@ class FusionCase:
     candidates: tuple[str, ...]
     answer: int
     prompt: str
+
+
+def _repo_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it, so the committed record holds no machine paths."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def load_causal_lm(path: Path):
@@ -181,12 +190,12 @@ def fit_fusion(config: FusionFitConfig) -> dict:
         "validation_users": len(samples),
         "lists": len(cases),
         "seed": config.seed,
-        "ranker": str(config.ranker),
+        "ranker": _repo_path(config.ranker),
         "ranker_sha256": combined_sha256(weights_sha256(config.ranker)),
-        "encoder": str(config.encoder),
+        "encoder": _repo_path(config.encoder),
         "encoder_sha256": combined_sha256(weights_sha256(config.encoder)),
         "retrieval": {"history_weight": history_weight, "popularity_weight": popularity_weight},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": {k: (_repo_path(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
 
 
