@@ -247,6 +247,8 @@ class ModelCounters:
     fail_count: int = 0
     queue_ns: int = 0
     queue_count: int = 0
+    cache_hit_count: int = 0
+    """Requests Triton answered from its response cache (they count as inferences, not executions)."""
     batch_compute_ns: int = 0
     """Sum over executions of the model's ``execute`` time (``batch_stats`` compute_infer)."""
     batch_executions: dict[int, int] = field(default_factory=dict)
@@ -268,6 +270,7 @@ class ModelCounters:
             fail_count=_int(inference.get("fail", {}).get("count")),
             queue_ns=_int(inference.get("queue", {}).get("ns")),
             queue_count=_int(inference.get("queue", {}).get("count")),
+            cache_hit_count=_int(inference.get("cache_hit", {}).get("count")),
             batch_compute_ns=sum(_int(b.get("compute_infer", {}).get("ns")) for b in stats.get("batch_stats", [])),
             batch_executions={k: v for k, v in batches.items() if v},
         )
@@ -276,6 +279,9 @@ class ModelCounters:
 def model_delta(before: ModelCounters, after: ModelCounters) -> dict[str, Any]:
     """What one model did between two snapshots: requests, executions, mean executed batch size, queue time.
 
+    Requests answered from Triton's response cache (``cache_hits``) never reach the model: the mean batch size
+    and the compute per request count only the executed ones.
+
     ``queue_ms_mean`` is per request (Triton counts queue time per request); ``compute_ms_per_execution`` is the
     model's ``execute`` time per execution (all the requests of a batch share it). A model that was reloaded
     between the snapshots (its counters restarted) is reported from ``after`` alone.
@@ -283,15 +289,18 @@ def model_delta(before: ModelCounters, after: ModelCounters) -> dict[str, Any]:
     if after.inference_count < before.inference_count or after.execution_count < before.execution_count:
         before = ModelCounters()
     requests = after.inference_count - before.inference_count
+    cache_hits = after.cache_hit_count - before.cache_hit_count
+    executed = requests - cache_hits  # the requests that reached the model
     executions = after.execution_count - before.execution_count
     queued = after.queue_count - before.queue_count
     per_size = {size: after.batch_executions.get(size, 0) - before.batch_executions.get(size, 0)
                 for size in sorted(set(after.batch_executions) | set(before.batch_executions))}
     return {
         "requests": requests,
+        "cache_hits": cache_hits,
         "executions": executions,
         "failed": after.fail_count - before.fail_count,
-        "mean_batch_size": requests / executions if executions else math.nan,
+        "mean_batch_size": executed / executions if executions else math.nan,
         "max_batch_size": max((s for s, n in per_size.items() if n > 0), default=0),
         "batch_size_executions": {str(s): n for s, n in per_size.items() if n > 0},
         "queue_ms_mean": (after.queue_ns - before.queue_ns) / queued / 1e6 if queued else math.nan,
@@ -300,8 +309,8 @@ def model_delta(before: ModelCounters, after: ModelCounters) -> dict[str, Any]:
         "compute_ms_per_execution": ((after.batch_compute_ns - before.batch_compute_ns) / executions / 1e6
                                      if executions else math.nan),
         # The model's cost per request: what batching is meant to bring down.
-        "compute_ms_per_request": ((after.batch_compute_ns - before.batch_compute_ns) / requests / 1e6
-                                   if requests else math.nan),
+        "compute_ms_per_request": ((after.batch_compute_ns - before.batch_compute_ns) / executed / 1e6
+                                   if executed else math.nan),
     }
 
 

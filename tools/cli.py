@@ -169,6 +169,9 @@ def export_cmd(
     max_queue_delay_us: Annotated[int | None, typer.Option(
         help="config.pbtxt: how long the dynamic batcher waits to fill a batch.")] = None,
     instance_count: Annotated[int | None, typer.Option(help="config.pbtxt: model instances on CPU.")] = None,
+    response_cache: Annotated[bool | None, typer.Option(
+        "--response-cache/--no-response-cache",
+        help="config.pbtxt: Triton answers repeated identical requests from its response cache.")] = None,
     num_threads: Annotated[int | None, typer.Option(
         help="config.pbtxt: intra-op threads per instance (ONNX Runtime / torch).")] = None,
     versions_served: Annotated[int | None, typer.Option(
@@ -193,7 +196,7 @@ def export_cmd(
     _logging()
     overrides = dict(
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, instance_count=instance_count,
-        num_threads=num_threads, num_versions=versions_served, max_tokens=max_tokens,
+        response_cache=response_cache, num_threads=num_threads, num_versions=versions_served, max_tokens=max_tokens,
         max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
     )
     try:

@@ -121,14 +121,23 @@ class ServingDefaults:
     max_queue_delay_us: int
     num_threads: int
     max_queue_size: int
+    instance_count: int = 1
+    response_cache: bool = False
 
 
 # The ranker dominates latency (hundreds of tokens per prompt), so it gets both cores of the reference
 # 2-core node; the encoder's inputs are short, and generation is latency-bound per token.
 # max_queue_size bounds each model's queue (past it Triton rejects at once, like the services'
 # MAX_CONCURRENT_RPCS): a few executions' worth, so a queued request still finishes within the hop timeouts.
+# The encoder runs two instances: with one, Triton 2.51's dynamic batcher sometimes holds a request that arrives
+# as the previous execution ends for its 500 ms idle timeout (docs/performance.md). Its answers are a pure
+# function of (version, text), so Triton's response cache serves repeat texts (a known user without a query
+# sends the same retrieval text each time) without running it; the server needs --cache-config for that.
+# The ranker and the generator are not cached: the ranker's prompts repeat rarely and the instruction
+# service already caches preference statements.
 DEFAULTS: dict[str, ServingDefaults] = {
-    TEXT_ENCODER: ServingDefaults(max_batch_size=64, max_queue_delay_us=2_000, num_threads=1, max_queue_size=512),
+    TEXT_ENCODER: ServingDefaults(max_batch_size=64, max_queue_delay_us=2_000, num_threads=1, max_queue_size=512,
+                                  instance_count=2, response_cache=True),
     RANKER: ServingDefaults(max_batch_size=8, max_queue_delay_us=5_000, num_threads=2, max_queue_size=64),
     PREFERENCE_GENERATOR: ServingDefaults(max_batch_size=8, max_queue_delay_us=10_000, num_threads=1,
                                           max_queue_size=64),
@@ -177,9 +186,10 @@ def build_config(
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
     max_queue_size: int | None = None,
-    instance_count: int = 1,
+    instance_count: int | None = None,
     num_threads: int | None = None,
     num_versions: int = 1,
+    response_cache: bool | None = None,
     embedding_dim: int = DEFAULT_EMBEDDING_DIM,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
@@ -192,13 +202,15 @@ def build_config(
         name: ``text_encoder``, ``ranker`` or ``preference_generator``.
         max_batch_size: Largest dynamic batch; ``None`` for the model's default.
         max_queue_delay_us: How long the dynamic batcher waits to fill a batch; ``None`` for the default.
-        instance_count: Model instances (stub processes) on CPU.
+        instance_count: Model instances (stub processes) on CPU; ``None`` for the default.
         num_threads: Intra-op threads of ONNX Runtime / torch in each instance; ``None`` for the default.
         num_versions: Version policy: Triton serves the latest this many versions (requests that name no
             version go to the highest).
         max_queue_size: Requests queued per model before Triton rejects new ones at once; ``None`` for the
             default. Requests carrying a ``timeout`` (the services send their remaining deadline) are
             dropped from the queue when it passes.
+        response_cache: Let Triton answer repeated identical requests from its response cache (the server
+            must run with ``--cache-config``; without it the setting is inert); ``None`` for the default.
         embedding_dim: Output size of ``text_encoder``.
         max_tokens: ``text_encoder`` truncates texts to this many tokens.
         max_prompt_tokens: ``ranker`` / ``preference_generator`` reject longer prompts (after the chat
@@ -229,7 +241,10 @@ def build_config(
     policy.max_queue_size = defaults.max_queue_size if max_queue_size is None else max_queue_size
     policy.timeout_action = mc.ModelQueuePolicy.REJECT
     policy.allow_timeout_override = True
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instance_count)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU,
+                              count=defaults.instance_count if instance_count is None else instance_count)
+    if defaults.response_cache if response_cache is None else response_cache:
+        config.response_cache.enable = True
     config.version_policy.latest.num_versions = num_versions
     parameters = {"num_threads": defaults.num_threads if num_threads is None else num_threads}
     if name == TEXT_ENCODER:
@@ -293,6 +308,7 @@ def config_options(config: Any) -> dict[str, Any]:
         "max_queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds,
         "instance_count": sum(group.count for group in config.instance_group) or 1,
         "num_versions": config.version_policy.latest.num_versions or 1,
+        "response_cache": config.response_cache.enable,
     }
     if config.dynamic_batching.default_queue_policy.max_queue_size:
         options["max_queue_size"] = config.dynamic_batching.default_queue_policy.max_queue_size
@@ -944,7 +960,8 @@ def export_text_encoder(
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
     max_queue_size: int | None = None,
-    instance_count: int = 1,
+    instance_count: int | None = None,
+    response_cache: bool | None = None,
     num_threads: int | None = None,
     num_versions: int = 1,
     max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -962,7 +979,8 @@ def export_text_encoder(
         max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
-        instance_count: ``config.pbtxt`` setting.
+        instance_count: ``config.pbtxt`` setting; ``None`` for the default.
+        response_cache: ``config.pbtxt`` setting (Triton's response cache); ``None`` for the default.
         num_threads: ``config.pbtxt`` setting (ONNX Runtime intra-op threads); ``None`` for the default.
         num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
         max_tokens: ``config.pbtxt`` setting: texts are truncated to this many tokens.
@@ -1045,6 +1063,7 @@ def export_text_encoder(
             dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                  max_queue_size=max_queue_size,
                  instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
+                 response_cache=response_cache,
                  embedding_dim=embedding_dim, max_tokens=max_tokens),
         )
     logger.info("text encoder exported in %.1f s (max abs diff %.2g)", time.perf_counter() - started,
@@ -1060,7 +1079,8 @@ def export_ranker(
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
     max_queue_size: int | None = None,
-    instance_count: int = 1,
+    instance_count: int | None = None,
+    response_cache: bool | None = None,
     num_threads: int | None = None,
     num_versions: int = 1,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
@@ -1081,7 +1101,8 @@ def export_ranker(
         max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
-        instance_count: ``config.pbtxt`` setting.
+        instance_count: ``config.pbtxt`` setting; ``None`` for the default.
+        response_cache: ``config.pbtxt`` setting (Triton's response cache); ``None`` for the default.
         num_threads: ``config.pbtxt`` setting (ONNX Runtime intra-op threads); ``None`` for the default.
         num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
         max_prompt_tokens: ``config.pbtxt`` setting: longer prompts are rejected.
@@ -1175,6 +1196,7 @@ def export_ranker(
             dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                  max_queue_size=max_queue_size,
                  instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
+                 response_cache=response_cache,
                  max_prompt_tokens=max_prompt_tokens, answer_prefix=answer_prefix),
         )
     logger.info("ranker exported in %.1f s (max abs diff %.2g, top-1 agreement %.2f)",
@@ -1190,7 +1212,8 @@ def export_preference_generator(
     max_batch_size: int | None = None,
     max_queue_delay_us: int | None = None,
     max_queue_size: int | None = None,
-    instance_count: int = 1,
+    instance_count: int | None = None,
+    response_cache: bool | None = None,
     num_threads: int | None = None,
     num_versions: int = 1,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
@@ -1212,7 +1235,8 @@ def export_preference_generator(
         max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
         max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
-        instance_count: ``config.pbtxt`` setting.
+        instance_count: ``config.pbtxt`` setting; ``None`` for the default.
+        response_cache: ``config.pbtxt`` setting (Triton's response cache); ``None`` for the default.
         num_threads: ``config.pbtxt`` setting (torch intra-op threads); ``None`` for the default.
         num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
         max_prompt_tokens: ``config.pbtxt`` setting: longer prompts are rejected.
@@ -1280,6 +1304,7 @@ def export_preference_generator(
             dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                  max_queue_size=max_queue_size,
                  instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
+                 response_cache=response_cache,
                  max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens),
         )
     logger.info("preference generator exported in %.1f s", time.perf_counter() - started)

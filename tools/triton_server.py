@@ -45,6 +45,11 @@ class TritonServerError(RuntimeError):
     """Triton could not be started or did not become ready."""
 
 
+# Triton's response cache (models with ``response_cache { enable: true }``: the text encoder). 64 MiB holds
+# about 40,000 cached embeddings of 384 floats.
+DEFAULT_RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
+
+
 def pytriton_root() -> Path:
     """The ``tritonserver`` folder inside the installed ``nvidia-pytriton`` wheel."""
     import pytriton
@@ -114,6 +119,7 @@ class TritonServer:
         log_file: File for the server's stdout and stderr; ``None`` inherits this process's.
         log_verbose: ``--log-verbose`` level (1 halves throughput; keep 0 outside debugging).
         extra_args: More ``tritonserver`` flags.
+        response_cache_bytes: Size of Triton's local response cache (``--cache-config``); 0 turns it off.
         host: Address the server binds (all three endpoints) and the endpoint properties use.
     """
 
@@ -130,6 +136,7 @@ class TritonServer:
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
+        response_cache_bytes: int = DEFAULT_RESPONSE_CACHE_BYTES,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.models = list(models)
@@ -141,6 +148,7 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
         self.host = host
+        self.response_cache_bytes = response_cache_bytes
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
 
@@ -187,6 +195,10 @@ class TritonServer:
             "--metrics-config=summary_latencies=true",
             f"--log-verbose={self.log_verbose}",
         ]
+        if self.response_cache_bytes > 0:
+            # Triton's local (in-memory) response cache, used by models whose config enables it.
+            args += [f"--cache-directory={pytriton_root() / 'caches'}",
+                     f"--cache-config=local,size={self.response_cache_bytes}"]
         return args + self.extra_args
 
     def environment(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import numpy as np
 from instructrec.v1 import common_pb2, ranking_service_pb2, ranking_service_pb2_grpc
 
 from services.common.deadlines import hop_timeout
@@ -27,6 +28,12 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
         scores = list(request.retrieval_scores)
         validate_rank_request(request.instruction, candidates, self._settings.max_instruction_chars, self._limits,
                               scores)
+        if scores and self._settings.lm_weight == 0:
+            # The LM's weight is 0: the fused order is the retrieval order, so the ranker is not called.
+            ranked = rank_from_label_logits(candidates, np.zeros(len(candidates)), scores, 0.0,
+                                            self._settings.retrieval_temperature)
+            return ranking_service_pb2.RankCandidatesResponse(
+                ranked_items=[common_pb2.ScoredItem(item_id=i, score=s) for i, s in ranked])
         out = await self._ranker.infer_text(
             request.instruction, hop_timeout(context, self._settings.triton.timeout_s, "ranker")
         )

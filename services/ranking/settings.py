@@ -27,8 +27,9 @@ class RankingSettings(ServiceSettings):
     lm_weight: float = Field(0.2, ge=0, allow_inf_nan=False)
     """Weight of the LM ranker's log-probabilities against the retrieval logits when the request carries
     retrieval scores (``lm_weight * log p_LM + retrieval_score / retrieval_temperature``): 0 keeps the
-    retrieval order, large values the LM's. Fitted on validation users per model set by `instructrec
-    fit-fusion` (tools/train/adapters/fusion.json): this default is the entry of the tuned models (what
-    `make run` and the k8s deployment serve); `instructrec run --models base` sets the base entry."""
+    retrieval order (such requests skip the ranker model), large values the LM's. Fitted on validation users
+    per model set by `instructrec fit-fusion` (tools/train/adapters/fusion.json): this default is the entry of
+    the tuned models (what `make run` and the k8s deployment serve); `instructrec run --models base` sets the
+    base entry."""
     retrieval_temperature: float = Field(RETRIEVAL_TEMPERATURE, gt=0, allow_inf_nan=False)
     """Divides the retrieval scores before fusion: the retriever's training temperature."""

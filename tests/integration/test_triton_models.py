@@ -153,6 +153,32 @@ def test_concurrent_requests_are_batched_by_triton(
     np.testing.assert_allclose(results[5].as_numpy("embedding"), single, atol=1e-5)
 
 
+def _cache_hits(client: grpcclient.InferenceServerClient, model: str) -> int:
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(stats["inference_stats"].get("cache_hit", {}).get("count", 0))
+
+
+def test_repeated_encoder_texts_come_from_the_response_cache_and_ranker_prompts_do_not(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    text = "a text sent twice to the encoder"
+    hits = _cache_hits(client, "text_encoder")
+    first = client.infer("text_encoder", [_strings("text", [text])]).as_numpy("embedding")
+    second = client.infer("text_encoder", [_strings("text", [text])]).as_numpy("embedding")
+    other = client.infer("text_encoder", [_strings("text", [text + "!"])]).as_numpy("embedding")
+    assert _cache_hits(client, "text_encoder") == hits + 1
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first, other, atol=1e-4)
+    # The version is part of the cache key; the config names the cache (the server enables it).
+    assert client.get_model_config("text_encoder", as_json=True)["config"]["response_cache"]["enable"]
+
+    prompt = export.sample_prompts()[0]
+    ranker_hits = _cache_hits(client, "ranker")
+    for _ in range(2):
+        client.infer("ranker", [_strings("prompt", [prompt])])
+    assert _cache_hits(client, "ranker") == ranker_hits == 0
+
+
 def test_preference_generator_is_deterministic_per_prompt(triton_server: TritonServer) -> None:
     prompts = ["Describe a user who likes westerns.", "Describe a user who likes cartoons and musicals.", ""]
     results = asyncio.run(_infer_many(triton_server, "preference_generator", "prompt", prompts + prompts[:1]))

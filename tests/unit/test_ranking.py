@@ -69,3 +69,34 @@ def test_without_retrieval_scores_the_lm_alone_ranks_whatever_the_weight():
 def test_retrieval_scores_must_align_with_candidates_and_be_finite(scores, message):
     with pytest.raises(InvalidArgument, match=f"retrieval_scores: .*{message}"):
         validate_rank_request("rank", ["a", "b"], max_instruction_chars=100, retrieval_scores=scores)
+
+
+class _RankerThatMustNotRun:
+    model_name = "ranker"
+
+    async def infer_text(self, text, timeout_s=None):  # pragma: no cover - failing is the assertion
+        raise AssertionError("the ranker model was called")
+
+
+class _Context:
+    def time_remaining(self):
+        return 10.0
+
+
+def test_lm_weight_zero_ranks_by_retrieval_scores_without_calling_the_ranker():
+    import asyncio
+
+    from instructrec.v1 import ranking_service_pb2
+
+    from services.ranking.servicer import RankingServicer
+    from services.ranking.settings import RankingSettings
+
+    servicer = RankingServicer(RankingSettings(lm_weight=0.0, retrieval_temperature=0.5), _RankerThatMustNotRun())
+    request = ranking_service_pb2.RankCandidatesRequest(
+        instruction="Pick one.\nA. x\nB. y\nC. z\nAnswer:", candidate_item_ids=["x", "y", "z"],
+        retrieval_scores=[0.1, 0.9, 0.4])
+    reply = asyncio.run(servicer.RankCandidates(request, _Context()))
+    assert [i.item_id for i in reply.ranked_items] == ["y", "z", "x"]
+    expected = np.exp(np.array([0.9, 0.4, 0.1]) / 0.5)
+    assert [i.score for i in reply.ranked_items] == pytest.approx(list(expected / expected.sum()), rel=1e-6)
+    assert not reply.model_versions
