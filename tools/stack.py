@@ -30,7 +30,7 @@ from tools.base_models import smollm2_dir
 from tools.data import prepare_movielens
 from tools.export import METADATA_FILE, _version_dirs, ensure_default_repository, export_model, has_weights
 from tools.index import build_index
-from tools.train.fusion import read_fusion
+from tools.train.fusion import read_fusion, stale_fusion
 from tools.triton_server import TritonServer
 
 log = logging.getLogger("instructrec.run")
@@ -217,6 +217,11 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         weight = read_fusion(config.models)
         if weight is not None:
             env.setdefault("RANKING_LM_WEIGHT", str(weight))
+            stale = stale_fusion(config.models)
+            if stale:
+                log.warning("the fusion weight of the %s models was fitted on other weights of %s: rerun "
+                            "`instructrec fit-fusion --models %s --write`", config.models, ", ".join(stale),
+                            config.models)
     return env
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from tools.stack import SETTINGS, StackConfig, service_env
-from tools.train.fusion import read_fusion
+from tools.train.fusion import read_fusion, stale_fusion
 
 
 @pytest.mark.parametrize("service", sorted(SETTINGS))
@@ -72,3 +72,20 @@ def test_served_versions_name_what_is_missing(tmp_path):
         served_versions(tmp_path, BASE)
     with pytest.raises(FileNotFoundError, match="run `instructrec prepare`"):
         served_versions(tmp_path / "empty")
+
+
+def test_the_committed_tuned_fusion_weight_was_fitted_on_the_committed_adapters():
+    # Retraining an adapter without `instructrec fit-fusion --models tuned --write` fails here.
+    assert stale_fusion("tuned") == []
+
+
+def test_a_fusion_fit_on_other_weights_is_reported(tmp_path):
+    import json
+
+    from tools.train.fusion import FUSION_FILE
+
+    entry = json.loads(FUSION_FILE.read_text())["tuned"]
+    entry["ranker_sha256"] = "0" * 64
+    path = tmp_path / "fusion.json"
+    path.write_text(json.dumps({"tuned": entry}))
+    assert stale_fusion("tuned", path) == ["ranker (tools/train/adapters/ranker)"]

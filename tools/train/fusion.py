@@ -207,6 +207,22 @@ def read_fusion(models: str, path: Path = FUSION_FILE) -> float | None:
     return None if entry is None else float(entry["lm_weight"])
 
 
+def stale_fusion(models: str, path: Path = FUSION_FILE) -> list[str]:
+    """The models whose weights differ from those ``models``' committed weight was fitted on (empty when the
+    fit is current, or when the checkpoint is not on this machine to check)."""
+    if not path.is_file():
+        return []
+    entry = json.loads(path.read_text()).get(models)
+    if entry is None:
+        return []
+    stale = []
+    for model in ("ranker", "encoder"):
+        folder = ROOT / entry[model]
+        if folder.is_dir() and combined_sha256(weights_sha256(folder)) != entry[f"{model}_sha256"]:
+            stale.append(f"{model} ({entry[model]})")
+    return stale
+
+
 def write_fusion(models: str, result: dict, path: Path = FUSION_FILE) -> Path:
     """Store ``result`` as the entry of ``models`` (other entries are kept)."""
     data = json.loads(path.read_text()) if path.is_file() else {}
