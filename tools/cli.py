@@ -385,7 +385,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the negatives and of SASRec.")] = 0,
     append: Annotated[bool, typer.Option(
         help="Add this served system to OUT_DIR's existing report (same users and seed), e.g. the zero-shot "
-             "models next to the tuned ones; the baselines are not recomputed (they are in the report).")] = False,
+             "models next to the tuned ones; the baselines are not recomputed (they are in the report) and "
+             "protocol 2 ranks the report's stored lists.")] = False,
 ) -> None:
     """Evaluate the served system and the baselines (random, popularity, SASRec) on the three protocols."""
     from tools.eval.evaluate import EvalConfig, write_report
@@ -393,10 +394,14 @@ def evaluate(
     from tools.eval.sasrec import SASRecConfig
 
     _logging()
+    previous = out_dir / "results.json"
+    lists = None
+    if append and previous.is_file():
+        lists = (json.loads(previous.read_text()).get("protocol2_lists") or {}).get("lists")
     config = EvalConfig(
         data_dir=data_dir, gateway_addr=gateway or None, retrieval_addr=retrieval or None, served_name=name,
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
-        seed=seed, sasrec=SASRecConfig(seed=seed), baselines=not append,
+        seed=seed, sasrec=SASRecConfig(seed=seed), baselines=not append, hard_negative_lists=lists,
     )
     report = asyncio.run(run_evaluation(config))
     path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]), append=append)

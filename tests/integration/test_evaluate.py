@@ -31,7 +31,21 @@ async def test_three_protocols_through_the_served_system_and_baselines(stack, da
     retriever = results["3"]["tiny: retriever only"]
     assert 0 <= retriever["HR@10"] <= retriever["Recall@20"] <= 1
 
+    # Protocol 2's lists are stored; a system added later ranks exactly those (no retrieval service needed).
+    lists = report["protocol2_lists"]
+    assert lists["retriever"] == "tiny" and len(lists["lists"]) == 6
+    again = await evaluate(EvalConfig(
+        data_dir=split_dir, gateway_addr=stack.addr("gateway"), retrieval_addr=None, served_name="tiny again",
+        protocols=(2,), max_users=6, baselines=False, hard_negative_lists=lists["lists"]))
+    assert again["results"]["2"]["tiny again"] == results["2"]["tiny"]
+    assert "protocol2_lists" not in again
+    with pytest.raises(ValueError, match="no list for users"):
+        await evaluate(EvalConfig(data_dir=split_dir, gateway_addr=stack.addr("gateway"), protocols=(2,),
+                                  max_users=6, baselines=False,
+                                  hard_negative_lists=dict(list(lists["lists"].items())[:3])))
+
     path = write_report(report, tmp_path / "report", "instructrec evaluate --max-users 6")
     text = path.read_text()
     assert "## Protocol 1" in text and "| tiny |" in text and "Recall@20" in text
+    assert "the top 9 of the retriever of tiny" in text
     assert (tmp_path / "report" / "protocol1_hr.png").stat().st_size > 1000

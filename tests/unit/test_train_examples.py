@@ -120,6 +120,9 @@ def test_merging_reports_keeps_both_served_systems_and_refuses_other_users():
     merged = merge_reports(first, second)
     assert set(merged["results"]["1"]) == {"random", "zero-shot", "tuned"} and merged["commands"] == ["a", "b"]
     assert merged["sasrec"] == first["sasrec"]  # a run without baselines keeps the earlier SASRec record
+    # The first run's protocol-2 lists stay the report's reference.
+    lists = {"retriever": "zero-shot", "lists": {"u1": ["1", "2"]}}
+    assert merge_reports({**first, "protocol2_lists": lists}, second)["protocol2_lists"] == lists
     with pytest.raises(ValueError, match="users differs"):
         merge_reports(first, {**second, "users": 6})
 

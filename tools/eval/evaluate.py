@@ -1,7 +1,8 @@
 """`instructrec evaluate`: the three protocols over the same split the suite serves, against baselines.
 
 1. InstructRec's protocol: the target + 9 random unseen items; HR@1/3/5, NDCG@3/5.
-2. Hard negatives: the target + the retriever's top 9 unseen items.
+2. Hard negatives: the target + the retriever's top 9 unseen items (the lists of the report's first run are
+   stored and reused by systems added with ``--append``, so every row ranks the same lists).
 3. Full ranking: the served pipeline's top 10 (HR@10, NDCG@10) and the retriever's Recall@20.
 
 The served system is measured through the live services (gateway with ``candidate_item_ids`` for protocols
@@ -55,6 +56,10 @@ class EvalConfig:
     baselines: bool = True
     """Compute random, popularity and SASRec; off when adding a served system to a report that has them
     (they depend only on the split, the seed and the users, not on what is served)."""
+    hard_negative_lists: dict[str, list[str]] | None = None
+    """Protocol 2's candidate lists per user (``report["protocol2_lists"]["lists"]`` of an earlier run): reused
+    so that every system in one report ranks the same lists. ``None`` retrieves them from the served
+    retriever."""
 
 
 async def _gather_bounded(coros, concurrency: int, desc: str) -> list:
@@ -156,6 +161,7 @@ async def evaluate(config: EvalConfig) -> dict:
         record = sasrec.fit(list(split.train.values()), [(c.history, c.target) for c in split.valid_cases])
     served = ServedSystem(config.gateway_addr, config.retrieval_addr)
     results: dict[str, dict] = {}
+    protocol2_lists: dict | None = None
     try:
         if 1 in config.protocols:
             candidates = random_candidates(split, cases, seed=config.seed)
@@ -165,19 +171,31 @@ async def evaluate(config: EvalConfig) -> dict:
                                                config.concurrency, "protocol 1")
                 ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
             results["1"] = {m: summarize(r, PROTOCOL_KS[1]) for m, r in ranks.items()}
-        if 2 in config.protocols and config.retrieval_addr:
-            retrieved = await _gather_bounded([served.retrieve(c, 9, [c.target]) for c in cases],
-                                              config.concurrency, "hard negatives")
-            candidates = []
-            for case, negatives in zip(cases, retrieved):
-                shuffled = [case.target, *negatives]
-                random.Random(f"{config.seed}:{case.user_id}").shuffle(shuffled)  # position carries no signal
-                candidates.append(shuffled)
+        if 2 in config.protocols and (config.retrieval_addr or config.hard_negative_lists is not None):
+            if config.hard_negative_lists is not None:
+                candidates = _reuse_lists(config.hard_negative_lists, cases)
+                lists_from = "reused"
+            else:
+                retrieved = await _gather_bounded([served.retrieve(c, 9, [c.target]) for c in cases],
+                                                  config.concurrency, "hard negatives")
+                candidates = []
+                for case, negatives in zip(cases, retrieved):
+                    shuffled = [case.target, *negatives]
+                    random.Random(f"{config.seed}:{case.user_id}").shuffle(shuffled)  # position carries no signal
+                    candidates.append(shuffled)
+                lists_from = config.served_name
+                protocol2_lists = {"retriever": config.served_name,
+                                   "lists": {c.user_id: list(cands) for c, cands in zip(cases, candidates)}}
             ranks = _baseline_ranks(split, cases, candidates, sasrec)
             if config.gateway_addr:
                 orders = await _gather_bounded([served.rerank(c, cands) for c, cands in zip(cases, candidates)],
                                                config.concurrency, "protocol 2")
-                ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
+                # Without the baselines (an appended system) on lists of its own retriever, the row is not
+                # comparable with the report's others: its name says so.
+                label = config.served_name
+                if not config.baselines and lists_from != "reused":
+                    label += " (own retriever's lists)"
+                ranks[label] = [o.index(c.target) for c, o in zip(cases, orders)]
             results["2"] = {m: summarize(r, PROTOCOL_KS[2]) for m, r in ranks.items()}
         if 3 in config.protocols and config.gateway_addr and config.retrieval_addr:
             ranks = _full_ranking_baselines(split, cases, sasrec, 10)
@@ -192,7 +210,7 @@ async def evaluate(config: EvalConfig) -> dict:
                 sum(c.target in p for c, p in zip(cases, pools)) / len(cases))
     finally:
         await served.close()
-    return {
+    out = {
         "results": results,
         "users": len(cases),
         "data_dir": str(config.data_dir),
@@ -200,6 +218,21 @@ async def evaluate(config: EvalConfig) -> dict:
         "sasrec": record,
         "seconds": round(time.time() - started, 1),
     }
+    if protocol2_lists is not None:
+        out["protocol2_lists"] = protocol2_lists
+    return out
+
+
+def _reuse_lists(lists: dict[str, list[str]], cases: Sequence[Case]) -> list[list[str]]:
+    """The stored protocol-2 list of each case; each must hold the case's target."""
+    missing = [c.user_id for c in cases if c.user_id not in lists]
+    if missing:
+        raise ValueError(f"the stored protocol-2 lists have no list for users {missing[:5]} "
+                         f"({len(missing)} in all): evaluate with the same data, users and seed")
+    wrong = [c.user_id for c in cases if c.target not in lists[c.user_id]]
+    if wrong:
+        raise ValueError(f"stored protocol-2 lists of users {wrong[:5]} do not hold their test item")
+    return [list(lists[c.user_id]) for c in cases]
 
 
 def merge_reports(previous: dict, report: dict) -> dict:
@@ -221,6 +254,8 @@ def merge_reports(previous: dict, report: dict) -> dict:
     for protocol, methods in report["results"].items():
         results.setdefault(protocol, {}).update(methods)
     merged["results"] = results
+    if previous.get("protocol2_lists"):  # the reference lists stay those of the first run
+        merged["protocol2_lists"] = previous["protocol2_lists"]
     merged["commands"] = [*previous.get("commands", []), *report.get("commands", [])]
     merged["seconds"] = round(previous.get("seconds", 0) + report.get("seconds", 0), 1)
     return merged
@@ -244,6 +279,9 @@ def write_report(report: dict, out_dir: Path, command: str, append: bool = False
              f"{report['users']} test users; seed {report['seed']}; {report['seconds']} s.", ""]
     for protocol, methods in report["results"].items():
         lines += [f"## {titles[protocol]}", ""]
+        if protocol == "2" and report.get("protocol2_lists"):
+            lines += [f"Every row ranks the same lists: the target and the top 9 of the retriever of "
+                      f"{report['protocol2_lists']['retriever']} (stored in results.json).", ""]
         metrics = sorted({k for m in methods.values() for k in m if k != "users"})
         lines.append("| method | " + " | ".join(metrics) + " |")
         lines.append("|---|" + "---|" * len(metrics))
