@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
-import inspect
 import json
 import logging
 import os
@@ -141,6 +140,14 @@ DEFAULTS: dict[str, ServingDefaults] = {
     RANKER: ServingDefaults(max_batch_size=8, max_queue_delay_us=5_000, num_threads=2, max_queue_size=64),
     PREFERENCE_GENERATOR: ServingDefaults(max_batch_size=8, max_queue_delay_us=10_000, num_threads=1,
                                           max_queue_size=64),
+}
+# The build_config settings each model's export takes (``instructrec export`` options, config.pbtxt).
+_COMMON_SERVING_OPTIONS = ("max_batch_size", "max_queue_delay_us", "max_queue_size", "instance_count",
+                           "response_cache", "num_threads", "num_versions")
+SERVING_OPTIONS: dict[str, tuple[str, ...]] = {
+    TEXT_ENCODER: (*_COMMON_SERVING_OPTIONS, "max_tokens"),
+    RANKER: (*_COMMON_SERVING_OPTIONS, "max_prompt_tokens", "answer_prefix"),
+    PREFERENCE_GENERATOR: (*_COMMON_SERVING_OPTIONS, "max_prompt_tokens", "max_new_tokens"),
 }
 DEFAULT_EMBEDDING_DIM = 384
 DEFAULT_MAX_TOKENS = 256
@@ -925,6 +932,14 @@ def ranker_scorer(lm: Any, label_ids: list[int]) -> Any:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _serving(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the unset (None) ones; ValueError naming any that ``name`` does not take."""
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in SERVING_OPTIONS[name])
+    if unknown:
+        raise ValueError(f"{name} has no setting {', '.join(unknown)}")
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _finish(
     name: str,
     repository: Path,
@@ -957,18 +972,11 @@ def export_text_encoder(
     repository: Path,
     version: int | None = None,
     *,
-    max_batch_size: int | None = None,
-    max_queue_delay_us: int | None = None,
-    max_queue_size: int | None = None,
-    instance_count: int | None = None,
-    response_cache: bool | None = None,
-    num_threads: int | None = None,
-    num_versions: int = 1,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
     precision: str = FP32,
     tolerance: float | None = None,
     write_model_config: bool = True,
     provenance: dict[str, Any] | None = None,
+    **serving: Any,
 ) -> Path:
     """Export a BERT-style encoder as ``text_encoder``: ONNX graph of mean pooling + L2 normalisation.
 
@@ -976,20 +984,14 @@ def export_text_encoder(
         model_dir: Hugging Face encoder folder (e.g. all-MiniLM-L6-v2 or a fine-tuned copy).
         repository: The model repository folder.
         version: Version to write; ``None`` for the next one. An existing finished version is refused.
-        max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
-        max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
-        max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
-        instance_count: ``config.pbtxt`` setting; ``None`` for the default.
-        response_cache: ``config.pbtxt`` setting (Triton's response cache); ``None`` for the default.
-        num_threads: ``config.pbtxt`` setting (ONNX Runtime intra-op threads); ``None`` for the default.
-        num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
-        max_tokens: ``config.pbtxt`` setting: texts are truncated to this many tokens.
         precision: ``fp32``, or ``int8`` (dynamic quantisation; parity judged by cosine similarity).
         tolerance: Largest max-abs difference allowed between torch and ONNX Runtime embeddings;
             ``None`` for the precision's default.
         write_model_config: Also (re)write ``<repository>/text_encoder/config.pbtxt``.
         provenance: Source fields for ``metadata.json`` when ``model_dir`` is an intermediate (a merged
             LoRA adapter); ``None`` describes ``model_dir`` itself.
+        **serving: ``config.pbtxt`` settings, those named in ``SERVING_OPTIONS`` for this model (see
+            :func:`build_config`); absent or ``None`` for the defaults.
 
     Returns:
         The written version folder.
@@ -1005,6 +1007,7 @@ def export_text_encoder(
     started = time.perf_counter()
     model_dir, repository = Path(model_dir), Path(repository)
     policy = parity_policy(TEXT_ENCODER, precision, tolerance)
+    serving = _serving(TEXT_ENCODER, serving)
     target = _resolve_target(repository, TEXT_ENCODER, version)
     logger.info("exporting text encoder %s -> %s (%s)", model_dir, target, precision)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -1060,11 +1063,7 @@ def export_text_encoder(
         )
         _finish(
             TEXT_ENCODER, repository, target, staging, metadata, write_model_config,
-            dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-                 max_queue_size=max_queue_size,
-                 instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
-                 response_cache=response_cache,
-                 embedding_dim=embedding_dim, max_tokens=max_tokens),
+            {**serving, "embedding_dim": embedding_dim},
         )
     logger.info("text encoder exported in %.1f s (max abs diff %.2g)", time.perf_counter() - started,
                 parity["max_abs_diff"])
@@ -1076,19 +1075,12 @@ def export_ranker(
     repository: Path,
     version: int | None = None,
     *,
-    max_batch_size: int | None = None,
-    max_queue_delay_us: int | None = None,
-    max_queue_size: int | None = None,
-    instance_count: int | None = None,
-    response_cache: bool | None = None,
-    num_threads: int | None = None,
-    num_versions: int = 1,
-    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     answer_prefix: str = prompts.RANKER_ANSWER_PREFIX,
     precision: str = FP32,
     tolerance: float | None = None,
     write_model_config: bool = True,
     provenance: dict[str, Any] | None = None,
+    **serving: Any,
 ) -> Path:
     """Export a causal LM as ``ranker``: ONNX graph returning the label logits at the answer position.
 
@@ -1098,14 +1090,6 @@ def export_ranker(
         model_dir: Hugging Face causal-LM folder with a chat template.
         repository: The model repository folder.
         version: Version to write; ``None`` for the next one. An existing finished version is refused.
-        max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
-        max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
-        max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
-        instance_count: ``config.pbtxt`` setting; ``None`` for the default.
-        response_cache: ``config.pbtxt`` setting (Triton's response cache); ``None`` for the default.
-        num_threads: ``config.pbtxt`` setting (ONNX Runtime intra-op threads); ``None`` for the default.
-        num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
-        max_prompt_tokens: ``config.pbtxt`` setting: longer prompts are rejected.
         answer_prefix: Text after the assistant tag, before the label; must equal the training one.
         precision: ``fp32``, or ``int8`` (dynamic quantisation; parity also judged by ranking agreement).
         tolerance: Largest max-abs difference allowed between torch and ONNX Runtime label logits;
@@ -1113,6 +1097,8 @@ def export_ranker(
         write_model_config: Also (re)write ``<repository>/ranker/config.pbtxt``.
         provenance: Source fields for ``metadata.json`` when ``model_dir`` is an intermediate (a merged
             LoRA adapter); ``None`` describes ``model_dir`` itself.
+        **serving: ``config.pbtxt`` settings, those named in ``SERVING_OPTIONS`` for this model (see
+            :func:`build_config`); absent or ``None`` for the defaults.
 
     Returns:
         The written version folder.
@@ -1129,6 +1115,7 @@ def export_ranker(
     started = time.perf_counter()
     model_dir, repository = Path(model_dir), Path(repository)
     policy = parity_policy(RANKER, precision, tolerance)
+    serving = _serving(RANKER, serving)
     target = _resolve_target(repository, RANKER, version)
     logger.info("exporting ranker %s -> %s (%s)", model_dir, target, precision)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -1193,11 +1180,7 @@ def export_ranker(
         )
         _finish(
             RANKER, repository, target, staging, metadata, write_model_config,
-            dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-                 max_queue_size=max_queue_size,
-                 instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
-                 response_cache=response_cache,
-                 max_prompt_tokens=max_prompt_tokens, answer_prefix=answer_prefix),
+            {**serving, "answer_prefix": answer_prefix},
         )
     logger.info("ranker exported in %.1f s (max abs diff %.2g, top-1 agreement %.2f)",
                 time.perf_counter() - started, parity["max_abs_diff"], parity["top1_agreement"])
@@ -1209,19 +1192,11 @@ def export_preference_generator(
     repository: Path,
     version: int | None = None,
     *,
-    max_batch_size: int | None = None,
-    max_queue_delay_us: int | None = None,
-    max_queue_size: int | None = None,
-    instance_count: int | None = None,
-    response_cache: bool | None = None,
-    num_threads: int | None = None,
-    num_versions: int = 1,
-    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     precision: str = FP32,
     tolerance: float | None = None,
     write_model_config: bool = True,
     provenance: dict[str, Any] | None = None,
+    **serving: Any,
 ) -> Path:
     """Export a causal LM as ``preference_generator``: a safetensors folder served by torch ``generate()``.
 
@@ -1232,20 +1207,13 @@ def export_preference_generator(
         model_dir: Hugging Face causal-LM folder with a chat template.
         repository: The model repository folder.
         version: Version to write; ``None`` for the next one. An existing finished version is refused.
-        max_batch_size: ``config.pbtxt`` setting; ``None`` for the default.
-        max_queue_delay_us: ``config.pbtxt`` setting; ``None`` for the default.
-        max_queue_size: ``config.pbtxt`` queue bound; ``None`` for the default.
-        instance_count: ``config.pbtxt`` setting; ``None`` for the default.
-        response_cache: ``config.pbtxt`` setting (Triton's response cache); ``None`` for the default.
-        num_threads: ``config.pbtxt`` setting (torch intra-op threads); ``None`` for the default.
-        num_versions: ``config.pbtxt`` version policy: serve the latest this many versions.
-        max_prompt_tokens: ``config.pbtxt`` setting: longer prompts are rejected.
-        max_new_tokens: ``config.pbtxt`` setting: generation budget.
         precision: Only ``fp32`` (the model runs in torch, not ONNX Runtime).
         tolerance: Largest logit difference allowed between the source and the saved copy (default 0).
         write_model_config: Also (re)write ``<repository>/preference_generator/config.pbtxt``.
         provenance: Source fields for ``metadata.json`` when ``model_dir`` is an intermediate (a merged
             LoRA adapter); ``None`` describes ``model_dir`` itself.
+        **serving: ``config.pbtxt`` settings, those named in ``SERVING_OPTIONS`` for this model (see
+            :func:`build_config`); absent or ``None`` for the defaults.
 
     Returns:
         The written version folder.
@@ -1261,6 +1229,7 @@ def export_preference_generator(
     started = time.perf_counter()
     model_dir, repository = Path(model_dir), Path(repository)
     policy = parity_policy(PREFERENCE_GENERATOR, precision, tolerance)
+    serving = _serving(PREFERENCE_GENERATOR, serving)
     target = _resolve_target(repository, PREFERENCE_GENERATOR, version)
     logger.info("exporting preference generator %s -> %s", model_dir, target)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -1301,11 +1270,7 @@ def export_preference_generator(
         )
         _finish(
             PREFERENCE_GENERATOR, repository, target, staging, metadata, write_model_config,
-            dict(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-                 max_queue_size=max_queue_size,
-                 instance_count=instance_count, num_threads=num_threads, num_versions=num_versions,
-                 response_cache=response_cache,
-                 max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens),
+            serving,
         )
     logger.info("preference generator exported in %.1f s", time.perf_counter() - started)
     return target
@@ -1435,9 +1400,8 @@ def export_model(
         workspace: Where the default SmolLM2 base is converted.
         precision: ``fp32`` or ``int8`` (``text_encoder`` and ``ranker`` only).
         tolerance: Parity bound overriding the precision's default.
-        **config_overrides: ``config.pbtxt`` settings (``max_batch_size``, ``max_queue_delay_us``,
-            ``instance_count``, ``num_threads``, ``num_versions``, and the model's own parameters); ``None``
-            or absent keeps the repository's current value.
+        **config_overrides: ``config.pbtxt`` settings (``SERVING_OPTIONS[name]``); ``None`` or absent keeps
+            the repository's current value.
 
     Returns:
         The written version folder.
@@ -1454,10 +1418,7 @@ def export_model(
         raise FileNotFoundError(f"checkpoint folder {checkpoint} does not exist")
     parity_policy(name, precision, tolerance)  # fail on a precision the model cannot take before any work
     export = EXPORTERS[name]
-    accepted = inspect.signature(export).parameters
-    unknown = [k for k, v in config_overrides.items() if v is not None and k not in accepted]
-    if unknown:
-        raise ValueError(f"{name} has no setting {', '.join(sorted(unknown))}")
+    _serving(name, config_overrides)  # refuse a setting the model does not take before any work
     options = serving_options(repository, name, **config_overrides)
     options.pop("embedding_dim", None)  # the encoder's output size comes from the checkpoint, not the old config
     if not is_lora_adapter(checkpoint):
