@@ -248,7 +248,7 @@ class ModelCounters:
     queue_ns: int = 0
     queue_count: int = 0
     cache_hit_count: int = 0
-    """Requests Triton answered from its response cache (they count as inferences, not executions)."""
+    """Requests Triton answered from its response cache (not in ``inference_count``, no execution)."""
     batch_compute_ns: int = 0
     """Sum over executions of the model's ``execute`` time (``batch_stats`` compute_infer)."""
     batch_executions: dict[int, int] = field(default_factory=dict)
@@ -279,8 +279,8 @@ class ModelCounters:
 def model_delta(before: ModelCounters, after: ModelCounters) -> dict[str, Any]:
     """What one model did between two snapshots: requests, executions, mean executed batch size, queue time.
 
-    Requests answered from Triton's response cache (``cache_hits``) never reach the model: the mean batch size
-    and the compute per request count only the executed ones.
+    ``requests`` are the inferences the model ran (Triton's ``inference_count``); requests answered from its
+    response cache are counted apart (``cache_hits``) and are in neither the batch sizes nor the compute.
 
     ``queue_ms_mean`` is per request (Triton counts queue time per request); ``compute_ms_per_execution`` is the
     model's ``execute`` time per execution (all the requests of a batch share it). A model that was reloaded
@@ -290,7 +290,6 @@ def model_delta(before: ModelCounters, after: ModelCounters) -> dict[str, Any]:
         before = ModelCounters()
     requests = after.inference_count - before.inference_count
     cache_hits = after.cache_hit_count - before.cache_hit_count
-    executed = requests - cache_hits  # the requests that reached the model
     executions = after.execution_count - before.execution_count
     queued = after.queue_count - before.queue_count
     per_size = {size: after.batch_executions.get(size, 0) - before.batch_executions.get(size, 0)
@@ -300,7 +299,7 @@ def model_delta(before: ModelCounters, after: ModelCounters) -> dict[str, Any]:
         "cache_hits": cache_hits,
         "executions": executions,
         "failed": after.fail_count - before.fail_count,
-        "mean_batch_size": executed / executions if executions else math.nan,
+        "mean_batch_size": requests / executions if executions else math.nan,
         "max_batch_size": max((s for s, n in per_size.items() if n > 0), default=0),
         "batch_size_executions": {str(s): n for s, n in per_size.items() if n > 0},
         "queue_ms_mean": (after.queue_ns - before.queue_ns) / queued / 1e6 if queued else math.nan,
@@ -309,8 +308,8 @@ def model_delta(before: ModelCounters, after: ModelCounters) -> dict[str, Any]:
         "compute_ms_per_execution": ((after.batch_compute_ns - before.batch_compute_ns) / executions / 1e6
                                      if executions else math.nan),
         # The model's cost per request: what batching is meant to bring down.
-        "compute_ms_per_request": ((after.batch_compute_ns - before.batch_compute_ns) / executed / 1e6
-                                   if executed else math.nan),
+        "compute_ms_per_request": ((after.batch_compute_ns - before.batch_compute_ns) / requests / 1e6
+                                   if requests else math.nan),
     }
 
 

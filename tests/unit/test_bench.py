@@ -85,11 +85,11 @@ def test_model_delta_gives_mean_batch_size_queue_and_compute_per_execution() -> 
 
 def test_model_delta_leaves_response_cache_hits_out_of_batch_size_and_compute() -> None:
     before = ModelCounters.from_json(_stats(0, 0, 0, {}))
-    after_stats = _stats(12, 2, 0, {4: (2, 80_000_000)})
-    # 12 requests: 4 answered from Triton's response cache, 8 executed in 2 batches of 4.
+    # 12 requests: 4 answered from Triton's response cache (not in inference_count), 8 run in 2 batches of 4.
+    after_stats = _stats(8, 2, 0, {4: (2, 80_000_000)})
     after_stats["model_stats"][0]["inference_stats"]["cache_hit"] = {"count": "4", "ns": "4000"}
     d = model_delta(before, ModelCounters.from_json(after_stats))
-    assert d["requests"] == 12 and d["cache_hits"] == 4 and d["executions"] == 2
+    assert d["requests"] == 8 and d["cache_hits"] == 4 and d["executions"] == 2
     assert d["mean_batch_size"] == pytest.approx(4.0)
     assert d["compute_ms_per_request"] == pytest.approx(10.0)  # 80 ms over the 8 executed requests
 
