@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from tools.stack import SETTINGS, StackConfig, service_env
@@ -89,3 +91,13 @@ def test_a_fusion_fit_on_other_weights_is_reported(tmp_path):
     path = tmp_path / "fusion.json"
     path.write_text(json.dumps({"tuned": entry}))
     assert stale_fusion("tuned", path) == ["ranker (tools/train/adapters/ranker)"]
+
+
+def test_committed_training_records_hold_no_machine_paths():
+    from services.common.settings import ROOT
+    from tools.train.common import repo_path
+
+    adapters = ROOT / "tools" / "train" / "adapters"
+    for record in [*adapters.glob("*/record.json"), adapters / "fusion.json"]:
+        assert str(ROOT) not in record.read_text(), record
+    assert repo_path(ROOT / "var" / "data") == "var/data" and repo_path(Path("/elsewhere/x")) == "/elsewhere/x"

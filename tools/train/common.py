@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from services.common.settings import ROOT
+
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
@@ -67,6 +69,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def repo_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it, so committed records hold no machine paths."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _jsonable(value: Any) -> Any:
     if is_dataclass(value):
         return _jsonable(asdict(value))
@@ -75,7 +85,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, Path):
-        return str(value)
+        return repo_path(value)
     return value
 
 

@@ -36,6 +36,7 @@ from services.retrieval.index import ItemIndex, user_vector, write_item_index
 from services.retrieval.settings import RetrievalSettings
 from tools.eval.metrics import candidate_list, random_negatives
 from tools.export import combined_sha256, weights_sha256
+from tools.train.common import repo_path
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,6 @@ class FusionCase:
     candidates: tuple[str, ...]
     answer: int
     prompt: str
-
-
-def _repo_path(path: Path) -> str:
-    """``path`` relative to the repository when inside it, so the committed record holds no machine paths."""
-    try:
-        return Path(path).resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def load_causal_lm(path: Path):
@@ -190,12 +183,12 @@ def fit_fusion(config: FusionFitConfig) -> dict:
         "validation_users": len(samples),
         "lists": len(cases),
         "seed": config.seed,
-        "ranker": _repo_path(config.ranker),
+        "ranker": repo_path(config.ranker),
         "ranker_sha256": combined_sha256(weights_sha256(config.ranker)),
-        "encoder": _repo_path(config.encoder),
+        "encoder": repo_path(config.encoder),
         "encoder_sha256": combined_sha256(weights_sha256(config.encoder)),
         "retrieval": {"history_weight": history_weight, "popularity_weight": popularity_weight},
-        "config": {k: (_repo_path(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": {k: (repo_path(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
 
 
