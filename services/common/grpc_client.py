@@ -1,4 +1,5 @@
-"""Channels to downstream services: one per peer, retries for UNAVAILABLE only, in the service config."""
+"""Channels to downstream services: one per peer, balanced per request over the peer's addresses (round_robin),
+retries for UNAVAILABLE only, in the service config."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def open_channel(
         tls: TLS to the peer; None or disabled means plaintext.
         max_reconnect_backoff_s: Upper bound of the reconnect backoff.
     """
-    options = reconnect_options(max_reconnect_backoff_s)
+    # Per-request balancing over every address the name resolves to (a headless Service: one per pod); with a
+    # single address (a ClusterIP Service, localhost) it is one connection, as pick_first would be.
+    options = [*reconnect_options(max_reconnect_backoff_s), ("grpc.lb_policy_name", "round_robin")]
     if max_attempts > 1:
         options += [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config(max_attempts))]
     else:

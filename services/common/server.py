@@ -165,7 +165,14 @@ class ServiceRunner:
         tokens = self.settings.accepted_tokens()
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
-        server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs)
+        options = []
+        if self.settings.max_connection_age_s > 0:
+            age_ms = int(self.settings.max_connection_age_s * 1000)
+            # Calls in flight on a connection being retired may finish for up to 2 minutes (longer than any
+            # hop's deadline); new calls go to the new connection at once.
+            options += [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", 120_000)]
+        server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+                                 options=options)
         self.service.add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -110,6 +110,10 @@ class ServiceSettings(BaseSettings):
     """On SIGTERM, how long in-flight RPCs may finish after health turns NOT_SERVING."""
     max_concurrent_rpcs: int = Field(256, gt=0)
     """RPCs served at once; more are refused with RESOURCE_EXHAUSTED instead of queueing without bound."""
+    max_connection_age_s: float = Field(300.0, ge=0)
+    """Clients' connections are closed gracefully (GOAWAY) after this long, so callers re-resolve the peer's
+    name and spread over replicas added since (the services' channels balance per request over every address
+    a headless Service resolves to); 0 keeps connections forever."""
     health_poll_interval_s: float = Field(2.0, gt=0)
     """How often readiness (Triton models, index, downstream services) is re-checked for the health service."""
     tls: ServerTlsSettings = ServerTlsSettings()

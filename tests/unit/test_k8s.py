@@ -655,3 +655,17 @@ def test_wait_for_sees_files_and_ready_urls(tmp_path: Path) -> None:
         wait_for["wait_for"]([str(present), f"{base}/v2/health/ready"], interval_s=0.01)
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_the_gateways_peers_are_headless_so_its_channels_balance_requests_over_their_pods(rendered, overlay) -> None:
+    services = _objects(rendered, overlay, "Service")
+    gateway = _container(_objects(rendered, overlay, "Deployment")["gateway"], "gateway")
+    for peer in ("instruction", "retrieval", "ranking"):
+        service = services[peer]
+        assert service["spec"]["clusterIP"] == "None", peer
+        host, port = _env(gateway)[f"GATEWAY_{peer.upper()}_ADDR"].rsplit(":", 1)
+        assert host == peer
+        # Callers reach the pods directly, so the Service port must be the container's.
+        deployment = _objects(rendered, overlay, "Deployment")[peer]
+        assert int(port) == _service_port(service, "grpc")["port"] == _port(_container(deployment, peer), "grpc")
