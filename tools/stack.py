@@ -215,8 +215,8 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
     if service == "ranking":
         # The fusion weight fitted for the served model set (the settings default is the tuned one's).
         weight = read_fusion(config.models)
-        if weight is not None:
-            env.setdefault("RANKING_LM_WEIGHT", str(weight))
+        if weight is not None and "RANKING_LM_WEIGHT" not in env:
+            env["RANKING_LM_WEIGHT"] = str(weight)
             stale = stale_fusion(config.models)
             if stale:
                 log.warning("the fusion weight of the %s models was fitted on other weights of %s: rerun "

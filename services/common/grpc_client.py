@@ -12,7 +12,12 @@ from services.common.settings import ClientTlsSettings
 
 
 def retry_service_config(max_attempts: int = 3, initial_backoff_s: float = 0.05) -> str:
-    """A gRPC service config that retries UNAVAILABLE (the peer restarting or a connection reset)."""
+    """A gRPC service config that retries UNAVAILABLE (the peer restarting or a connection reset).
+
+    No client-side health checking: a service that reports NOT_SERVING (a model missing on Triton) still
+    answers usefully (cached statements, implicit-only instructions, popularity candidates) or with a precise
+    error, which the gateway turns into a degraded answer; Kubernetes' readiness probes take such pods out of
+    the headless Service's addresses for new resolutions."""
     return json.dumps({
         "methodConfig": [{
             "name": [{}],
@@ -50,7 +55,10 @@ def open_channel(
     """
     # Per-request balancing over every address the name resolves to (a headless Service: one per pod); with a
     # single address (a ClusterIP Service, localhost) it is one connection, as pick_first would be.
-    options = [*reconnect_options(max_reconnect_backoff_s), ("grpc.lb_policy_name", "round_robin")]
+    # gRPC re-resolves a name at most every 30 s by default: after a rollout (a GOAWAY from the old pod) the
+    # caller must find the new pod's address within seconds.
+    options = [*reconnect_options(max_reconnect_backoff_s), ("grpc.lb_policy_name", "round_robin"),
+               ("grpc.dns_min_time_between_resolutions_ms", 2_000)]
     if max_attempts > 1:
         options += [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config(max_attempts))]
     else:

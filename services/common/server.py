@@ -167,7 +167,7 @@ class ServiceRunner:
             interceptors.append(TokenAuthInterceptor(tokens))
         options = []
         if self.settings.max_connection_age_s > 0:
-            age_ms = int(self.settings.max_connection_age_s * 1000)
+            age_ms = max(1, int(self.settings.max_connection_age_s * 1000))
             # Calls in flight on a connection being retired may finish for up to 2 minutes (longer than any
             # hop's deadline); new calls go to the new connection at once.
             options += [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", 120_000)]

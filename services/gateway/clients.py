@@ -90,9 +90,14 @@ class GrpcStages:
             raise from_rpc_error("ranking", err) from err
         return [(c.item_id, c.score) for c in r.ranked_items], _versions(r)
 
-    async def serving(self, name: str) -> bool:
-        """Whether a downstream service reports SERVING."""
-        return await is_serving(self.channels[name])
+    async def serving(self, name: str, attempts: int = 3) -> bool:
+        """Whether a downstream service reports SERVING: any of ``attempts`` checks, which its channel's
+        round_robin sends to different replicas, so one NOT_SERVING replica among several does not turn the
+        gateway not ready."""
+        for _ in range(attempts):
+            if await is_serving(self.channels[name]):
+                return True
+        return False
 
     async def close(self) -> None:
         for channel in self.channels.values():

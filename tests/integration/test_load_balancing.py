@@ -74,7 +74,7 @@ class _PeerService:
         pass
 
 
-async def test_services_retire_client_connections_so_callers_re_resolve_and_calls_keep_working():
+async def test_services_retire_client_connections_and_calls_keep_working_over_a_new_one():
     runner = ServiceRunner(ServiceSettings(host="127.0.0.1", max_connection_age_s=0.5), _PeerService())
     port = await runner.start()
     channel = open_channel(f"127.0.0.1:{port}")
@@ -87,3 +87,35 @@ async def test_services_retire_client_connections_so_callers_re_resolve_and_call
     finally:
         await channel.close()
         await runner.stop()
+
+
+async def _health_server(status: int) -> tuple[grpc.aio.Server, int]:
+    from grpc_health.v1 import health
+
+    servicer = health.aio.HealthServicer()
+    await servicer.set("", status)
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+async def test_the_gateway_counts_a_peer_serving_while_one_of_its_replicas_is_not():
+    from services.gateway.clients import GrpcStages
+    from services.gateway.settings import GatewaySettings
+
+    serving, port1 = await _health_server(health_pb2.HealthCheckResponse.SERVING)
+    not_serving, port2 = await _health_server(health_pb2.HealthCheckResponse.NOT_SERVING)
+    lonely, port3 = await _health_server(health_pb2.HealthCheckResponse.NOT_SERVING)
+    stages = GrpcStages(GatewaySettings(instruction_addr=f"ipv4:127.0.0.1:{port1},127.0.0.1:{port2}",
+                                        retrieval_addr=f"127.0.0.1:{port3}"))
+    try:
+        await stages.channels["instruction"].channel_ready()
+        await asyncio.sleep(0.3)  # both replicas connected
+        assert all([await stages.serving("instruction") for _ in range(20)])
+        assert not await stages.serving("retrieval")
+    finally:
+        await stages.close()
+        for server in (serving, not_serving, lonely):
+            await server.stop(None)

@@ -664,6 +664,7 @@ def test_the_gateways_peers_are_headless_so_its_channels_balance_requests_over_t
     for peer in ("instruction", "retrieval", "ranking"):
         service = services[peer]
         assert service["spec"]["clusterIP"] == "None", peer
+        assert service["spec"]["publishNotReadyAddresses"] is True, peer  # the name never resolves to nothing
         host, port = _env(gateway)[f"GATEWAY_{peer.upper()}_ADDR"].rsplit(":", 1)
         assert host == peer
         # Callers reach the pods directly, so the Service port must be the container's.

@@ -123,6 +123,9 @@ def test_merging_reports_keeps_both_served_systems_and_refuses_other_users():
     # The first run's protocol-2 lists stay the report's reference.
     lists = {"retriever": "zero-shot", "lists": {"u1": ["1", "2"]}}
     assert merge_reports({**first, "protocol2_lists": lists}, second)["protocol2_lists"] == lists
+    # An earlier protocol 2 without stored lists: an appended run's own lists are not the report's.
+    with_p2 = {**first, "results": {**first["results"], "2": {"random": {"HR@1": 0.1}}}}
+    assert "protocol2_lists" not in merge_reports(with_p2, {**second, "protocol2_lists": lists})
     with pytest.raises(ValueError, match="users differs"):
         merge_reports(first, {**second, "users": 6})
 

@@ -254,8 +254,12 @@ def merge_reports(previous: dict, report: dict) -> dict:
     for protocol, methods in report["results"].items():
         results.setdefault(protocol, {}).update(methods)
     merged["results"] = results
-    if previous.get("protocol2_lists"):  # the reference lists stay those of the first run
+    # The reference lists stay those of the first run; a report whose protocol 2 predates stored lists has
+    # none (an appended run's own lists do not describe the rows already there).
+    if previous.get("protocol2_lists"):
         merged["protocol2_lists"] = previous["protocol2_lists"]
+    elif "2" in previous.get("results", {}):
+        merged.pop("protocol2_lists", None)
     merged["commands"] = [*previous.get("commands", []), *report.get("commands", [])]
     merged["seconds"] = round(previous.get("seconds", 0) + report.get("seconds", 0), 1)
     return merged

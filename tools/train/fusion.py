@@ -201,7 +201,7 @@ def read_fusion(models: str, path: Path = FUSION_FILE) -> float | None:
 
 
 def stale_fusion(models: str, path: Path = FUSION_FILE) -> list[str]:
-    """The models whose weights differ from those ``models``' committed weight was fitted on (empty when the
+    """The adapters whose weights differ from those ``models``' committed weight was fitted on (empty when the
     fit is current, or when the checkpoint is not on this machine to check)."""
     if not path.is_file():
         return []
@@ -210,9 +210,14 @@ def stale_fusion(models: str, path: Path = FUSION_FILE) -> list[str]:
         return []
     stale = []
     for model in ("ranker", "encoder"):
-        folder = ROOT / entry[model]
-        if folder.is_dir() and combined_sha256(weights_sha256(folder)) != entry[f"{model}_sha256"]:
-            stale.append(f"{model} ({entry[model]})")
+        path, digest = entry.get(model), entry.get(f"{model}_sha256")
+        # Only the committed adapters are retrained; base models are fixed conversions of packaged weights
+        # (and hashing them costs seconds).
+        if not path or not digest or not path.startswith("tools/train/adapters/"):
+            continue
+        folder = ROOT / path
+        if folder.is_dir() and combined_sha256(weights_sha256(folder)) != digest:
+            stale.append(f"{model} ({path})")
     return stale
 
 
