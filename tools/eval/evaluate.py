@@ -174,7 +174,6 @@ async def evaluate(config: EvalConfig) -> dict:
         if 2 in config.protocols and (config.retrieval_addr or config.hard_negative_lists is not None):
             if config.hard_negative_lists is not None:
                 candidates = _reuse_lists(config.hard_negative_lists, cases)
-                lists_from = "reused"
             else:
                 retrieved = await _gather_bounded([served.retrieve(c, 9, [c.target]) for c in cases],
                                                   config.concurrency, "hard negatives")
@@ -183,7 +182,6 @@ async def evaluate(config: EvalConfig) -> dict:
                     shuffled = [case.target, *negatives]
                     random.Random(f"{config.seed}:{case.user_id}").shuffle(shuffled)  # position carries no signal
                     candidates.append(shuffled)
-                lists_from = config.served_name
                 protocol2_lists = {"retriever": config.served_name,
                                    "lists": {c.user_id: list(cands) for c, cands in zip(cases, candidates)}}
             ranks = _baseline_ranks(split, cases, candidates, sasrec)
@@ -193,7 +191,7 @@ async def evaluate(config: EvalConfig) -> dict:
                 # Without the baselines (an appended system) on lists of its own retriever, the row is not
                 # comparable with the report's others: its name says so.
                 label = config.served_name
-                if not config.baselines and lists_from != "reused":
+                if not config.baselines and config.hard_negative_lists is None:
                     label += " (own retriever's lists)"
                 ranks[label] = [o.index(c.target) for c, o in zip(cases, orders)]
             results["2"] = {m: summarize(r, PROTOCOL_KS[2]) for m, r in ranks.items()}
