@@ -21,9 +21,10 @@ import onnxruntime as ort
 import torch
 from transformers import AutoTokenizer
 
-from services.common import prompts
-from services.retrieval.settings import RetrievalSettings
-from tools.export import DEFAULT_MAX_TOKENS, mean_pooled_encoder
+from services.core import prompts
+from services.core.contracts import RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_POPULARITY_WEIGHT
+from services.core.modeltext import mean_pooled_encoder
+from tools.export import DEFAULT_MAX_TOKENS
 from tools.train.examples import load_training_data, validation_samples
 from tools.train.retriever import load_encoder, recall_at
 
@@ -59,9 +60,8 @@ def main(validation_users: int) -> dict:
     torch.set_num_threads(2)
     cpu = torch.device("cpu")
     data = load_training_data(DATA_DIR)
-    fields = RetrievalSettings.model_fields
-    history_weight = fields["history_weight"].default
-    popularity_weight = fields["popularity_weight"].default
+    history_weight = RETRIEVAL_HISTORY_WEIGHT
+    popularity_weight = RETRIEVAL_POPULARITY_WEIGHT
     samples = validation_samples(data, validation_users)
     encoder, tokenizer = load_encoder(ADAPTER, cpu)
     pooled = mean_pooled_encoder(encoder)

@@ -359,7 +359,7 @@ class Bench:
     """One benchmark run against a running stack (see the module docstring for the phases)."""
 
     def __init__(self, config: BenchConfig) -> None:
-        from services.common.catalog import Catalog, InteractionStore, read_interactions
+        from services.core.catalog import Catalog, InteractionStore, read_interactions
 
         if config.seed is None:
             config.seed = int(time.time()) % 1_000_000
@@ -392,7 +392,7 @@ class Bench:
         """The text retrieval encodes for ``spec`` (None when retrieval does not run the encoder). Caller-supplied
         candidates are encoded too: the retrieval service scores them for the ranker's fusion (unless the
         gateway's ``fuse_retrieval_scores`` is off)."""
-        from services.common import prompts
+        from services.core import prompts
         from services.gateway.settings import GatewaySettings
 
         if spec.candidate_item_ids and not GatewaySettings().fuse_retrieval_scores:

@@ -1,6 +1,6 @@
 """The model-only baseline of `instructrec bench`: the served ranker and encoder run by ONNX Runtime in one process.
 
-Same ONNX files, tokenizers, text rules (``tools.export.ranker_model_text``, the encoder's truncation) and
+Same ONNX files, tokenizers, text rules (``services.core.modeltext.ranker_model_text``, the encoder's truncation) and
 intra-op thread counts as the Triton models serve, so the difference from the served figures is what the
 serving stack costs: gRPC hops, Triton's queue and the python backend's copies, retrieval's search, the
 instruction service.
@@ -131,7 +131,7 @@ class ModelOnly:
 
     def ranker_rows(self, instructions: Sequence[str]) -> list[list[int]]:
         """Token ids of the text the ranker scores for each instruction."""
-        from tools.export import ranker_model_text
+        from services.core.modeltext import ranker_model_text
 
         texts = [ranker_model_text(self.ranker_tokenizer, p, self.answer_prefix) for p in instructions]
         return self.ranker_tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -62,7 +62,7 @@ def compare(reference_dir: Path, candidate_dir: Path, instructions: list[str], *
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from tools.export import ranker_model_text
+    from services.core.modeltext import ranker_model_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(reference_dir))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)

@@ -96,7 +96,7 @@ def prepare_data(
     ),
 ) -> None:
     """Validate your own catalog and interactions and write the leave-one-out split (serve it with `run --data-dir`)."""
-    from services.common.catalog import DataFormatError
+    from services.core.catalog import DataFormatError
     from tools.data import prepare_custom
 
     _logging()

@@ -2,7 +2,7 @@
 
 Output folder (see ``docs/architecture.md``)::
 
-    items.jsonl        catalog (services.common.catalog format)
+    items.jsonl        catalog (services.core.catalog format)
     interactions.csv   every interaction, input row order
     train.csv          leave-one-out training split (the serving interaction store)
     valid.csv          second-to-last interaction per user
@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from services.common.catalog import (
+from services.core.catalog import (
     Catalog,
     DataFormatError,
     Interaction,
@@ -104,7 +104,7 @@ def split_leave_one_out(
     """Leave-one-out split: per user, the last interaction is test and the second-to-last is valid.
 
     "Last" is by timestamp; interactions with equal timestamps keep their order in ``rows`` (stable sort,
-    the same rule as ``services.common.catalog.user_sequences``), so the split is deterministic. Users
+    the same rule as ``services.core.catalog.user_sequences``), so the split is deterministic. Users
     with fewer than ``MIN_INTERACTIONS_TO_HOLD_OUT`` (3) interactions keep all of them in train, because a
     held-out item needs at least one earlier item to be predicted from.
 

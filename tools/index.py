@@ -17,8 +17,8 @@ import tritonclient.grpc.aio as grpcclient
 from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
-from services.common.catalog import Catalog, DataFormatError, item_text, read_interactions
-from services.retrieval.index import write_item_index
+from services.core.catalog import Catalog, DataFormatError, item_text, read_interactions
+from services.core.index import write_item_index
 from tools.data import atomic_output_dir
 
 TEXT_ENCODER_MODEL = "text_encoder"

@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from services.common.catalog import Item
+from services.core.catalog import Item
 
 LIKE_RATING = 4.0
 DISLIKE_RATING = 2.0

@@ -1,50 +1,24 @@
-"""Domain exceptions and their gRPC status codes: the only place where errors become statuses."""
+"""Domain exceptions (``services/core/errors``) and their gRPC status codes: the only place where errors
+become statuses."""
 
 from __future__ import annotations
 
 import grpc
 
-
-class ServiceError(Exception):
-    """Base of the errors a servicer may raise; ``code`` is the status the caller receives."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-
-
-class InvalidArgument(ServiceError):
-    """The request is malformed; the message names the field."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
+from services.core.errors import (  # noqa: F401  (re-exported: the services raise them from here)
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
 
 
-class NotFound(ServiceError):
-    """A referenced entity does not exist."""
-
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class Unavailable(ServiceError):
-    """A dependency (Triton, a downstream service, the index) cannot serve right now; retrying may help."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DeadlineExceeded(ServiceError):
-    """The caller's deadline (or a hop's share of it) ran out."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Unauthenticated(ServiceError):
-    """The caller presented no valid credentials."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class ResourceExhausted(ServiceError):
-    """The service or a dependency is over capacity."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+def status_code(exc: ServiceError) -> grpc.StatusCode:
+    """The gRPC status a domain exception stands for."""
+    return grpc.StatusCode[exc.status]
 
 
 _FROM_STATUS: dict[grpc.StatusCode, type[ServiceError]] = {

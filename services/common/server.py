@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import ServiceError, Unauthenticated
+from services.common.errors import ServiceError, Unauthenticated, status_code
 from services.common.metrics import RPC_LATENCY, RPC_REQUESTS, start_metrics_server
 from services.common.settings import ServiceSettings
 
@@ -69,7 +69,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             try:
                 return await inner(request, context)
             except ServiceError as exc:
-                code = exc.code
+                code = status_code(exc)
                 log.info("rpc failed", extra={"method": method, "code": code.name, "error": str(exc)})
                 await context.abort(code, str(exc))
             except asyncio.CancelledError:

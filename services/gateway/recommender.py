@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.common.catalog import Catalog, InteractionStore
 from services.common.errors import DeadlineExceeded, InvalidArgument, ServiceError, Unavailable
 from services.common.metrics import DEGRADED, STAGE_LATENCY
-from services.common.prompts import MAX_CANDIDATES
-from services.common.validation import Limits, require_known_items
+from services.core.catalog import Catalog, InteractionStore
+from services.core.prompts import MAX_CANDIDATES
+from services.core.validation import Limits, require_known_items
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)

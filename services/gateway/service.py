@@ -7,7 +7,7 @@ import logging
 import grpc
 from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
-from services.common.catalog import Catalog, InteractionStore
+from services.core.catalog import Catalog, InteractionStore
 from services.gateway.clients import GrpcStages
 from services.gateway.recommender import Recommender
 from services.gateway.servicer import RecommendServicer

@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.prompts import MAX_CANDIDATES
 from services.common.settings import DEFAULT_DATA_DIR, ClientTlsSettings, ServiceSettings
+from services.core.prompts import MAX_CANDIDATES
 
 
 class GatewaySettings(ServiceSettings):

@@ -8,11 +8,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from services.common import prompts
-from services.common.catalog import Catalog, Item
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.metrics import CACHE_EVENTS
-from services.common.validation import Limits, require_known_items
+from services.core import prompts
+from services.core.catalog import Catalog, Item
+from services.core.validation import Limits, require_known_items
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 
-from services.common.catalog import Catalog
 from services.common.triton import TritonModel
-from services.common.validation import Limits
+from services.core.catalog import Catalog
+from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter
 from services.instruction.servicer import InstructionServicer
 from services.instruction.settings import InstructionSettings

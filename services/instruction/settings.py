@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.prompts import DEFAULT_ITEM_NOUN, DEFAULT_MAX_HISTORY_ITEMS
 from services.common.settings import DEFAULT_DATA_DIR, ServiceSettings, TritonSettings
+from services.core.prompts import DEFAULT_ITEM_NOUN, DEFAULT_MAX_HISTORY_ITEMS
 
 
 class InstructionSettings(ServiceSettings):

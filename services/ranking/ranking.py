@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.prompts import MAX_CANDIDATES
-from services.common.validation import Limits, require_max_chars
+from services.core.contracts import MAX_CANDIDATES
+from services.core.fusion import fuse
+from services.core.validation import Limits, require_max_chars
 
 
 def validate_rank_request(
@@ -39,19 +40,6 @@ def validate_rank_request(
         bad = [n for n, v in enumerate(retrieval_scores) if not np.isfinite(v)]
         if bad:
             raise InvalidArgument(f"retrieval_scores: not finite at positions {bad[:5]}")
-
-
-def fuse(lm_logprobs: np.ndarray, retrieval_scores: np.ndarray | None, lm_weight: float,
-         temperature: float) -> np.ndarray:
-    """The fused ranking logit of each candidate: ``lm_weight * log p_LM + retrieval_score / temperature``.
-
-    A product of experts: the LM's listwise log-probabilities and the retriever's score on the scale of its
-    training logits (``temperature`` = its InfoNCE temperature). Without retrieval scores, the LM alone.
-    """
-    lm = np.asarray(lm_logprobs, dtype=np.float64)
-    if retrieval_scores is None:
-        return lm
-    return lm_weight * lm + np.asarray(retrieval_scores, dtype=np.float64) / temperature
 
 
 def rank_from_label_logits(

@@ -8,7 +8,7 @@ from instructrec.v1 import common_pb2, ranking_service_pb2, ranking_service_pb2_
 
 from services.common.deadlines import hop_timeout
 from services.common.triton import TritonModel
-from services.common.validation import Limits
+from services.core.validation import Limits
 from services.ranking.ranking import rank_from_label_logits, validate_rank_request
 from services.ranking.settings import RankingSettings
 

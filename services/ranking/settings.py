@@ -6,9 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings, TritonSettings
-
-RETRIEVAL_TEMPERATURE = 0.05
-"""The text encoder's InfoNCE training temperature: retrieval scores / this are on the scale of logits."""
+from services.core.contracts import RANKER, RETRIEVAL_TEMPERATURE
 
 
 class RankingSettings(ServiceSettings):
@@ -20,7 +18,7 @@ class RankingSettings(ServiceSettings):
     """gRPC port."""
     triton: TritonSettings = TritonSettings()
     """Triton endpoint and call timeout."""
-    model_name: str = "ranker"
+    model_name: str = RANKER
     """Triton model that returns label logits for an instruction."""
     max_instruction_chars: int = Field(16_000, gt=0)
     """Longest instruction accepted; longer ones are INVALID_ARGUMENT (the ranker's context is bounded)."""

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common import prompts
-from services.common.catalog import Catalog
 from services.common.errors import InvalidArgument
-from services.common.validation import Limits, require_known_items
-from services.retrieval.index import ItemIndex, user_vector
+from services.core import prompts
+from services.core.catalog import Catalog
+from services.core.index import ItemIndex, user_vector
+from services.core.validation import Limits, require_known_items
 
 # Embeds one text with the served encoder; returns (vector, model version).
 EncodeFn = Callable[[str, float | None], Awaitable[tuple[np.ndarray, str]]]

@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 from instructrec.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
-from services.common.catalog import Catalog
 from services.common.triton import TritonModel
-from services.common.validation import Limits
-from services.retrieval.index import ItemIndex
+from services.core.catalog import Catalog
+from services.core.index import ItemIndex
+from services.core.validation import Limits
 from services.retrieval.retriever import Retriever
 from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.settings import RetrievalSettings

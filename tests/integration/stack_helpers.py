@@ -7,8 +7,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.catalog import Catalog, Interaction, Item, write_interactions
 from services.common.server import ServiceRunner
+from services.core.catalog import Catalog, Interaction, Item, write_interactions
 from services.gateway.service import GatewayService
 from services.gateway.settings import GatewaySettings
 from services.instruction.service import InstructionService

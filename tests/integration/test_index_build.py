@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 
-from services.common.catalog import Catalog, Interaction, Item, item_text, write_interactions
-from services.retrieval.index import ItemIndex
+from services.core.catalog import Catalog, Interaction, Item, item_text, write_interactions
+from services.core.index import ItemIndex
 from tools.index import TEXT_ENCODER_MODEL, build_index_async, encode_texts
 from tools.triton_server import TritonServer
 

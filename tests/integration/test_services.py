@@ -22,7 +22,7 @@ from instructrec.v1 import (
     retrieval_service_pb2_grpc,
 )
 
-from services.common.catalog import InteractionStore
+from services.core.catalog import InteractionStore
 from tests.integration.stack_helpers import running_stack
 
 pytestmark = pytest.mark.triton

@@ -6,8 +6,8 @@ import grpc
 import pytest
 from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
-from services.common.catalog import Catalog, InteractionStore
 from services.common.settings import DEFAULT_DATA_DIR, ROOT
+from services.core.catalog import Catalog, InteractionStore
 from tests.integration.stack_helpers import running_stack
 from tools.export import has_weights
 from tools.index import build_index_async

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.catalog import (
+from services.core.catalog import (
     Catalog,
     DataFormatError,
     Interaction,

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from services.common import prompts
+from services.core import prompts
 from tools import base_models, export
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm
 

@@ -14,8 +14,8 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor
 
-from services.common.catalog import Catalog, DataFormatError, Interaction, Item, item_text, write_interactions
-from services.retrieval.index import (
+from services.core.catalog import Catalog, DataFormatError, Interaction, Item, item_text, write_interactions
+from services.core.index import (
     INDEX_FILE,
     META_FILE,
     IndexFormatError,

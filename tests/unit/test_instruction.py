@@ -2,9 +2,9 @@ import asyncio
 
 import pytest
 
-from services.common.catalog import Catalog, Item
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.validation import Limits
+from services.core.catalog import Catalog, Item
+from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter, tidy_statement
 
 CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 2000, ("Comedy",)) for i in range(30)})

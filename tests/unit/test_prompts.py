@@ -1,7 +1,7 @@
 import pytest
 
-from services.common import prompts
-from services.common.catalog import Item
+from services.core import prompts
+from services.core.catalog import Item
 
 HISTORY = [Item(str(i), f"Movie {i}", 1990 + i, ("Drama",)) for i in range(15)]
 CANDIDATES = [Item("c1", "Toy Story", 1995, ("Animation",)), Item("c2", "Fargo", 1996, ())]

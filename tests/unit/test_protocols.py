@@ -1,4 +1,4 @@
-from services.common.catalog import Catalog, Interaction, Item, write_interactions
+from services.core.catalog import Catalog, Interaction, Item, write_interactions
 from tools.eval.protocols import load_split, popularity_scorer, random_candidates, rank_cases
 
 

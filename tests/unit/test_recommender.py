@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from services.common.catalog import Catalog, InteractionStore, Item
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.core.catalog import Catalog, InteractionStore, Item
 from services.gateway.recommender import Recommender, RecommendQuery
 from services.gateway.settings import GatewaySettings
 

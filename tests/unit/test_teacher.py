@@ -1,6 +1,6 @@
 import random
 
-from services.common.catalog import Item
+from services.core.catalog import Item
 from tools.teacher import VAGUE_BANK, explicit_preference, specific_intention, vague_intention
 
 COMEDY_90S = Item("1", "A", 1994, ("Comedy", "Romance"))

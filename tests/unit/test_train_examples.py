@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.common import prompts
-from services.common.catalog import Catalog, Interaction, Item, write_interactions
+from services.core import prompts
+from services.core.catalog import Catalog, Interaction, Item, write_interactions
 from tools.data import split_leave_one_out
 from tools.eval.evaluate import merge_reports
 from tools.train.common import lr_lambda

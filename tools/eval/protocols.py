@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.catalog import Catalog, read_interactions, user_sequences
+from services.core.catalog import Catalog, read_interactions, user_sequences
 from tools.eval.metrics import candidate_list, random_negatives, rank_of
 
 # Scores candidates for one case: (history, candidates) -> one score per candidate, higher is better.

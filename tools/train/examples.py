@@ -3,7 +3,7 @@
 A training example takes one user's training sequence, a cut point ``t`` and uses ``seq[:t]`` as history
 and ``seq[t]`` as the target, so the validation and test items are never seen. Validation examples are the
 split's validation cases (history = training part, target = validation item). Instructions are rendered
-with :mod:`services.common.prompts` (the module the instruction service serves from) and the teacher
+with :mod:`services.core.prompts` (the module the instruction service serves from) and the teacher
 substitutes of :mod:`tools.teacher`.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common import prompts
-from services.common.catalog import Catalog, Item, item_text, read_interactions, user_sequences
+from services.core import prompts
+from services.core.catalog import Catalog, Item, item_text, read_interactions, user_sequences
 from tools import teacher
 from tools.eval.metrics import candidate_list, random_negatives
 from tools.eval.protocols import Case, Split, load_split

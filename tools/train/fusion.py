@@ -2,7 +2,7 @@
 retrieval score.
 
 The served ranking score of a candidate is ``lm_weight * log p_LM(label) + retrieval_score / temperature``
-(:func:`services.ranking.ranking.fuse`): a product of the two experts, with the retriever's score on the
+(:func:`services.core.fusion.fuse`): a product of the two experts, with the retriever's score on the
 scale of its training logits (``temperature`` = its InfoNCE temperature). ``lm_weight`` = 0 serves the
 retrieval order; a large one the LM's order. It is chosen here on validation users (history = the training
 part, target = the validation item; the test items are never used), on both kinds of candidate lists the
@@ -11,7 +11,7 @@ unseen items), maximising the mean HR@1 of the two.
 
 Every part is the served one: the retrieval score is :meth:`ItemIndex.score` of the served retrieval rule
 (request text + history vectors, popularity prior) over item vectors of the given encoder, and the LM
-scores are :func:`tools.export.ranker_scorer` label logits of the served instruction templates (P1-I0 and
+scores are :func:`services.core.modeltext.ranker_scorer` label logits of the served instruction templates (P1-I0 and
 P2-I0 alternating, P2 with the teacher's statement, as the ranker's own validation).
 """
 
@@ -27,13 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common import prompts
-from services.common.catalog import item_text
 from services.common.settings import ROOT
-from services.ranking.ranking import fuse
-from services.ranking.settings import RETRIEVAL_TEMPERATURE
-from services.retrieval.index import ItemIndex, user_vector, write_item_index
-from services.retrieval.settings import RetrievalSettings
+from services.core import prompts
+from services.core.catalog import item_text
+from services.core.contracts import (
+    RECENT_HISTORY_ITEMS,
+    RETRIEVAL_HISTORY_WEIGHT,
+    RETRIEVAL_POPULARITY_WEIGHT,
+    RETRIEVAL_TEMPERATURE,
+)
+from services.core.fusion import fuse
+from services.core.index import ItemIndex, user_vector, write_item_index
 from tools.eval.metrics import candidate_list, random_negatives
 from tools.export import combined_sha256, weights_sha256
 from tools.train.common import repo_path
@@ -112,7 +116,7 @@ def fit_fusion(config: FusionFitConfig) -> dict:
     import torch
     from tqdm import tqdm
 
-    from tools.export import label_token_ids, mean_pooled_encoder, ranker_scorer
+    from services.core.modeltext import label_token_ids, mean_pooled_encoder, ranker_scorer
     from tools.train.examples import RankerExample, load_training_data, render_for, validation_samples
     from tools.train.ranker import RankerBatcher
     from tools.train.retriever import encode, load_encoder
@@ -122,10 +126,9 @@ def fit_fusion(config: FusionFitConfig) -> dict:
     device = torch.device("cpu")
     data = load_training_data(config.data_dir)
     catalog = data.catalog
-    settings = RetrievalSettings.model_fields
-    history_weight = settings["history_weight"].default
-    popularity_weight = settings["popularity_weight"].default
-    recent_n = settings["recent_history_items"].default
+    history_weight = RETRIEVAL_HISTORY_WEIGHT
+    popularity_weight = RETRIEVAL_POPULARITY_WEIGHT
+    recent_n = RECENT_HISTORY_ITEMS
     samples = validation_samples(data, config.validation_users)
 
     # Retrieval side: the served rule over an index of this encoder's item vectors.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tools.export import ranker_model_text
+from services.core.modeltext import ranker_model_text
 from tools.teacher import VAGUE_BANK
 from tools.train.common import LoopConfig, Record, Task, cycle, lora_layers, run_loop, setup_torch
 from tools.train.examples import (

@@ -2,7 +2,7 @@
 
 Scored exactly as served: the instruction becomes the chat template's user turn, the assistant turn opens
 with ``prompts.RANKER_ANSWER_PREFIX`` and the next-token logits of the labels (" A".." T" for T3, " no" /
-" yes" for T0) are the scores (:func:`tools.export.ranker_scorer`, the module the ONNX export wraps). The
+" yes" for T0) are the scores (:func:`services.core.modeltext.ranker_scorer`, the module the ONNX export wraps). The
 loss is cross-entropy over the labels of the candidates present.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tools.export import label_token_ids, ranker_model_text, ranker_scorer
+from services.core.modeltext import label_token_ids, ranker_model_text, ranker_scorer
 from tools.train.common import LoopConfig, Record, Task, cycle, lora_layers, run_loop, setup_torch
 from tools.train.examples import (
     HardNegatives,

@@ -2,11 +2,11 @@
 
 Query side: exactly the text the retrieval service encodes for a request (``prompts.retrieval_text``: an
 optional intention, then the recent history titles). Item side: ``catalog.item_text`` (what the index is
-built from). Both go through the served pooling (:func:`tools.export.mean_pooled_encoder`: mean over tokens,
+built from). Both go through the served pooling (:func:`services.core.modeltext.mean_pooled_encoder`: mean over tokens,
 L2 normalisation). Loss: symmetric InfoNCE over the batch (every other target in the batch is a negative;
 pairs that share a target are not counted as negatives of each other).
 
-Validation: Recall@20 of the served retrieval rule (:func:`services.retrieval.index.user_vector`: the encoded
+Validation: Recall@20 of the served retrieval rule (:func:`services.core.index.user_vector`: the encoded
 request blended with the mean of the history's item vectors, plus the log-popularity prior at the served
 ``RETRIEVAL_POPULARITY_WEIGHT``; other weights are recorded too) over the whole catalog, on validation users.
 """
@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.common import prompts
-from services.common.catalog import Item, item_text
-from services.retrieval.index import user_vector
-from services.retrieval.settings import RetrievalSettings
-from tools.export import DEFAULT_MAX_TOKENS, is_lora_adapter, mean_pooled_encoder
+from services.core import prompts
+from services.core.catalog import Item, item_text
+from services.core.contracts import RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_POPULARITY_WEIGHT, RETRIEVAL_TEMPERATURE
+from services.core.index import user_vector
+from services.core.modeltext import mean_pooled_encoder
+from tools.export import DEFAULT_MAX_TOKENS, is_lora_adapter
 from tools.train.common import LoopConfig, Record, Task, cycle, run_loop, setup_torch
 from tools.train.examples import RetrievalPair, draw_samples, load_training_data, retrieval_pair, validation_samples
 
@@ -44,7 +45,7 @@ class RetrieverTrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("query", "key", "value", "dense")
-    temperature: float = 0.05
+    temperature: float = RETRIEVAL_TEMPERATURE
     intention_share: float = 0.3
     examples_per_epoch: int = 20000
     validation_users: int = 300
@@ -139,8 +140,8 @@ def train_retriever(config: RetrieverTrainConfig, resume: bool = False) -> Recor
     model = get_peft_model(encoder, lora).to(device)
     pooled = mean_pooled_encoder(encoder).to(device)
     validation = validation_samples(data, config.validation_users)
-    history_weight = RetrievalSettings.model_fields["history_weight"].default
-    served_weight = RetrievalSettings.model_fields["popularity_weight"].default
+    history_weight = RETRIEVAL_HISTORY_WEIGHT
+    served_weight = RETRIEVAL_POPULARITY_WEIGHT
     weights = (served_weight, *(w for w in (0.0, 0.025, 0.1) if w != served_weight))
 
     def epoch(n: int) -> list[list[RetrievalPair]]:

@@ -13,17 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.catalog import Item
-
-# LlamaRec-style listwise labels; each " X" is a single token in SmolLM2's tokenizer.
-LABELS: tuple[str, ...] = tuple(chr(ord("A") + i) for i in range(20))
-MAX_CANDIDATES = len(LABELS)
-
-# Text the assistant turn starts with; the next token is the chosen label.
-RANKER_ANSWER_PREFIX = "Answer:"
+from services.core.catalog import Item
+from services.core.contracts import (  # noqa: F401  (LABELS, MAX_CANDIDATES re-exported)
+    LABELS,
+    MAX_CANDIDATES,
+    RANKER_ANSWER_PREFIX,
+    RECENT_HISTORY_ITEMS,
+)
 
 DEFAULT_ITEM_NOUN = "movie"
-DEFAULT_MAX_HISTORY_ITEMS = 10
+DEFAULT_MAX_HISTORY_ITEMS = RECENT_HISTORY_ITEMS
 
 
 def label_token_text(label: str) -> str:
