@@ -613,8 +613,30 @@ def test_image_requirements_are_pinned_within_pyproject_and_cover_the_imports(
         assert specifier.operator == "==", f"{name} is not pinned"
         assert name in project, f"{name} is not a dependency in pyproject.toml"
         assert project[name].specifier.contains(specifier.version, prereleases=True), (name, specifier.version)
-    for module in _third_party_imports(sorted(ROOT.glob(sources)), local):
+    paths = [p for p in sorted(ROOT.glob(sources)) if p.relative_to(ROOT).as_posix() not in OFFLINE_ONLY]
+    for module in _third_party_imports(paths, local):
         assert _distributions(module) & set(pins), f"{module} (imported in {sources}) is not in {requirements}"
+
+
+# Shared-domain modules used by training and export only (torch inside): no service imports them, so the
+# services image needs none of their dependencies.
+OFFLINE_ONLY = {"services/core/modeltext.py"}
+
+
+def test_services_never_import_the_offline_only_modules() -> None:
+    for path in sorted(ROOT.glob("services/**/*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in OFFLINE_ONLY:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+            elif isinstance(node, ast.Import):
+                names = {a.name for a in node.names}
+            else:
+                continue
+            offline = {m.replace("/", ".").removesuffix(".py") for m in OFFLINE_ONLY}
+            assert not names & offline, f"{rel} imports {names & offline}"
 
 
 def test_triton_image_is_pinned_and_keeps_nvidia_entrypoint() -> None:
