@@ -51,7 +51,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /src
 FROM python:3.11-slim-bookworm AS runtime-base
 RUN groupadd --gid 10001 instructrec \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin instructrec
-# /app first on the path: tools/export.py copies the python-backend adapters from /app/model_repository.
+# /app first on the path: tools/export copies the python-backend adapters from /app/model_repository.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONPATH=/app:/app/protos \
     PYTHONDONTWRITEBYTECODE=1 \

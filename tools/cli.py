@@ -18,6 +18,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 WorkspaceOption = Annotated[Path, typer.Option(help="Git-ignored folder for data, base models and the index.")]
+# Tools reach a given Triton with services.common.triton_clients.tool_triton_settings.
+TRITON_TLS_HELP = (" TLS to Triton: INSTRUCTREC_TRITON__TLS__ENABLED=true, with INSTRUCTREC_TRITON__TLS__CA_PATH, "
+                   "__CERT_PATH and __KEY_PATH (mutual TLS), __SERVER_NAME.")
 
 
 class Models(StrEnum):
@@ -110,18 +113,33 @@ def prepare_data(
 
 @app.command("build-index")
 def build_index_cmd(
-    triton: Annotated[str, typer.Option(help="Triton gRPC host:port serving text_encoder.")] = "localhost:8001",
+    triton: Annotated[str, typer.Option(help="Triton gRPC host:port serving the models." + TRITON_TLS_HELP)] = (
+        "localhost:8001"),
     data_dir: Annotated[Path, typer.Option(help="Folder with items.jsonl and train.csv.")] = Path(
         "var/data/movielens-100k"
     ),
-    out_dir: Annotated[Path, typer.Option(help="Where items.faiss and items.json are written.")] = Path("var/index"),
+    out_dir: Annotated[Path, typer.Option(help="Where the text index (items.faiss, items.json) is written.")] = Path(
+        "var/index/movielens-100k"),
+    sequence_out_dir: Annotated[Path, typer.Option(
+        help="Where the sequence index is written ('' skips it).")] = Path("var/index-sequence/movielens-100k"),
+    repository: Annotated[Path, typer.Option(
+        help="Model repository holding the served sequence_encoder version's item vectors.")] = Path(
+        "model_repository"),
 ) -> None:
-    """Embed every catalog item with the served text encoder and write the FAISS index."""
-    from tools.index import build_index
+    """Write the retrieval indexes from the served models: the text index (every catalog item embedded by
+    text_encoder through Triton) and the sequence index (the item vectors of the sequence_encoder version
+    Triton serves). The retrieval service picks rebuilt indexes up by itself."""
+    import asyncio
+
+    from tools.index import build_index, build_sequence_index_async
 
     _logging()
     path = build_index(data_dir / "items.jsonl", data_dir / "train.csv", out_dir, triton)
-    console.print(f"index written to {path}")
+    console.print(f"text index written to {path}")
+    if str(sequence_out_dir):
+        path = asyncio.run(build_sequence_index_async(data_dir / "items.jsonl", data_dir / "train.csv",
+                                                      sequence_out_dir, triton, repository))
+        console.print(f"sequence index written to {path}")
 
 
 class ModelName(StrEnum):
@@ -130,6 +148,7 @@ class ModelName(StrEnum):
     text_encoder = "text_encoder"
     ranker = "ranker"
     preference_generator = "preference_generator"
+    sequence_encoder = "sequence_encoder"
 
 
 class Precision(StrEnum):
@@ -152,7 +171,7 @@ def export_cmd(
     push: Annotated[list[str] | None, typer.Option(
         "--push", metavar="HOST:PORT",
         help="Triton gRPC endpoint to load the new version on, with readiness wait, canary inference and "
-             "rollback on failure. Repeat for replicas sharing the repository.")] = None,
+             "rollback on failure. Repeat for replicas sharing the repository." + TRITON_TLS_HELP)] = None,
     keep: Annotated[int, typer.Option(
         help="After a successful push keep only the last N versions in the repository (0 keeps all).")] = 3,
     base: Annotated[Path | None, typer.Option(
@@ -248,7 +267,8 @@ def _error_text(exc: Exception) -> str:
 @app.command()
 def models(
     triton: Annotated[list[str] | None, typer.Option(
-        "--triton", metavar="HOST:PORT", help="Triton gRPC endpoint to ask (repeat for replicas).")] = None,
+        "--triton", metavar="HOST:PORT",
+        help="Triton gRPC endpoint to ask (repeat for replicas)." + TRITON_TLS_HELP)] = None,
     repository: RepositoryOption = Path("model_repository"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
@@ -414,6 +434,7 @@ class TrainTarget(StrEnum):
     text_encoder = "text_encoder"
     ranker = "ranker"
     preference_generator = "preference_generator"
+    sequential = "sequential"
     all = "all"
 
 
@@ -446,7 +467,8 @@ def train(
              "(what `instructrec prepare` serves).")] = False,
     workspace: WorkspaceOption = Path("var"),
 ) -> None:
-    """Instruction-tune the models with LoRA on the training split (validation picks the checkpoint)."""
+    """Instruction-tune the LMs with LoRA, or train the sequential model, on the training split (validation
+    picks the checkpoint). `sequential` trains SASRec (the served `sequence_encoder`); `all` does not include it."""
     from tools.base_models import minilm_dir, smollm2_dir
     from tools.export import TEXT_ENCODER
     from tools.train.common import ADAPTER_DIR
@@ -454,8 +476,12 @@ def train(
     from tools.train.run import publish as publish_adapter
 
     _logging()
-    names = TRAIN_ORDER if model == TrainTarget.all else (model.value,)
     command = "instructrec train " + " ".join(sys.argv[2:])
+    if model == TrainTarget.sequential:
+        _train_sequential(data_dir, out_dir, seed=seed, epochs=steps, max_minutes=max_minutes or 0.0, resume=resume,
+                          publish=publish, command=command)
+        return
+    names = TRAIN_ORDER if model == TrainTarget.all else (model.value,)
     for name in names:
         base = minilm_dir() if name == TEXT_ENCODER else smollm2_dir(workspace)
         # The ranker's hard negatives: this run's tuned retriever, else the committed one, else the base.
@@ -471,6 +497,47 @@ def train(
             _say(f"published to {publish_adapter(name, config.out_dir, command)}")
 
 
+def _train_sequential(data_dir: Path, out_dir: Path, *, seed: int, epochs: int | None, max_minutes: float,
+                      resume: bool, publish: bool, command: str) -> None:
+    from dataclasses import replace
+
+    from services.core.contracts import SEQUENCE_ENCODER
+    from tools.train import sequential
+
+    config = replace(sequential.SequentialConfig(), seed=seed, **({"epochs": epochs} if epochs else {}))
+    run_dir = out_dir / SEQUENCE_ENCODER
+    record = sequential.run(data_dir, run_dir, config, resume=resume, max_minutes=max_minutes)
+    best = record.get("best") or {}
+    _say(f"{SEQUENCE_ENCODER}: best epoch {record['best_epoch']} of {len(record['epochs'])}: validation HR@10 "
+         f"{best.get('valid_HR@10', 0):.4f}, NDCG@10 {best.get('valid_NDCG@10', 0):.4f} ({record['seconds']} s)")
+    if publish:
+        _say(f"published to {sequential.publish(run_dir, command)}")
+
+
+class FusionStage(StrEnum):
+    retrieval = "retrieval"
+    ranking = "ranking"
+
+
+def _fit_retrieval_fusion(models: Models, data_dir: Path, *, seed: int, write: bool) -> None:
+    from tools.base_models import minilm_dir
+    from tools.export import TEXT_ENCODER
+    from tools.train import retrieval_fusion, sequential
+    from tools.train.run import published_adapter
+
+    encoder = published_adapter(TEXT_ENCODER) if models == Models.tuned else minilm_dir()
+    if encoder is None or not sequential.is_sequence_checkpoint(sequential.PUBLISHED_DIR):
+        raise typer.BadParameter("needs the committed text_encoder adapter and sequence_encoder "
+                                 "in tools/train/adapters")
+    record = retrieval_fusion.fit(retrieval_fusion.RetrievalFitConfig(data_dir, encoder, sequential.PUBLISHED_DIR,
+                                                                      seed=seed))
+    for situation, figures in record["reference"].items():
+        _say(f"{situation}: " + "; ".join(f"{k} NDCG@10 {v['NDCG@10']:.4f}" for k, v in figures.items()))
+    _say(f"weights: {record['fusion']}")
+    if write:
+        _say(f"written to {retrieval_fusion.write(record, 'instructrec fit-fusion ' + ' '.join(sys.argv[2:]))}")
+
+
 @app.command("fit-fusion")
 def fit_fusion_cmd(
     models: ModelsOption = Models.tuned,
@@ -483,14 +550,21 @@ def fit_fusion_cmd(
              "serves as RANKING_LM_WEIGHT; copy a new tuned weight into RankingSettings.lm_weight's default).")
     ] = False,
     workspace: WorkspaceOption = Path("var"),
+    stage: Annotated[FusionStage, typer.Option(
+        help="retrieval: the retrieval service's source weights (sequence model, text, popularity; with and "
+             "without a query) on all validation users, written to tools/train/adapters/retrieval_fusion.json; "
+             "ranking: the LM weight against the retrieval score.")] = FusionStage.ranking,
 ) -> None:
-    """Fit the ranking stage's LM weight against the retrieval score on validation users (no test items)."""
+    """Fit the fusion weights of the retrieval or the ranking stage on validation users (no test items)."""
     from tools.base_models import minilm_dir, smollm2_dir
     from tools.export import RANKER, TEXT_ENCODER
     from tools.train.fusion import FusionFitConfig, fit_fusion, write_fusion
     from tools.train.run import published_adapter
 
     _logging()
+    if stage == FusionStage.retrieval:
+        _fit_retrieval_fusion(models, data_dir, seed=seed, write=write)
+        return
     if models == Models.tuned:
         ranker, encoder = published_adapter(RANKER), published_adapter(TEXT_ENCODER)
         if ranker is None or encoder is None:
@@ -505,8 +579,8 @@ def fit_fusion_cmd(
         _say(f"written to {write_fusion(models.value, result)}")
 
 
-# `instructrec bench`: the serving benchmark (tools/bench.py; heavy imports happen inside the command).
-from tools.bench import bench_command  # noqa: E402
+# `instructrec bench`: the serving benchmark (tools/bench/; heavy imports happen inside the command).
+from tools.bench.cli import bench_command  # noqa: E402
 
 app.command("bench")(bench_command)
 

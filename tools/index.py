@@ -1,4 +1,5 @@
-"""Build the retrieval index: embed every catalog item with Triton's ``text_encoder``, write FAISS + metadata.
+"""Build the retrieval indexes: the text index (every catalog item embedded by Triton's ``text_encoder``)
+and the sequence index (the item vectors of the ``sequence_encoder`` version Triton serves).
 
 Items are sent as many concurrent single-item requests rather than client-side batches: Triton's dynamic
 batcher then forms the batches it is configured for, exactly as it does for serving traffic, and the
@@ -17,13 +18,20 @@ import tritonclient.grpc.aio as grpcclient
 from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
+from services.common.triton_clients import tool_triton_settings, triton_client
 from services.core.catalog import Catalog, DataFormatError, item_text, read_interactions
-from services.core.index import write_item_index
+from services.core.contracts import (
+    EMBEDDING_OUTPUT,
+    SEQUENCE_ENCODER,
+    SEQUENCE_ITEM_IDS_FILE,
+    SEQUENCE_ITEM_VECTORS_FILE,
+    TEXT_ENCODER,
+    TEXT_INPUT,
+)
+from services.core.index import DOT, write_item_index
 from tools.data import atomic_output_dir
 
-TEXT_ENCODER_MODEL = "text_encoder"
-TEXT_INPUT = "text"
-EMBEDDING_OUTPUT = "embedding"
+TEXT_ENCODER_MODEL = TEXT_ENCODER
 
 
 class IndexBuildError(RuntimeError):
@@ -154,7 +162,7 @@ async def build_index_async(
     if not len(catalog):
         raise DataFormatError(f"{catalog_path} has no items")
     popularity = popularity_counts(catalog, train_path)
-    client = grpcclient.InferenceServerClient(url=triton_grpc_addr)
+    client = triton_client(tool_triton_settings(triton_grpc_addr))
     try:
         try:
             ready = await client.is_model_ready(model_name, model_version, client_timeout=timeout_s)
@@ -175,7 +183,7 @@ async def build_index_async(
     finally:
         await client.close()
     with atomic_output_dir(out_dir) as tmp:
-        write_item_index(tmp, [item.item_id for item in catalog], vectors, text_encoder_version=version,
+        write_item_index(tmp, [item.item_id for item in catalog], vectors, model_version=version,
                          popularity=popularity)
     return Path(out_dir)
 
@@ -198,7 +206,7 @@ def build_index(
         catalog_path: Catalog JSON Lines file.
         train_path: Training interactions CSV (for the popularity fallback counts).
         out_dir: Index folder (``items.faiss`` + ``items.json``), replaced as a whole.
-        triton_grpc_addr: Triton gRPC address, ``host:port``.
+        triton_grpc_addr: Triton gRPC address, ``host:port`` (TLS from ``INSTRUCTREC_TRITON__TLS__*``).
         batch_concurrency: Requests in flight; Triton's dynamic batcher forms the batches.
         timeout_s: Deadline of each request, in seconds.
         model_name: Triton model that embeds text.
@@ -226,3 +234,69 @@ def build_index(
             progress=progress,
         )
     )
+
+
+async def served_version(client: grpcclient.InferenceServerClient, model_name: str, timeout_s: float) -> str:
+    """The newest version of ``model_name`` Triton reports ready.
+
+    Raises:
+        IndexBuildError: Triton is unreachable or serves no ready version of the model.
+    """
+    try:
+        metadata = await client.get_model_metadata(model_name, as_json=True, client_timeout=timeout_s)
+    except InferenceServerException as exc:
+        raise IndexBuildError(f"model {model_name!r} is not served: {exc.message() or exc}") from exc
+    versions = []
+    for version in metadata.get("versions", []):
+        if await client.is_model_ready(model_name, version, client_timeout=timeout_s):
+            versions.append(version)
+    if not versions:
+        raise IndexBuildError(f"model {model_name!r} has no ready version on Triton")
+    return max(versions, key=int)
+
+
+async def build_sequence_index_async(
+    catalog_path: Path,
+    train_path: Path,
+    out_dir: Path,
+    triton_grpc_addr: str,
+    repository: Path,
+    *,
+    model_name: str = SEQUENCE_ENCODER,
+    model_version: str = "",
+    timeout_s: float = 30.0,
+) -> Path:
+    """Index the item vectors of the sequence model version Triton serves (``model_version`` or the newest).
+
+    The vectors are the ones that version's export wrote into its folder of the model repository (the item
+    side of the dot product; the user side is what Triton computes for a history), so a user vector from
+    version N is only ever searched against the index of version N. Items the model does not know (added to
+    the catalog after training) are left out: retrieval reaches them through the text index.
+
+    Raises:
+        IndexBuildError: the model is not served, or its version folder lacks the item vectors.
+    """
+    import json
+
+    catalog = Catalog.load(catalog_path)
+    popularity = dict(zip((item.item_id for item in catalog), popularity_counts(catalog, train_path)))
+    client = triton_client(tool_triton_settings(triton_grpc_addr))
+    try:
+        version = model_version or await served_version(client, model_name, timeout_s)
+        if not await client.is_model_ready(model_name, version, client_timeout=timeout_s):
+            raise IndexBuildError(f"model {model_name!r} version {version} is not ready on Triton")
+    finally:
+        await client.close()
+    folder = Path(repository) / model_name / version
+    try:
+        vocab = json.loads((folder / SEQUENCE_ITEM_IDS_FILE).read_text())
+        vectors = np.load(folder / SEQUENCE_ITEM_VECTORS_FILE)  # [len(vocab) + 1, H], row 0 padding
+    except (OSError, ValueError) as exc:
+        raise IndexBuildError(f"{folder} has no readable item vectors: {exc}") from exc
+    if vectors.shape[0] != len(vocab) + 1:
+        raise IndexBuildError(f"{folder}: {vectors.shape[0]} item vectors for {len(vocab)} item ids")
+    rows = [(n, item) for n, item in enumerate(vocab, start=1) if item in catalog]
+    with atomic_output_dir(out_dir) as tmp:
+        write_item_index(tmp, [item for _, item in rows], vectors[[n for n, _ in rows]], model_version=version,
+                         model_name=model_name, metric=DOT, popularity=[popularity[item] for _, item in rows])
+    return Path(out_dir)

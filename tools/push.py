@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.core.contracts import TRITON_CONTRACTS
 from tools import export
 
 logger = logging.getLogger(__name__)
@@ -109,13 +110,13 @@ def _message(exc: BaseException) -> str:
 
 
 class TritonTarget:
-    """One Triton reached over gRPC (``tritonclient.grpc``)."""
+    """One Triton reached over gRPC (``tritonclient.grpc``), TLS from ``INSTRUCTREC_TRITON__TLS__*``."""
 
     def __init__(self, addr: str) -> None:
-        import tritonclient.grpc as triton_grpc
+        from services.common.triton_clients import tool_triton_settings, triton_sync_client
 
         self.addr = addr
-        self._client = triton_grpc.InferenceServerClient(addr)
+        self._client = triton_sync_client(tool_triton_settings(addr))
 
     def check(self) -> None:
         """Raise unless the server answers and is live."""
@@ -139,13 +140,15 @@ class TritonTarget:
         return sorted(metadata.get("versions", []), key=int)
 
     def infer_text(
-        self, name: str, version: str, input_name: str, text: str, output_name: str, timeout_s: float
+        self, name: str, version: str, input_name: str, text: str | list[str], output_name: str, timeout_s: float
     ) -> np.ndarray:
-        """One batch-1 inference of text against one version; returns the output with its batch axis."""
+        """One batch-1 inference against one version: a text ``[1, 1]``, or a list of strings ``[1, n]`` (an
+        item history); returns the output with its batch axis."""
         import tritonclient.grpc as triton_grpc
 
-        tensor = triton_grpc.InferInput(input_name, [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+        values = [text] if isinstance(text, str) else list(text)
+        tensor = triton_grpc.InferInput(input_name, [1, len(values)], "BYTES")
+        tensor.set_data_from_numpy(np.array([[v.encode("utf-8") for v in values]], dtype=np.object_))
         result = self._client.infer(
             name, [tensor], model_version=version, outputs=[triton_grpc.InferRequestedOutput(output_name)],
             client_timeout=timeout_s,
@@ -265,11 +268,8 @@ def canary_spec(version_dir: Path, name: str) -> dict[str, Any]:
     meta = json.loads((version_dir / export.METADATA_FILE).read_text())
     if meta.get("canary"):
         return meta["canary"]
-    input_name, output_name = {
-        export.TEXT_ENCODER: ("text", "embedding"),
-        export.RANKER: ("prompt", "candidate_scores"),
-        export.PREFERENCE_GENERATOR: ("prompt", "text"),
-    }[name]
+    contract = TRITON_CONTRACTS[name]
+    input_name, output_name = contract.input_name, contract.output_name
     return {"input_name": input_name, "input": export.canary_inputs()[name], "output_name": output_name,
             "expected": None, "tolerance": None}
 

@@ -1,7 +1,7 @@
 """`instructrec run`: prepare everything once, then run Triton and the four services in the foreground.
 
-Start order: Triton (and its three models) -> item index (built once from the served text encoder) ->
-ranking, retrieval, instruction -> gateway. Ctrl-C or SIGTERM stops the services first (each drains its
+Start order: Triton (and its four models) -> the item indexes (text and sequence, built once from the served
+versions) -> ranking, retrieval, instruction -> gateway. Ctrl-C or SIGTERM stops the services first (each drains its
 in-flight RPCs) and Triton last.
 """
 
@@ -22,20 +22,22 @@ import grpc
 
 from services.common.grpc_client import is_serving
 from services.common.settings import ROOT
+from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS, TEXT_ENCODER
+from services.core.index import IndexFormatError, ItemIndex
 from services.gateway.settings import GatewaySettings
 from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
 from services.retrieval.settings import RetrievalSettings
 from tools.base_models import smollm2_dir
 from tools.data import prepare_movielens
-from tools.export import METADATA_FILE, _version_dirs, ensure_default_repository, export_model, has_weights
-from tools.index import build_index
+from tools.export import METADATA_FILE, ensure_default_repository, export_model, has_weights, version_dirs
+from tools.index import build_index, build_sequence_index_async
 from tools.train.fusion import read_fusion, stale_fusion
 from tools.triton_server import TritonServer
 
 log = logging.getLogger("instructrec.run")
 
-MODELS = ("text_encoder", "ranker", "preference_generator")
+MODELS = SERVED_MODELS
 SERVICES = ("ranking", "retrieval", "instruction", "gateway")
 SETTINGS = {
     "gateway": GatewaySettings,
@@ -82,6 +84,10 @@ class StackConfig:
     def index_dir(self) -> Path:
         return self.workspace / "index" / self.data_dir.name
 
+    @property
+    def sequence_index_dir(self) -> Path:
+        return self.workspace / "index-sequence" / self.data_dir.name
+
 
 def prepare(config: StackConfig) -> None:
     """Everything `make run` needs before a server starts; each step is skipped when already done."""
@@ -105,7 +111,7 @@ TUNED, BASE = "tuned", "base"
 def _version_metadata(repository: Path, name: str) -> dict[int, dict]:
     """metadata.json of each finished version of ``name``."""
     return {v: json.loads((d / METADATA_FILE).read_text())
-            for v, d in _version_dirs(Path(repository) / name).items() if has_weights(d)}
+            for v, d in version_dirs(Path(repository) / name).items() if has_weights(d)}
 
 
 def ensure_tuned_versions(repository: Path, workspace: Path) -> dict[str, int]:
@@ -168,9 +174,11 @@ def served_versions(repository: Path, models: str = TUNED) -> dict[str, int]:
 def pin_versions(grpc_addr: str, versions: dict[str, int]) -> None:
     """Reload each model with a version policy that serves exactly ``versions[name]`` (a load-time config
     override; config.pbtxt is not changed)."""
-    import tritonclient.grpc as grpcclient
+    from services.common.settings import TritonSettings
+    from services.common.triton_clients import triton_sync_client
 
-    client = grpcclient.InferenceServerClient(url=grpc_addr)
+    # The stack's own Triton, started here without TLS.
+    client = triton_sync_client(TritonSettings(grpc_addr=grpc_addr))
     try:
         for name, version in versions.items():
             model_config = client.get_model_config(name, as_json=True)["config"]
@@ -186,11 +194,11 @@ def pin_versions(grpc_addr: str, versions: dict[str, int]) -> None:
 
 
 def index_is_current(index_dir: Path, encoder_version: str) -> bool:
-    """Whether the index exists and was built with the text_encoder version Triton serves."""
-    meta = index_dir / "items.json"
-    if not meta.exists() or not (index_dir / "items.faiss").exists():
+    """Whether the index exists, is readable and was built with the model version Triton serves."""
+    try:
+        return ItemIndex.load(index_dir).model_version == encoder_version
+    except IndexFormatError:
         return False
-    return str(json.loads(meta.read_text()).get("text_encoder_version")) == encoder_version
 
 
 def service_env(config: StackConfig, service: str) -> dict[str, str]:
@@ -212,6 +220,7 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         env[prefix + "CATALOG_PATH"] = str(config.data_dir / "items.jsonl")
     if service == "retrieval":
         env["RETRIEVAL_INDEX_DIR"] = str(config.index_dir)
+        env["RETRIEVAL_SEQUENCE_INDEX_DIR"] = str(config.sequence_index_dir)
     if service == "ranking":
         # The fusion weight fitted for the served model set (the settings default is the tuned one's).
         weight = read_fusion(config.models)
@@ -223,6 +232,22 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
                             "`instructrec fit-fusion --models %s --write`", config.models, ", ".join(stale),
                             config.models)
     return env
+
+
+def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]) -> None:
+    """(Re)build the text index and the sequence index unless they hold the served versions' vectors."""
+    data = config.data_dir
+    if not index_is_current(config.index_dir, str(versions[TEXT_ENCODER])):
+        build_index(data / "items.jsonl", data / "train.csv", config.index_dir, grpc_addr)
+    if config.custom_data_dir is not None:
+        # The committed sequence model knows MovieLens ids; train one on your data (`instructrec train
+        # sequential --data-dir ...`) and export it to retrieve by it.
+        log.info("custom data: retrieval by text (no sequence index)")
+        return
+    if not index_is_current(config.sequence_index_dir, str(versions[SEQUENCE_ENCODER])):
+        asyncio.run(build_sequence_index_async(data / "items.jsonl", data / "train.csv", config.sequence_index_dir,
+                                               grpc_addr, config.model_repository,
+                                               model_version=str(versions[SEQUENCE_ENCODER])))
 
 
 async def _wait_serving(addr: str, timeout_s: float, procs: list[subprocess.Popen]) -> None:
@@ -265,13 +290,11 @@ def run(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
         triton.wait_ready(timeout_s=ready_timeout_s)
         log.info("Triton ready (pid %s, gRPC %s)", triton.pid, triton.grpc_addr)
         versions = served_versions(config.model_repository, config.models)
-        if config.models == BASE:
-            pin_versions(triton.grpc_addr, versions)
+        # The encoders' policy keeps two versions loaded (for pushes); here exactly the served one is.
+        pin_versions(triton.grpc_addr, versions if config.models == BASE else
+                     {name: versions[name] for name in (TEXT_ENCODER, SEQUENCE_ENCODER)})
         log.info("serving %s models: versions %s", config.models, versions)
-        encoder_version = str(versions["text_encoder"])
-        if not index_is_current(config.index_dir, encoder_version):
-            build_index(config.data_dir / "items.jsonl", config.data_dir / "train.csv", config.index_dir,
-                        triton.grpc_addr)
+        ensure_indexes(config, triton.grpc_addr, versions)
         for service in SERVICES:
             procs.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT,
                                           env=service_env(config, service)))

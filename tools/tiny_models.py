@@ -108,3 +108,18 @@ def build_tiny_lm(dest: Path, tokenizer_source: Path) -> Path:
     )
     model.save_pretrained(str(dest))
     return dest
+
+
+def build_tiny_sequence_model(dest: Path, item_ids: list[str]) -> Path:
+    """Save a random-initialised SASRec (hidden 16, 1 block, the last 20 items) over ``item_ids``.
+
+    Returns:
+        ``dest``, a folder ``instructrec export sequence_encoder`` takes.
+    """
+    import torch
+
+    from tools.train.sequential import SequenceModel, SequentialConfig, save
+
+    config = SequentialConfig(max_len=20, hidden=16, inner=32, layers=1, heads=2, seed=SEED)
+    torch.manual_seed(SEED)
+    return save(SequenceModel(len(item_ids), config).eval(), item_ids, dest)

@@ -14,7 +14,7 @@ Example::
 
     with TritonServer(Path("model_repository"), models=["text_encoder"]) as server:
         server.wait_ready(60)
-        client = tritonclient.grpc.InferenceServerClient(server.grpc_addr)
+        client = triton_sync_client(TritonSettings(grpc_addr=server.grpc_addr))  # services.common.triton_clients
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
-"""Per-hop deadlines derived from the caller's deadline."""
+"""The caller's deadline of an RPC as a :class:`~services.core.deadlines.Budget`."""
 
 from __future__ import annotations
 
 import grpc
 
-from services.common.errors import DeadlineExceeded
+from services.core.deadlines import Budget
 
 
-def hop_timeout(context: grpc.aio.ServicerContext, hop_timeout_s: float, stage: str) -> float:
-    """The timeout for one outbound call: ``min(caller's time remaining, hop_timeout_s)``.
-
-    Raises:
-        DeadlineExceeded: the caller's deadline has already passed, so the call is not made.
-    """
+def request_budget(context: grpc.aio.ServicerContext, default_s: float | None = None) -> Budget:
+    """The budget of this RPC: the caller's time remaining, else ``default_s`` (None: no deadline)."""
     remaining = context.time_remaining()
-    if remaining is None:
-        return hop_timeout_s
-    if remaining <= 0.001:
-        raise DeadlineExceeded(f"deadline exceeded before {stage}")
-    return min(remaining, hop_timeout_s)
+    return Budget(default_s if remaining is None else remaining)

@@ -1,25 +1,25 @@
-"""One long-lived async Triton client per model, with text-in helpers, error mapping and stub repair."""
+"""One long-lived async Triton client per model (built by ``triton_clients.triton_client``), with text-in
+helpers, error mapping and stub repair."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
-import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from services.common.grpc_client import reconnect_options
 from services.common.settings import TritonSettings
+from services.common.triton_clients import triton_client
+from services.core.deadlines import Budget
 
 log = logging.getLogger(__name__)
 
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Triton keeps reporting the model READY after its python-backend process died; only unload + load revives it.
 _CRASHED_STUB_MARKERS = ("Stub process", "stub process", "Failed to process the request(s)")
 
@@ -30,22 +30,6 @@ class InferOutput:
 
     array: np.ndarray
     model_version: str
-
-
-def triton_client(settings: TritonSettings) -> triton_aio.InferenceServerClient:
-    """An async Triton client with our TLS and reconnect settings."""
-    options = [
-        ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-        *reconnect_options(settings.max_reconnect_backoff_s),
-    ]
-    credentials = None
-    if settings.tls.enabled:
-        root, key, chain = settings.tls.files()
-        credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
-        if settings.tls.server_name:
-            options.append(("grpc.ssl_target_name_override", settings.tls.server_name))
-    return triton_aio.InferenceServerClient(url=settings.grpc_addr, creds=credentials, channel_args=options)
 
 
 class TritonModel:
@@ -67,21 +51,23 @@ class TritonModel:
         self._last_repair = 0.0
         self._repair_task: asyncio.Task | None = None
 
-    async def is_ready(self) -> bool:
-        """Whether Triton reports the model ready and it has not been seen failing with a crashed stub."""
+    async def is_ready(self, model_version: str = "") -> bool:
+        """Whether Triton reports the model (that version, if given) ready and it has not been seen failing
+        with a crashed stub."""
         if self._broken_since is not None:
             return False
         try:
-            return bool(await self._client.is_model_ready(self.model_name, client_timeout=2.0))
+            return bool(await self._client.is_model_ready(self.model_name, model_version, client_timeout=2.0))
         except Exception:  # noqa: BLE001 - any failure to ask means "not ready"
             return False
 
-    async def infer_text(self, text: str, timeout_s: float | None = None) -> InferOutput:
-        """Run the model on one text.
+    async def infer_text(self, text: str, timeout_s: float | None = None, *, model_version: str = "") -> InferOutput:
+        """Run the model on one text (a ``[1, 1]`` string tensor).
 
         Args:
             text: The model's text input.
             timeout_s: Time left for the call; capped by the configured ``timeout_s``.
+            model_version: Ask for this version ("": the one Triton's version policy picks).
 
         Returns:
             The output tensor without the batch dimension, and the model version Triton used.
@@ -89,17 +75,25 @@ class TritonModel:
         Raises:
             DeadlineExceeded: the timeout passed.
             InvalidArgument: the model rejected this input.
-            Unavailable: Triton or the model cannot serve.
+            Unavailable: Triton or the model (version) cannot serve.
         """
-        timeout = self._settings.timeout_s if timeout_s is None else min(timeout_s, self._settings.timeout_s)
-        if timeout <= 0.001:
-            raise DeadlineExceeded(f"model {self.model_name}: deadline exceeded before the call")
-        tensor = InferInput(self._input_name, [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+        return await self.infer_strings([text], timeout_s, model_version=model_version, shape=(1, 1))
+
+    async def infer_strings(self, values: Sequence[str], timeout_s: float | None = None, *, model_version: str = "",
+                            shape: tuple[int, int] | None = None) -> InferOutput:
+        """Run the model on one request of strings: ``[1, len(values)]`` (one sequence, e.g. an item history).
+
+        Same contract as :meth:`infer_text`.
+        """
+        timeout = Budget(timeout_s).hop(f"model {self.model_name}", self._settings.timeout_s)
+        shape = shape or (1, len(values))
+        tensor = InferInput(self._input_name, list(shape), "BYTES")
+        tensor.set_data_from_numpy(np.array([v.encode("utf-8") for v in values], dtype=np.object_).reshape(shape))
         try:
             result = await self._client.infer(
                 self.model_name,
                 [tensor],
+                model_version=model_version,
                 outputs=[InferRequestedOutput(self._output_name)],
                 client_timeout=timeout,
                 timeout=int(timeout * 1_000_000),

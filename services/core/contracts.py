@@ -24,7 +24,11 @@ class TritonContract:
 TEXT_ENCODER = "text_encoder"
 RANKER = "ranker"
 PREFERENCE_GENERATOR = "preference_generator"
+SEQUENCE_ENCODER = "sequence_encoder"
 MODEL_NAMES: tuple[str, ...] = (TEXT_ENCODER, RANKER, PREFERENCE_GENERATOR)
+"""The language models (exported from Hugging Face checkpoints, tuned with LoRA)."""
+SERVED_MODELS: tuple[str, ...] = (*MODEL_NAMES, SEQUENCE_ENCODER)
+"""Every model Triton serves."""
 
 # Triton tensors (what services send and read).
 TEXT_INPUT = "text"
@@ -32,11 +36,15 @@ PROMPT_INPUT = "prompt"
 EMBEDDING_OUTPUT = "embedding"
 CANDIDATE_SCORES_OUTPUT = "candidate_scores"
 TEXT_OUTPUT = "text"
+HISTORY_INPUT = "item_ids"
+"""The sequence encoder's input: catalog item ids, oldest first (TYPE_STRING, variable length)."""
+USER_VECTOR_OUTPUT = "user_vector"
 
 TRITON_CONTRACTS: dict[str, TritonContract] = {
     TEXT_ENCODER: TritonContract(TEXT_ENCODER, TEXT_INPUT, EMBEDDING_OUTPUT),
     RANKER: TritonContract(RANKER, PROMPT_INPUT, CANDIDATE_SCORES_OUTPUT),
     PREFERENCE_GENERATOR: TritonContract(PREFERENCE_GENERATOR, PROMPT_INPUT, TEXT_OUTPUT),
+    SEQUENCE_ENCODER: TritonContract(SEQUENCE_ENCODER, HISTORY_INPUT, USER_VECTOR_OUTPUT),
 }
 
 # ONNX graph tensors (what the exports write and the python-backend adapters feed).
@@ -45,6 +53,9 @@ ONNX_ATTENTION_MASK = "attention_mask"
 ONNX_TOKEN_TYPE_IDS = "token_type_ids"
 ONNX_EMBEDDING = "embedding"
 ONNX_LABEL_LOGITS = "label_logits"
+ONNX_ITEM_INDICES = "item_indices"
+"""The sequence model's graph input: model item rows (1..N, 0 = padding), left-padded [B, L]."""
+ONNX_USER_VECTOR = "user_vector"
 
 # ---- The ranker's labels ---------------------------------------------------------------------------------
 
@@ -70,3 +81,14 @@ RETRIEVAL_POPULARITY_WEIGHT = RETRIEVAL_TEMPERATURE
 """Weight of the log-popularity prior added to the cosine (the logQ correction: the training temperature)."""
 RECENT_HISTORY_ITEMS = 10
 """Most recent history items in the request text, the history vector and the implicit preference."""
+FUSE_RETRIEVAL_SCORES = True
+"""Whether the gateway passes each candidate's retrieval score to the ranker to fuse with the LM's (caller-
+supplied candidates are scored by the retrieval service first); the gateway's setting defaults to it, and the
+bench uses it to know whether retrieval encodes a text for a request with candidates."""
+
+# What a sequence_encoder version folder holds beside model.onnx (written by the export, read by the Triton
+# adapter and by `instructrec build-index`).
+SEQUENCE_ITEM_IDS_FILE = "item_ids.json"
+"""Catalog id of model row 1, 2, ... (row 0 is padding)."""
+SEQUENCE_ITEM_VECTORS_FILE = "item_vectors.npy"
+"""The item side of the dot product, [rows, H] float32, row 0 padding."""

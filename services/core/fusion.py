@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 
@@ -16,3 +18,69 @@ def fuse(lm_logprobs: np.ndarray, retrieval_scores: np.ndarray | None, lm_weight
     if retrieval_scores is None:
         return lm
     return lm_weight * lm + np.asarray(retrieval_scores, dtype=np.float64) / temperature
+
+
+@dataclass(frozen=True)
+class SourceWeights:
+    """Weights of the retrieval sources in one situation; every term is on the scale of a logit.
+
+    ``score = sequence * s_seq + text * cos / temperature + popularity * log(1 + count)``: ``s_seq`` is the
+    sequence model's logit (user vector . item vector, trained with a softmax over the catalog), ``cos`` the
+    text encoder's cosine (its InfoNCE logits are ``cos / temperature``), ``count`` the item's training
+    interactions (the log-popularity prior the text encoder's popularity-sampled negatives took out).
+    """
+
+    sequence: float = 1.0
+    text: float = 0.0
+    popularity: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("sequence", "text", "popularity"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} weight must be finite and >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class RetrievalFusion:
+    """The retrieval rule's weights per situation, fitted on validation users by `instructrec fit-fusion`."""
+
+    with_query: SourceWeights
+    without_query: SourceWeights
+
+    def weights(self, *, has_query: bool) -> SourceWeights:
+        return self.with_query if has_query else self.without_query
+
+    def to_json(self) -> dict:
+        return {"with_query": asdict(self.with_query), "without_query": asdict(self.without_query)}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> RetrievalFusion:
+        return cls(SourceWeights(**raw["with_query"]), SourceWeights(**raw["without_query"]))
+
+
+# The committed fit (tools/train/adapters/retrieval_fusion.json, `instructrec fit-fusion --stage retrieval`):
+# what `make run` and the k8s deployment serve; a unit test keeps the two equal.
+SERVED_RETRIEVAL_FUSION = RetrievalFusion(
+    with_query=SourceWeights(sequence=1.0, text=3.0, popularity=1.0),
+    without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.75),
+)
+
+
+def fuse_retrieval(weights: SourceWeights, *, sequence: np.ndarray | None, text: np.ndarray | None,
+                   log_popularity: np.ndarray, temperature: float) -> np.ndarray:
+    """The fused retrieval score of each candidate (aligned arrays; a source that did not run is None).
+
+    A candidate a source cannot score (an item the sequence model has never seen, marked NaN) gets the mean
+    of that source's scores over the other candidates: neither favoured nor buried, so new catalog items
+    stay reachable through the text.
+    """
+    total = weights.popularity * np.asarray(log_popularity, dtype=np.float64)
+    for values, weight, scale in ((sequence, weights.sequence, 1.0), (text, weights.text, 1.0 / temperature)):
+        if values is None or weight == 0:
+            continue
+        v = np.asarray(values, dtype=np.float64)
+        known = np.isfinite(v)
+        fill = float(v[known].mean()) if known.any() else 0.0
+        total = total + weight * scale * np.where(known, v, fill)
+    return total

@@ -1,12 +1,15 @@
-"""The item index: FAISS inner-product search over L2-normalised item embeddings, plus popularity.
+"""The item index: FAISS inner-product search over item vectors of one served model, plus popularity.
 
 Pure domain logic (no gRPC, no Triton), shared by the retrieval service (reads) and ``tools/index.py``
 (writes), so the on-disk format is defined in one place:
 
-* ``items.faiss``: a ``faiss.IndexFlatIP``; row ``i`` is the embedding of ``item_ids[i]``.
-* ``items.json``: ``format_version``, ``item_ids`` (index order), ``text_encoder_version`` (the Triton
-  model version that produced the vectors), ``dim``, ``num_items``, ``popularity`` (training interaction
-  count per item, aligned with ``item_ids``), ``built_at`` (ISO 8601, UTC).
+* ``items.faiss``: a ``faiss.IndexFlatIP``; row ``i`` is the vector of ``item_ids[i]``.
+* ``items.json``: ``format_version``, ``item_ids`` (index order), ``model_name`` and ``model_version`` (the
+  Triton model and version that produced the vectors; a query vector must come from the same pair),
+  ``metric`` (``cosine``: vectors L2-normalised, the text encoder; ``dot``: raw inner products, the sequence
+  model's logits), ``dim``, ``num_items``, ``popularity`` (training interaction count per item, aligned with
+  ``item_ids``), ``built_at`` (ISO 8601, UTC). Format 1 (text encoder only, ``text_encoder_version``) is
+  still read.
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from services.core.contracts import TEXT_ENCODER
+
 INDEX_FILE = "items.faiss"
 META_FILE = "items.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+COSINE = "cosine"
+DOT = "dot"
+METRICS = (COSINE, DOT)
 
 # Below this norm a combined vector has no direction worth searching with.
 _MIN_NORM = 1e-6
@@ -97,7 +106,9 @@ def write_item_index(
     item_ids: Sequence[str],
     vectors: np.ndarray,
     *,
-    text_encoder_version: str,
+    model_version: str,
+    model_name: str = TEXT_ENCODER,
+    metric: str = COSINE,
     popularity: Sequence[int] | None = None,
     built_at: datetime | None = None,
 ) -> None:
@@ -106,8 +117,11 @@ def write_item_index(
     Args:
         out_dir: Existing folder to write into.
         item_ids: Ids in row order of ``vectors``; unique.
-        vectors: ``[num_items, dim]`` embeddings; L2-normalised here so inner product is cosine.
-        text_encoder_version: The encoder model version that produced ``vectors``.
+        vectors: ``[num_items, dim]`` vectors; with ``metric`` cosine L2-normalised here (inner product is
+            then cosine), with dot stored as they are.
+        model_version: The model version that produced ``vectors``.
+        model_name: The Triton model that produced them (its query vectors are searched against them).
+        metric: ``cosine`` or ``dot``.
         popularity: Training interaction count per item, aligned with ``item_ids`` (zeros if None).
         built_at: Build time (now if None).
 
@@ -119,9 +133,13 @@ def write_item_index(
         raise ValueError(f"vectors shape {vectors.shape} does not match {len(item_ids)} item ids")
     if len(set(item_ids)) != len(item_ids):
         raise ValueError("item_ids repeat")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if not np.all(np.isfinite(norms)) or np.any(norms < _MIN_NORM):
         raise ValueError("every vector must be finite and non-zero")
+    if metric == DOT:
+        norms = np.ones_like(norms)
     popularity = [0] * len(item_ids) if popularity is None else [int(c) for c in popularity]
     if len(popularity) != len(item_ids):
         raise ValueError("popularity must have one count per item")
@@ -131,7 +149,9 @@ def write_item_index(
     meta = {
         "format_version": FORMAT_VERSION,
         "item_ids": list(item_ids),
-        "text_encoder_version": text_encoder_version,
+        "model_name": model_name,
+        "model_version": model_version,
+        "metric": metric,
         "dim": int(vectors.shape[1]),
         "num_items": len(item_ids),
         "popularity": popularity,
@@ -143,7 +163,9 @@ def write_item_index(
 @dataclass(frozen=True)
 class _Meta:
     item_ids: tuple[str, ...]
-    text_encoder_version: str
+    model_name: str
+    model_version: str
+    metric: str
     dim: int
     popularity: tuple[int, ...]
     built_at: str
@@ -185,13 +207,16 @@ class ItemIndex:
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"cannot read {meta_path}: {exc}") from exc
         try:
-            if raw.get("format_version") != FORMAT_VERSION:
+            if raw.get("format_version") not in READABLE_FORMATS:
                 raise IndexFormatError(
-                    f"{meta_path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}"
+                    f"{meta_path}: format_version {raw.get('format_version')!r}, expected one of {READABLE_FORMATS}"
                 )
+            v1 = raw["format_version"] == 1
             meta = _Meta(
                 item_ids=tuple(str(i) for i in raw["item_ids"]),
-                text_encoder_version=str(raw["text_encoder_version"]),
+                model_name=TEXT_ENCODER if v1 else str(raw["model_name"]),
+                model_version=str(raw["text_encoder_version"] if v1 else raw["model_version"]),
+                metric=COSINE if v1 else str(raw["metric"]),
                 dim=int(raw["dim"]),
                 popularity=tuple(int(c) for c in raw["popularity"]),
                 built_at=str(raw.get("built_at", "")),
@@ -216,6 +241,8 @@ class ItemIndex:
             problems.append("item_ids repeat")
         if len(meta.popularity) != len(meta.item_ids):
             problems.append("popularity is not aligned with item_ids")
+        if meta.metric not in METRICS:
+            problems.append(f"metric {meta.metric!r} is not one of {METRICS}")
         if problems:
             raise IndexFormatError(f"{directory}: " + "; ".join(problems))
         return cls(index, meta)
@@ -226,9 +253,24 @@ class ItemIndex:
         return self._meta.dim
 
     @property
+    def model_name(self) -> str:
+        """The Triton model whose vectors the index holds (query vectors must come from it)."""
+        return self._meta.model_name
+
+    @property
+    def model_version(self) -> str:
+        """The model version that produced the item vectors (query vectors must come from it)."""
+        return self._meta.model_version
+
+    @property
     def text_encoder_version(self) -> str:
-        """The text encoder model version that produced the item vectors."""
-        return self._meta.text_encoder_version
+        """The model version that produced the item vectors (the name from when only the text encoder had one)."""
+        return self._meta.model_version
+
+    @property
+    def metric(self) -> str:
+        """``cosine`` (unit vectors) or ``dot`` (raw inner products)."""
+        return self._meta.metric
 
     @property
     def item_ids(self) -> tuple[str, ...]:
@@ -246,21 +288,23 @@ class ItemIndex:
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._position
 
-    def check_compatible(self, *, dim: int | None = None, text_encoder_version: str | None = None) -> None:
-        """Fail fast when the serving text encoder is not the one the index was built with.
+    def check_compatible(self, *, dim: int | None = None, model_version: str | None = None,
+                         text_encoder_version: str | None = None) -> None:
+        """Refuse a query vector from another model version than the one the index was built with.
 
-        Query vectors from another encoder version live in a different space: results would be wrong
-        without any error, so the service checks this at startup.
+        Vectors from another version live in a different space: results would be wrong without any error,
+        so the service checks every answer it searches with.
 
         Raises:
             IndexFormatError: the dimension or version differs.
         """
+        version = model_version if model_version is not None else text_encoder_version
         if dim is not None and dim != self.dim:
-            raise IndexFormatError(f"the encoder produces {dim}-d vectors, the index holds {self.dim}-d")
-        if text_encoder_version is not None and text_encoder_version != self.text_encoder_version:
+            raise IndexFormatError(f"the {self.model_name} vector is {dim}-d, the index holds {self.dim}-d")
+        if version is not None and version != self.model_version:
             raise IndexFormatError(
-                f"the index was built with text_encoder version {self.text_encoder_version!r}, "
-                f"the server runs {text_encoder_version!r}: rebuild the index"
+                f"the index was built with {self.model_name} version {self.model_version!r}, "
+                f"the vector comes from version {version!r}: rebuild the index"
             )
 
     def vectors_for(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -372,6 +416,11 @@ class ItemIndex:
             scores.update(zip(indexed, (float(v) for v in values)))
         neutral = float(np.mean(list(scores.values()))) if scores else 0.0
         return [scores.get(i, neutral) for i in item_ids]
+
+    def log_popularity(self, item_ids: Sequence[str]) -> np.ndarray:
+        """``log(1 + training interactions)`` of each of ``item_ids`` (0 for ids not in the index)."""
+        counts = [self._meta.popularity[self._position[i]] if i in self._position else 0 for i in item_ids]
+        return np.log1p(np.asarray(counts, dtype=np.float64))
 
     def popular(self, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """The ``k`` most interacted-with items in training, skipping ``exclude``.

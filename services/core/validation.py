@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
 from services.core.catalog import Catalog, Item
+from services.core.errors import InvalidArgument
 
 
 def require_known_items(catalog: Catalog, field: str, ids: Sequence[str]) -> list[Item]:

@@ -43,7 +43,7 @@ class GrpcStages:
         self._ranking = ranking_service_pb2_grpc.RankingServiceStub(self.channels["ranking"])
 
     async def retrieve(
-        self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float,
+        self, history: Sequence[str], query: str, *, exclude: Sequence[str], k: int, timeout_s: float,
         candidates: Sequence[str] = (),
     ):
         try:
@@ -61,7 +61,7 @@ class GrpcStages:
             raise from_rpc_error("retrieval", err) from err
         return [(c.item_id, c.score) for c in r.candidates], _versions(r)
 
-    async def instruct(self, history: Sequence[str], query: str, candidates: Sequence[str], timeout_s: float):
+    async def instruct(self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float):
         try:
             r = await self._instruction.GenerateInstruction(
                 instruction_service_pb2.GenerateInstructionRequest(
@@ -75,7 +75,8 @@ class GrpcStages:
         return r.instruction, r.template_id, _versions(r)
 
     async def rank(
-        self, instruction: str, candidates: Sequence[str], timeout_s: float, retrieval_scores: Sequence[float] = ()
+        self, instruction: str, *, candidates: Sequence[str], timeout_s: float,
+        retrieval_scores: Sequence[float] = (),
     ):
         try:
             r = await self._ranking.RankCandidates(

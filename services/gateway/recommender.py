@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.common.errors import DeadlineExceeded, InvalidArgument, ServiceError, Unavailable
+from services.common.errors import InvalidArgument, ServiceError, Unavailable
 from services.common.metrics import DEGRADED, STAGE_LATENCY
 from services.core.catalog import Catalog, InteractionStore
+from services.core.deadlines import Budget
 from services.core.prompts import MAX_CANDIDATES
 from services.core.validation import Limits, require_known_items
 from services.gateway.settings import GatewaySettings
@@ -25,16 +26,17 @@ class Stages(Protocol):
     """The downstream services, as the pipeline sees them. Each raises ServiceError subclasses."""
 
     async def retrieve(
-        self, history: Sequence[str], query: str, exclude: Sequence[str], k: int, timeout_s: float,
+        self, history: Sequence[str], query: str, *, exclude: Sequence[str], k: int, timeout_s: float,
         candidates: Sequence[str] = (),
     ) -> tuple[Scored, Versions]: ...
 
     async def instruct(
-        self, history: Sequence[str], query: str, candidates: Sequence[str], timeout_s: float
+        self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float
     ) -> tuple[str, str, Versions]: ...
 
     async def rank(
-        self, instruction: str, candidates: Sequence[str], timeout_s: float, retrieval_scores: Sequence[float] = ()
+        self, instruction: str, *, candidates: Sequence[str], timeout_s: float,
+        retrieval_scores: Sequence[float] = (),
     ) -> tuple[Scored, Versions]: ...
 
 
@@ -62,19 +64,6 @@ class RecommendResult:
     model_versions: Versions = field(default_factory=list)
     unknown_history_item_ids: list[str] = field(default_factory=list)
     stage_timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms)
-
-
-class _Budget:
-    """Time left before the caller's deadline, split into per-hop timeouts."""
-
-    def __init__(self, remaining_s: float) -> None:
-        self._deadline = time.monotonic() + remaining_s
-
-    def hop(self, stage: str, hop_timeout_s: float, reserve_s: float = 0.0) -> float:
-        left = self._deadline - time.monotonic() - reserve_s
-        if left <= 0.001:
-            raise DeadlineExceeded(f"deadline exceeded before {stage}")
-        return min(left, hop_timeout_s)
 
 
 class Recommender:
@@ -120,7 +109,7 @@ class Recommender:
         """
         self.validate(q)
         s = self._s
-        budget = _Budget(s.request_timeout_s if time_remaining_s is None else time_remaining_s)
+        budget = Budget(s.request_timeout_s if time_remaining_s is None else time_remaining_s)
         result = RecommendResult()
         num_items = q.num_items or s.default_num_items
         history, result.unknown_history_item_ids = self.resolve_history(q)
@@ -133,9 +122,9 @@ class Recommender:
             if s.fuse_retrieval_scores:
                 try:
                     with self._timed(result, "retrieval"):
-                        timeout_s = budget.hop("retrieval", s.retrieval_timeout_s, s.degrade_reserve_s)
+                        timeout_s = budget.hop("retrieval", s.retrieval_timeout_s, reserve_s=s.degrade_reserve_s)
                         scored, versions = await self._stages.retrieve(
-                            history, q.query, [], 0, timeout_s, candidates=candidate_ids
+                            history, q.query, exclude=[], k=0, timeout_s=timeout_s, candidates=candidate_ids
                         )
                     by_id = dict(scored)
                     if set(by_id) != set(candidate_ids):
@@ -153,7 +142,7 @@ class Recommender:
             with self._timed(result, "retrieval"):
                 timeout_s = budget.hop("retrieval", s.retrieval_timeout_s)
                 candidates, versions = await self._stages.retrieve(
-                    history, q.query, q.exclude_item_ids, s.num_candidates, timeout_s
+                    history, q.query, exclude=q.exclude_item_ids, k=s.num_candidates, timeout_s=timeout_s
                 )
             result.model_versions += versions
             candidate_ids = [c for c, _ in candidates]
@@ -166,14 +155,15 @@ class Recommender:
         try:
             with self._timed(result, "instruction"):
                 result.instruction, result.template_id, versions = await self._stages.instruct(
-                    history, q.query, candidate_ids,
-                    budget.hop("instruction", s.instruction_timeout_s, s.degrade_reserve_s),
+                    history, q.query, candidates=candidate_ids,
+                    timeout_s=budget.hop("instruction", s.instruction_timeout_s, reserve_s=s.degrade_reserve_s),
                 )
             result.model_versions += versions
             with self._timed(result, "ranking"):
                 ranked, versions = await self._stages.rank(
-                    result.instruction, candidate_ids, budget.hop("ranking", s.ranking_timeout_s, s.degrade_reserve_s),
-                    retrieval_scores,
+                    result.instruction, candidates=candidate_ids,
+                    timeout_s=budget.hop("ranking", s.ranking_timeout_s, reserve_s=s.degrade_reserve_s),
+                    retrieval_scores=retrieval_scores,
                 )
             result.model_versions += versions
         except ServiceError as exc:

@@ -16,7 +16,7 @@ from services.gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 
-class GatewayService:
+class GatewayApp:
     """Ready when retrieval and instruction are SERVING (ranking down only degrades answers)."""
 
     name = "gateway"

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEFAULT_DATA_DIR, ClientTlsSettings, ServiceSettings
+from services.core.contracts import FUSE_RETRIEVAL_SCORES
 from services.core.prompts import MAX_CANDIDATES
 
 
@@ -42,7 +43,7 @@ class GatewaySettings(ServiceSettings):
     """Items returned when num_items is 0."""
     num_candidates: int = Field(MAX_CANDIDATES, gt=0, le=MAX_CANDIDATES)
     """Candidates retrieved and ranked per request."""
-    fuse_retrieval_scores: bool = True
+    fuse_retrieval_scores: bool = FUSE_RETRIEVAL_SCORES
     """Pass each candidate's retrieval score to the ranker, which fuses it with the LM's (RANKING_LM_WEIGHT);
     caller-supplied candidates are scored by the retrieval service first. False: the LM ranker alone orders
     the candidates (InstructRec's pure re-ranking)."""

@@ -12,6 +12,7 @@ from services.common.errors import InvalidArgument, ServiceError
 from services.common.metrics import CACHE_EVENTS
 from services.core import prompts
 from services.core.catalog import Catalog, Item
+from services.core.deadlines import Budget
 from services.core.validation import Limits, require_known_items
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class InstructionWriter:
             prompt = prompts.render_preference_prompt(recent, self._noun, self._max_history)
             task = asyncio.create_task(self._fill(key, prompt))
             self._inflight[key] = task
-        wait = self._wait_s if timeout_s is None else min(self._wait_s, timeout_s)
+        wait = Budget(timeout_s).wait_s(self._wait_s)
         try:
             # shield: a request that stops waiting does not cancel the generation that fills the cache.
             statement, version = await asyncio.wait_for(asyncio.shield(task), wait)

@@ -7,13 +7,14 @@ from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog
+from services.core.contracts import PROMPT_INPUT, TEXT_OUTPUT
 from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter
 from services.instruction.servicer import InstructionServicer
 from services.instruction.settings import InstructionSettings
 
 
-class InstructionService:
+class InstructionApp:
     """Ready when the catalog is loaded and (if explicit preference is on) the generator is ready."""
 
     name = "instruction"
@@ -29,7 +30,7 @@ class InstructionService:
         catalog = Catalog.load(s.catalog_path)
         generate = None
         if s.explicit_preference:
-            self.generator = TritonModel(s.triton, s.model_name, "prompt", "text")
+            self.generator = TritonModel(s.triton, s.model_name, PROMPT_INPUT, TEXT_OUTPUT)
 
             async def generate(prompt: str, timeout_s: float) -> tuple[str, str]:
                 out = await self.generator.infer_text(prompt, timeout_s)

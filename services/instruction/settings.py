@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEFAULT_DATA_DIR, ServiceSettings, TritonSettings
+from services.core.contracts import PREFERENCE_GENERATOR
 from services.core.prompts import DEFAULT_ITEM_NOUN, DEFAULT_MAX_HISTORY_ITEMS
 
 
@@ -22,7 +23,7 @@ class InstructionSettings(ServiceSettings):
     """Catalog JSON Lines file (titles for the instruction)."""
     triton: TritonSettings = TritonSettings(timeout_s=60.0)
     """Triton endpoint and call timeout (generation is the slowest model call)."""
-    model_name: str = "preference_generator"
+    model_name: str = PREFERENCE_GENERATOR
     """Triton model that writes explicit preference statements."""
     explicit_preference: bool = True
     """Add a generated preference statement (P2) to instructions; off serves implicit preference (P1) only."""

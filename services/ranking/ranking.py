@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from services.common.errors import InvalidArgument, Unavailable
 from services.core.contracts import MAX_CANDIDATES
+from services.core.deadlines import Budget
 from services.core.fusion import fuse
 from services.core.validation import Limits, require_max_chars
 
@@ -80,3 +82,51 @@ def rank_from_label_logits(
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")
     return [(candidate_item_ids[i], float(probs[i])) for i in order]
+
+
+# Scores one instruction with the served ranker: (label logits, model version); the float is its timeout.
+ScoreFn = Callable[[str, float], Awaitable[tuple[np.ndarray, str]]]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Candidates best first with their probabilities, and the ranker version ("" when it was not called)."""
+
+    items: list[tuple[str, float]]
+    model_version: str = ""
+
+
+class CandidateRanker:
+    """Ranks an instruction's lettered candidates: the LM's label log-probabilities fused with retrieval scores.
+
+    With retrieval scores and an LM weight of 0 the fused order is the retrieval order, so the ranker model
+    is not called at all.
+    """
+
+    def __init__(self, score: ScoreFn, *, lm_weight: float, retrieval_temperature: float, score_timeout_s: float,
+                 max_instruction_chars: int, limits: Limits) -> None:
+        self._score = score
+        self._lm_weight = lm_weight
+        self._temperature = retrieval_temperature
+        self._score_timeout_s = score_timeout_s
+        self._max_instruction_chars = max_instruction_chars
+        self._limits = limits
+
+    async def rank(self, instruction: str, candidate_item_ids: Sequence[str], retrieval_scores: Sequence[float],
+                   budget: Budget) -> Ranked:
+        """Validate the request and rank its candidates.
+
+        Raises:
+            InvalidArgument: naming the offending field.
+            Unavailable: the ranker failed or returned unusable logits.
+            DeadlineExceeded: no time was left to call the ranker.
+        """
+        validate_rank_request(instruction, candidate_item_ids, self._max_instruction_chars, self._limits,
+                              retrieval_scores)
+        if retrieval_scores and self._lm_weight == 0:
+            return Ranked(rank_from_label_logits(candidate_item_ids, np.zeros(len(candidate_item_ids)),
+                                                 retrieval_scores, 0.0, self._temperature))
+        logits, version = await self._score(instruction, budget.hop("ranker", self._score_timeout_s))
+        items = rank_from_label_logits(candidate_item_ids, logits, retrieval_scores or None, self._lm_weight,
+                                       self._temperature)
+        return Ranked(items, version)

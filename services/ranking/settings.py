@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings, TritonSettings
-from services.core.contracts import RANKER, RETRIEVAL_TEMPERATURE
+from services.core.contracts import RANKER
 
 
 class RankingSettings(ServiceSettings):
@@ -29,5 +29,6 @@ class RankingSettings(ServiceSettings):
     per model set by `instructrec fit-fusion` (tools/train/adapters/fusion.json): this default is the entry of
     the tuned models (what `make run` and the k8s deployment serve); `instructrec run --models base` sets the
     base entry."""
-    retrieval_temperature: float = Field(RETRIEVAL_TEMPERATURE, gt=0, allow_inf_nan=False)
-    """Divides the retrieval scores before fusion: the retriever's training temperature."""
+    retrieval_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    """Divides the retrieval scores before fusion. The retrieval service returns fused logits (its sources
+    already on the scale of their training logits), so 1."""

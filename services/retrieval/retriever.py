@@ -1,56 +1,113 @@
-"""Candidate retrieval over the item index (no gRPC or Triton here)."""
+"""Hybrid candidate retrieval: the sequence model and the text encoder, fused (no gRPC or Triton here).
+
+Candidates come from two sources: the sequence model's index (the user's item history -> a user vector ->
+inner product with its item vectors) and the text encoder's index (the request text: query + recent
+titles, blended with the history's item vectors). The union is scored by one rule
+(:func:`services.core.fusion.fuse_retrieval`) with weights per situation (with a query / without), and the
+top K are returned with their fused score. A source whose weight is 0 in a situation is not called: a
+request without a query pays for no text-encoder call when the fitted text weight without a query is 0.
+
+Users without history: the text (their query) and popularity; neither: the most popular items. Items added
+to the catalog after the sequence model was trained have no sequence vector and are reached through text.
+
+A request reads one :class:`Snapshot`, the pair of indexes, each with the model version that built it,
+and asks Triton for exactly those versions, so a user vector is never searched against an index built by
+another version; :meth:`Retriever.install` switches every later request to a new pair at once.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
 from services.core import prompts
 from services.core.catalog import Catalog
-from services.core.index import ItemIndex, user_vector
+from services.core.contracts import RETRIEVAL_TEMPERATURE
+from services.core.deadlines import Budget
+from services.core.fusion import RetrievalFusion, SourceWeights, fuse_retrieval
+from services.core.index import IndexFormatError, ItemIndex, user_vector
 from services.core.validation import Limits, require_known_items
 
-# Embeds one text with the served encoder; returns (vector, model version).
-EncodeFn = Callable[[str, float | None], Awaitable[tuple[np.ndarray, str]]]
+log = logging.getLogger(__name__)
+
+# Embeds one text with the served encoder at a pinned version: (text, timeout_s, version) -> (vector, version).
+EncodeTextFn = Callable[[str, float, str], Awaitable[tuple[np.ndarray, str]]]
+# Encodes an item history (oldest first) with the sequence model at a pinned version -> (vector, version).
+EncodeHistoryFn = Callable[[Sequence[str], float, str], Awaitable[tuple[np.ndarray, str]]]
+
+HYBRID, SEQUENCE, TEXT, POPULARITY = "hybrid", "sequence", "text", "popularity"
 
 
 @dataclass(frozen=True)
 class Retrieved:
-    """Candidates, best first, and how they were found."""
+    """Candidates, best first, how they were found, and the model versions that found them."""
 
     candidates: list[tuple[str, float]]
-    strategy: str  # "embedding" | "popularity"
-    encoder_version: str = ""
+    strategy: str  # "hybrid" | "sequence" | "text" | "popularity"
+    model_versions: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The indexes one request searches: the text encoder's, and the sequence model's if it is served."""
+
+    text: ItemIndex
+    sequence: ItemIndex | None = None
 
 
 class Retriever:
-    """Embeds the request (query + recent history titles), blends in the history's item vectors, searches."""
+    """Scores and searches the union of the sequence and text candidates under one fused rule."""
 
     def __init__(
         self,
-        index: ItemIndex,
+        snapshot: Snapshot,
         catalog: Catalog,
-        encode: EncodeFn,
         *,
+        encode_text: EncodeTextFn,
+        encode_history: EncodeHistoryFn | None,
+        fusion: RetrievalFusion,
+        text_only_popularity_weight: float,
         history_weight: float,
         recent_history_items: int,
-        popularity_weight: float = 0.0,
+        sequence_history_items: int,
+        source_candidates: int,
+        text_timeout_s: float,
+        sequence_timeout_s: float,
         default_k: int,
         max_k: int,
         limits: Limits,
+        temperature: float = RETRIEVAL_TEMPERATURE,
     ) -> None:
-        self._index = index
+        self._snapshot = snapshot
         self._catalog = catalog
-        self._encode = encode
+        self._encode_text = encode_text
+        self._encode_history = encode_history
+        self._fusion = fusion
+        # The text rule in logit units: cos / temperature + (w / temperature) * log(1 + count), w the setting
+        # in cosine units (services/core/index.ItemIndex.search's prior).
+        self._text_only = SourceWeights(sequence=0.0, text=1.0, popularity=text_only_popularity_weight / temperature)
         self._history_weight = history_weight
-        self._popularity_weight = popularity_weight
         self._max_history = recent_history_items
+        self._sequence_history = sequence_history_items
+        self._source_candidates = source_candidates
+        self._text_timeout_s = text_timeout_s
+        self._sequence_timeout_s = sequence_timeout_s
         self._default_k = default_k
         self._max_k = max_k
         self._limits = limits
+        self._temperature = temperature
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def install(self, snapshot: Snapshot) -> None:
+        """Serve every later request from ``snapshot`` (requests in flight finish on the pair they started)."""
+        self._snapshot = snapshot
 
     def validate(
         self, history_ids: Sequence[str], query: str, exclude_ids: Sequence[str], k: int,
@@ -68,40 +125,114 @@ class Retriever:
             self._limits.check_distinct("candidate_item_ids", candidate_ids)
             require_known_items(self._catalog, "candidate_item_ids", candidate_ids)
 
-    async def _user_vector(self, history_ids: Sequence[str], query: str,
-                           timeout_s: float | None) -> tuple[np.ndarray | None, str]:
-        """The search vector of a request (None when it has neither text nor history) and the encoder version."""
+    def _weights(self, *, has_sequence: bool, has_query: bool) -> SourceWeights:
+        """The fitted weights of the situation; the text-only rule when the sequence side cannot run (no
+        sequence index, no history it knows, or the model failed)."""
+        if not has_sequence:
+            return self._text_only
+        return self._fusion.weights(has_query=has_query)
+
+    async def _text_vector(self, snap: Snapshot, history_ids: Sequence[str], query: str,
+                           budget: Budget) -> tuple[np.ndarray | None, tuple[str, str]]:
         recent = [self._catalog[i] for i in history_ids[-self._max_history:]]
         text = prompts.retrieval_text(query, recent, self._max_history)
         if not text:
-            return None, ""
-        embedding, version = await self._encode(text, timeout_s)
-        # Items added to the catalog after the index was built have no vector yet: they only shape the text.
-        indexed = [i.item_id for i in recent if i.item_id in self._index]
-        history_vectors = self._index.vectors_for(indexed) if indexed else None
-        return user_vector(embedding, history_vectors, self._history_weight), version
+            return None, ("", "")
+        index = snap.text
+        embedding, version = await self._encode_text(text, budget.hop(index.model_name, self._text_timeout_s),
+                                                      index.model_version)
+        _check(index, embedding, version)
+        indexed = [i.item_id for i in recent if i.item_id in index]
+        history_vectors = index.vectors_for(indexed) if indexed else None
+        return user_vector(embedding, history_vectors, self._history_weight), (index.model_name, version)
+
+    async def _sequence_vector(self, snap: Snapshot, history_ids: Sequence[str],
+                               budget: Budget) -> tuple[np.ndarray, tuple[str, str]]:
+        index = snap.sequence
+        recent = history_ids[-self._sequence_history:]
+        vector, version = await self._encode_history(
+            recent, budget.hop(index.model_name, self._sequence_timeout_s), index.model_version)
+        _check(index, vector, version)
+        return np.asarray(vector, dtype=np.float32).reshape(-1), (index.model_name, version)
 
     async def retrieve(
         self, history_ids: Sequence[str], query: str, exclude_ids: Sequence[str], k: int, timeout_s: float | None,
         candidate_ids: Sequence[str] = (),
     ) -> Retrieved:
         """Top-k items for the request, never one of the history or exclusions; or, with ``candidate_ids``,
-        exactly those items scored and ordered.
-
-        Scores are ``cosine + popularity_weight * log(1 + count)`` (``ItemIndex.search``). With neither query
-        nor history there is nothing to personalise on: the most popular items are returned, scored by the
-        prior term alone.
-        """
+        exactly those items scored by the same rule and ordered (ties keep the given order)."""
         self.validate(history_ids, query, exclude_ids, k, candidate_ids)
-        vector, version = await self._user_vector(history_ids, query, timeout_s)
-        strategy = "popularity" if vector is None else "embedding"
+        snap = self._snapshot
+        budget = Budget(timeout_s)
+        has_query = bool(query.strip())
+        # The sequence model reads the history items it has vectors for (new catalog items have none).
+        seq_history = [i for i in history_ids if i in snap.sequence] if snap.sequence is not None else []
+        w = self._weights(has_sequence=bool(seq_history) and self._encode_history is not None, has_query=has_query)
+        versions: list[tuple[str, str]] = []
+        seq_vector = text_vector = None
+        if w.sequence > 0:
+            try:
+                seq_vector, version = await self._sequence_vector(snap, seq_history, budget)
+                versions.append(version)
+            except Unavailable as exc:
+                # The text side can still answer; the strategy tells the caller which sources ran.
+                log.warning("sequence model unavailable; retrieving by text", extra={"error": str(exc)})
+                w = self._weights(has_sequence=False, has_query=has_query)
+        if w.text > 0:
+            text_vector, version = await self._text_vector(snap, history_ids, query, budget)
+            if text_vector is not None:
+                versions.append(version)
+        strategy = _strategy(seq_vector is not None, text_vector is not None)
         if candidate_ids:
-            scores = self._index.score(vector, candidate_ids, self._popularity_weight)
-            order = sorted(range(len(candidate_ids)), key=lambda n: -scores[n])  # stable: ties keep the given order
-            return Retrieved([(candidate_ids[n], scores[n]) for n in order], strategy, version)
+            scores = self._score(snap, w, list(candidate_ids), seq_vector, text_vector)
+            order = sorted(range(len(candidate_ids)), key=lambda n: -scores[n])
+            return Retrieved([(candidate_ids[n], float(scores[n])) for n in order], strategy, versions)
         k = k or self._default_k
         exclude = set(history_ids) | set(exclude_ids)
-        if vector is None:
-            ids = [i for i, _ in self._index.popular(k, exclude)]
-            return Retrieved(list(zip(ids, self._index.score(None, ids, self._popularity_weight))), strategy)
-        return Retrieved(self._index.search(vector, k, exclude, self._popularity_weight), strategy, version)
+        if strategy == POPULARITY:
+            ids = [i for i, _ in snap.text.popular(k, exclude)]
+            return Retrieved(list(zip(ids, self._score(snap, w, ids, None, None).tolist())), strategy, versions)
+        pool: dict[str, None] = {}
+        fetch = max(k, self._source_candidates)
+        if seq_vector is not None:
+            pool.update(dict.fromkeys(i for i, _ in snap.sequence.search(seq_vector, fetch, exclude)))
+        if text_vector is not None:
+            prior = w.popularity * self._temperature / max(w.text, 1e-12)
+            pool.update(dict.fromkeys(i for i, _ in snap.text.search(text_vector, fetch, exclude, prior)))
+        ids = list(pool)
+        scores = self._score(snap, w, ids, seq_vector, text_vector)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return Retrieved([(ids[n], float(scores[n])) for n in order], strategy, versions)
+
+    def _score(self, snap: Snapshot, w: SourceWeights, ids: list[str], seq_vector: np.ndarray | None,
+               text_vector: np.ndarray | None) -> np.ndarray:
+        """The fused score of each of ``ids`` (aligned)."""
+        sequence = text = None
+        if seq_vector is not None:
+            sequence = _scores_or_nan(snap.sequence, seq_vector, ids)
+        if text_vector is not None:
+            text = _scores_or_nan(snap.text, text_vector, ids)
+        return fuse_retrieval(w, sequence=sequence, text=text, log_popularity=snap.text.log_popularity(ids),
+                              temperature=self._temperature)
+
+
+def _strategy(sequence: bool, text: bool) -> str:
+    if sequence and text:
+        return HYBRID
+    return SEQUENCE if sequence else TEXT if text else POPULARITY
+
+
+def _scores_or_nan(index: ItemIndex, vector: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+    """Inner products with the indexed items; NaN for items the index does not hold."""
+    known = [i for i in ids if i in index]
+    values = dict(zip(known, (index.vectors_for(known) @ vector.astype(np.float32)).tolist())) if known else {}
+    return np.array([values.get(i, np.nan) for i in ids], dtype=np.float64)
+
+
+def _check(index: ItemIndex, vector: np.ndarray, version: str) -> None:
+    """Refuse a vector from another model version (or shape) than the index's: it would search another space."""
+    try:
+        index.check_compatible(dim=int(np.asarray(vector).reshape(-1).shape[0]), model_version=version or None)
+    except IndexFormatError as exc:
+        log.error("refused a vector that does not match its index", extra={"error": str(exc)})
+        raise Unavailable(f"retrieval: {exc}") from exc

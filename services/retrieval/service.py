@@ -1,8 +1,11 @@
-"""Wiring of the retrieval service: index, catalog, encoder client, servicer and readiness."""
+"""Wiring of the retrieval service: the two indexes, catalog, model clients, servicer, readiness, reloads."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -10,17 +13,28 @@ from instructrec.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog
-from services.core.index import ItemIndex
+from services.core.contracts import EMBEDDING_OUTPUT, HISTORY_INPUT, TEXT_INPUT, USER_VECTOR_OUTPUT
+from services.core.index import META_FILE, IndexFormatError, ItemIndex
 from services.core.validation import Limits
-from services.retrieval.retriever import Retriever
+from services.retrieval.retriever import Retriever, Snapshot
 from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
 
 
-class RetrievalService:
-    """Ready when the index is loaded and the text encoder is ready on Triton."""
+def _stamp(directory: Path) -> tuple[int, int] | None:
+    """What changes when an index folder is rebuilt (the build swaps the folder in): its metadata file's
+    inode and modification time; None when there is no index."""
+    try:
+        stat = (directory / META_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+class RetrievalApp:
+    """Ready when the text index is loaded and Triton serves the model versions its indexes were built with."""
 
     name = "retrieval"
     full_names = (retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name,)
@@ -28,42 +42,105 @@ class RetrievalService:
     def __init__(self, settings: RetrievalSettings) -> None:
         self.settings = settings
         self.encoder: TritonModel | None = None
+        self.sequence: TritonModel | None = None
         self.retriever: Retriever | None = None
+        self._stamps: tuple = ()
+        self._watch_task: asyncio.Task | None = None
+
+    def _load_snapshot(self) -> Snapshot:
+        s = self.settings
+        text = ItemIndex.load(s.index_dir)
+        sequence = None
+        if (s.sequence_index_dir / META_FILE).exists():
+            try:
+                sequence = ItemIndex.load(s.sequence_index_dir)
+            except IndexFormatError as exc:
+                log.error("sequence index unreadable; serving text retrieval", extra={"error": str(exc)})
+        else:
+            log.warning("no sequence index; serving text retrieval", extra={"dir": str(s.sequence_index_dir)})
+        return Snapshot(text, sequence)
 
     async def start(self) -> None:
         s = self.settings
-        index = ItemIndex.load(s.index_dir)
+        self._stamps = (_stamp(s.index_dir), _stamp(s.sequence_index_dir))
+        snapshot = self._load_snapshot()
         catalog = Catalog.load(s.catalog_path)
-        self.encoder = TritonModel(s.triton, s.model_name, "text", "embedding")
+        self.encoder = TritonModel(s.triton, s.model_name, TEXT_INPUT, EMBEDDING_OUTPUT)
+        self.sequence = TritonModel(s.triton, s.sequence_model_name, HISTORY_INPUT, USER_VECTOR_OUTPUT)
+        encoder, sequence = self.encoder, self.sequence
 
-        async def encode(text: str, timeout_s: float | None) -> tuple[np.ndarray, str]:
-            out = await self.encoder.infer_text(text, timeout_s)
-            if out.model_version and index.text_encoder_version and out.model_version != index.text_encoder_version:
-                log.warning(
-                    "index was built with another text_encoder version; rebuild it",
-                    extra={"index_version": index.text_encoder_version, "served_version": out.model_version},
-                )
+        async def encode_text(text: str, timeout_s: float, version: str) -> tuple[np.ndarray, str]:
+            out = await encoder.infer_text(text, timeout_s, model_version=version)
+            return out.array.astype(np.float32), out.model_version
+
+        async def encode_history(item_ids: Sequence[str], timeout_s: float, version: str) -> tuple[np.ndarray, str]:
+            out = await sequence.infer_strings(list(item_ids), timeout_s, model_version=version)
             return out.array.astype(np.float32), out.model_version
 
         self.retriever = Retriever(
-            index,
+            snapshot,
             catalog,
-            encode,
+            encode_text=encode_text,
+            encode_history=encode_history,
+            fusion=s.fusion(),
+            text_only_popularity_weight=s.popularity_weight,
             history_weight=s.history_weight,
-            popularity_weight=s.popularity_weight,
             recent_history_items=s.recent_history_items,
+            sequence_history_items=s.sequence_history_items,
+            source_candidates=s.source_candidates,
+            text_timeout_s=s.triton.timeout_s,
+            sequence_timeout_s=s.triton.timeout_s,
             default_k=s.default_num_candidates,
             max_k=s.max_num_candidates,
             limits=Limits.of(s),
         )
+        if s.index_poll_s > 0:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.index_poll_s)
+            try:
+                await self.reload_if_rebuilt()
+            except Exception:  # noqa: BLE001 - a failed reload keeps the current pair serving
+                log.exception("index reload failed; the current indexes keep serving")
+
+    async def reload_if_rebuilt(self) -> bool:
+        """Serve a rebuilt index pair once Triton serves the versions it was built with; True if switched."""
+        s = self.settings
+        stamps = (_stamp(s.index_dir), _stamp(s.sequence_index_dir))
+        if stamps == self._stamps:
+            return False
+        snapshot = self._load_snapshot()
+        if not await self._versions_served(snapshot):
+            return False  # checked again at the next poll
+        self.retriever.install(snapshot)
+        self._stamps = stamps
+        log.info("serving rebuilt indexes", extra={
+            "text_encoder_version": snapshot.text.model_version,
+            "sequence_encoder_version": snapshot.sequence.model_version if snapshot.sequence else ""})
+        return True
+
+    async def _versions_served(self, snapshot: Snapshot) -> bool:
+        if not await self.encoder.is_ready(snapshot.text.model_version):
+            log.info("waiting for Triton to serve the index's text_encoder version",
+                     extra={"version": snapshot.text.model_version})
+            return False
+        if snapshot.sequence is not None and not await self.sequence.is_ready(snapshot.sequence.model_version):
+            log.info("waiting for Triton to serve the index's sequence_encoder version",
+                     extra={"version": snapshot.sequence.model_version})
+            return False
+        return True
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
-            RetrievalServicer(self.retriever, self.settings.model_name), server
-        )
+        retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(RetrievalServicer(self.retriever), server)
 
     async def is_ready(self) -> bool:
-        return await self.encoder.is_ready()
+        # The text side is what every request can fall back to; without the sequence model, retrieval degrades.
+        return await self.encoder.is_ready(self.retriever.snapshot.text.model_version)
 
     async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         await self.encoder.close()
+        await self.sequence.close()

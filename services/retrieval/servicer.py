@@ -9,11 +9,10 @@ from services.retrieval.retriever import Retriever
 
 
 class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
-    """Returns candidates from the FAISS index."""
+    """Returns candidates from the sequence and text indexes, fused."""
 
-    def __init__(self, retriever: Retriever, encoder_name: str) -> None:
+    def __init__(self, retriever: Retriever) -> None:
         self._retriever = retriever
-        self._encoder_name = encoder_name
 
     async def RetrieveCandidates(
         self, request: retrieval_service_pb2.RetrieveCandidatesRequest, context: grpc.aio.ServicerContext
@@ -26,13 +25,8 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             context.time_remaining(),
             list(request.candidate_item_ids),
         )
-        versions = (
-            [common_pb2.ModelVersion(model_name=self._encoder_name, version=result.encoder_version)]
-            if result.encoder_version
-            else []
-        )
         return retrieval_service_pb2.RetrieveCandidatesResponse(
             candidates=[common_pb2.ScoredItem(item_id=i, score=s) for i, s in result.candidates],
-            model_versions=versions,
+            model_versions=[common_pb2.ModelVersion(model_name=n, version=v) for n, v in result.model_versions],
             strategy=result.strategy,
         )

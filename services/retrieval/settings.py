@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEFAULT_DATA_DIR, ROOT, ServiceSettings, TritonSettings
@@ -12,8 +13,21 @@ from services.core.contracts import (
     RECENT_HISTORY_ITEMS,
     RETRIEVAL_HISTORY_WEIGHT,
     RETRIEVAL_POPULARITY_WEIGHT,
+    SEQUENCE_ENCODER,
     TEXT_ENCODER,
 )
+from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights
+
+
+class SourceWeightsSettings(BaseModel):
+    """Weights of the retrieval sources in one situation (see services/core/fusion.py)."""
+
+    sequence: float = Field(1.0, ge=0, allow_inf_nan=False)
+    """Weight of the sequence model's logit."""
+    text: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Weight of the text encoder's cosine / temperature."""
+    popularity: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Weight of log(1 + training interactions)."""
 
 
 class RetrievalSettings(ServiceSettings):
@@ -43,3 +57,29 @@ class RetrievalSettings(ServiceSettings):
     temperature, which puts it back on the scale of the logits (see docs/evaluation)."""
     recent_history_items: int = Field(RECENT_HISTORY_ITEMS, gt=0)
     """Most recent history items used for the request text and the history vector."""
+    sequence_model_name: str = SEQUENCE_ENCODER
+    """Triton model that turns an item history into a user vector (the sequential recommender)."""
+    sequence_index_dir: Path = ROOT / "var" / "index-sequence"
+    """Folder with the sequence model's item index (`instructrec build-index`). Missing: text retrieval only,
+    until an index appears (the service watches for it)."""
+    sequence_history_items: int = Field(50, gt=0)
+    """Most recent history items sent to the sequence model (the length it was trained on)."""
+    source_candidates: int = Field(100, gt=0)
+    """Candidates each source (sequence index, text index) contributes to the union that the fused rule
+    scores; the top num_candidates of the union are returned."""
+    fusion_with_query: SourceWeightsSettings = SourceWeightsSettings(**asdict(SERVED_RETRIEVAL_FUSION.with_query))
+    """Fused score weights for requests with a query (``sequence * s_seq + text * cos / 0.05 + popularity *
+    log(1 + count)``), fitted on validation users by `instructrec fit-fusion --stage
+    retrieval` (tools/train/adapters/retrieval_fusion.json; a unit test keeps this default equal to it)."""
+    fusion_without_query: SourceWeightsSettings = SourceWeightsSettings(
+        **asdict(SERVED_RETRIEVAL_FUSION.without_query))
+    """Fused score weights for requests without a query. A text weight of 0 means such requests make no
+    text-encoder call."""
+    index_poll_s: float = Field(5.0, ge=0)
+    """How often the index folders are checked for a rebuilt index (0: never). A new index is served once
+    Triton serves the model version it was built with; until then the previous pair keeps serving."""
+
+    def fusion(self) -> RetrievalFusion:
+        """The fused rule's weights per situation."""
+        return RetrievalFusion(with_query=SourceWeights(**self.fusion_with_query.model_dump()),
+                               without_query=SourceWeights(**self.fusion_without_query.model_dump()))

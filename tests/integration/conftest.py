@@ -1,7 +1,7 @@
 """Session fixtures shared by the integration tests: a tiny model repository and a real Triton serving it.
 
 The models are random-initialised copies of the served architectures (BERT encoder, Llama LM) with the real
-tokenizers, exported by the same code as the real models (``tools/export.py``), so the tests exercise the
+tokenizers, exported by the same code as the real models (``tools/export``), so the tests exercise the
 whole path (export, ``config.pbtxt``, ``model.py``, Triton's dynamic batcher) in seconds.
 """
 
@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from services.core.catalog import Catalog
+from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS
 from tools import export
 from tools.base_models import smollm2_tokenizer_dir
-from tools.tiny_models import build_tiny_encoder, build_tiny_lm
+from tools.tiny_models import build_tiny_encoder, build_tiny_lm, build_tiny_sequence_model
 from tools.triton_server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
-TRITON_MODELS = export.MODEL_NAMES
+TRITON_MODELS = SERVED_MODELS
 
 # A longer batching window than the defaults: on a loaded 2-core CI machine it makes executions with
 # several requests reliable, at no cost to the tests' run time.
@@ -26,11 +28,12 @@ _TEST_QUEUE_DELAY_US = 20_000
 
 
 @pytest.fixture(scope="session")
-def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository with version 1 of the three models, exported from tiny random models.
+def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    """A model repository with version 1 of the four models, exported from tiny random models.
 
     ``text_encoder`` outputs 32-d embeddings; ``ranker`` and ``preference_generator`` use SmolLM2's real
-    tokenizer and chat template, and all three use the committed ``model.py`` adapters.
+    tokenizer and chat template; ``sequence_encoder`` knows the items of ``dataset``; all use the committed
+    ``model.py`` adapters.
     """
     base = tmp_path_factory.mktemp("tiny_models")
     encoder = build_tiny_encoder(base / "encoder")
@@ -39,6 +42,9 @@ def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export.export_text_encoder(encoder, repository, 1, max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     export.export_ranker(lm, repository, 1, max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     export.export_preference_generator(lm, repository, 1, max_new_tokens=8)
+    sequence = build_tiny_sequence_model(base / "sequence", list(Catalog.load(dataset / "items.jsonl").items))
+    export.export_model(SEQUENCE_ENCODER, sequence, repository, version=1,
+                        max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     return repository
 
 
@@ -70,11 +76,18 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def index_dir(dataset: Path, triton_server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The item index of ``dataset``, built through the tiny ``text_encoder`` on Triton."""
-    from tools.index import build_index
+    """The text index of ``dataset``, built through the tiny ``text_encoder`` on Triton, and beside it
+    (``<index_dir>-sequence``, where the test stack's retrieval looks) the tiny sequence model's index."""
+    import asyncio
 
-    return build_index(dataset / "items.jsonl", dataset / "train.csv", tmp_path_factory.mktemp("index"),
-                       triton_server.grpc_addr, progress=False)
+    from tests.integration.stack_helpers import sequence_index_of
+    from tools.index import build_index, build_sequence_index_async
+
+    out = build_index(dataset / "items.jsonl", dataset / "train.csv", tmp_path_factory.mktemp("index"),
+                      triton_server.grpc_addr, progress=False)
+    asyncio.run(build_sequence_index_async(dataset / "items.jsonl", dataset / "train.csv", sequence_index_of(out),
+                                           triton_server.grpc_addr, triton_server.model_repository))
+    return out
 
 
 @pytest.fixture(scope="session")

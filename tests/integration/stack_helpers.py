@@ -9,13 +9,13 @@ from pathlib import Path
 
 from services.common.server import ServiceRunner
 from services.core.catalog import Catalog, Interaction, Item, write_interactions
-from services.gateway.service import GatewayService
+from services.gateway.service import GatewayApp
 from services.gateway.settings import GatewaySettings
-from services.instruction.service import InstructionService
+from services.instruction.service import InstructionApp
 from services.instruction.settings import InstructionSettings
-from services.ranking.service import RankingService
+from services.ranking.service import RankingApp
 from services.ranking.settings import RankingSettings
-from services.retrieval.service import RetrievalService
+from services.retrieval.service import RetrievalApp
 from services.retrieval.settings import RetrievalSettings
 
 GENRES = ("Comedy", "Drama", "Action", "Romance", "Horror", "Animation", "Thriller", "Documentary")
@@ -35,6 +35,11 @@ def write_synthetic_dataset(folder: Path, num_items: int = 80, num_users: int = 
             rows.append(Interaction(str(u), str(item), float(1_000 + t), 4.0))
     write_interactions(folder / "train.csv", rows)
     return folder
+
+
+def sequence_index_of(index_dir: Path) -> Path:
+    """Where the test stacks keep the sequence index beside a text index (absent: text retrieval only)."""
+    return index_dir.with_name(index_dir.name + "-sequence")
 
 
 @dataclass
@@ -58,7 +63,7 @@ def service_settings(
         return RankingSettings(**{**common, "triton": triton, **overrides})
     if name == "retrieval":
         return RetrievalSettings(**{**common, "triton": triton, "catalog_path": catalog, "index_dir": index_dir,
-                                    **overrides})
+                                    "sequence_index_dir": sequence_index_of(index_dir), **overrides})
     if name == "instruction":
         return InstructionSettings(**{**common, "triton": triton, "catalog_path": catalog, **overrides})
     return GatewaySettings(**{
@@ -71,10 +76,10 @@ def service_settings(
 
 
 SERVICE_CLASSES = {
-    "ranking": RankingService,
-    "retrieval": RetrievalService,
-    "instruction": InstructionService,
-    "gateway": GatewayService,
+    "ranking": RankingApp,
+    "retrieval": RetrievalApp,
+    "instruction": InstructionApp,
+    "gateway": GatewayApp,
 }
 
 

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import tritonclient.grpc as grpcclient
 
+from services.common.settings import TritonSettings
+from services.common.triton_clients import triton_sync_client
 from tests.integration.conftest import ROOT, TRITON_MODELS
 from tests.integration.stack_helpers import running_stack
-from tools.bench import MODELS, BenchConfig, run_bench
+from tools.bench.config import MODELS, BenchConfig
+from tools.bench.run import run_bench
 from tools.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
@@ -81,7 +83,7 @@ async def test_bench_measures_the_stack_with_batching_on_and_off_and_restores_th
     assert set(results["acceptance"]) == {"served_c1_within_10pct_of_model_only", "no_ranker_path_p50_under_15ms"}
 
     # The overrides are gone: Triton serves the repository's configs again.
-    with grpcclient.InferenceServerClient(bench_triton.grpc_addr) as client:
+    with triton_sync_client(TritonSettings(grpc_addr=bench_triton.grpc_addr)) as client:
         for model in MODELS:
             assert "dynamic_batching" in client.get_model_config(model, as_json=True)["config"], model
             assert client.is_model_ready(model)

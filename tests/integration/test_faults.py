@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
 from services.common.server import ServiceRunner
-from services.retrieval.service import RetrievalService
+from services.retrieval.service import RetrievalApp
 from tests.integration.conftest import ROOT, TRITON_MODELS
 from tests.integration.stack_helpers import running_stack
 from tools.index import build_index_async
@@ -180,7 +180,7 @@ async def test_retrieval_restart_under_load_is_absorbed_by_retries_and_reconnect
         old = s.runners["retrieval"]
         await old.stop()
         settings = old.settings.model_copy(update={"port": old.port})
-        s.runners["retrieval"] = ServiceRunner(settings, RetrievalService(settings))
+        s.runners["retrieval"] = ServiceRunner(settings, RetrievalApp(settings))
         await s.runners["retrieval"].start()
         restarted_at = load.mark()
         await asyncio.sleep(2.0)

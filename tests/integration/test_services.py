@@ -39,7 +39,8 @@ async def test_known_user_gets_ten_distinct_ranked_items_outside_their_history(g
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-5
     assert not r.degraded
     assert '"a funny film"' in r.instruction and "\nT. " in r.instruction
-    assert {v.model_name for v in r.model_versions} == {"text_encoder", "ranker", "preference_generator"}
+    assert {v.model_name for v in r.model_versions} == {"sequence_encoder", "text_encoder", "ranker",
+                                                        "preference_generator"}
     assert r.template_id == "P2-I1-T3-0"
     assert [t.stage for t in r.stage_timings] == ["retrieval", "instruction", "ranking"]
 
@@ -50,7 +51,8 @@ async def test_candidates_are_scored_by_retrieval_not_searched_and_reranked_in_l
         recommend_service_pb2.RecommendRequest(user_id="2", candidate_item_ids=candidates), timeout=60
     )
     assert sorted(i.item_id for i in r.items) == sorted(candidates)
-    assert {v.model_name for v in r.model_versions} == {"text_encoder", "ranker", "preference_generator"}
+    # No query: the sequence model alone retrieves (the fitted no-query text weight is 0).
+    assert {v.model_name for v in r.model_versions} == {"sequence_encoder", "ranker", "preference_generator"}
     assert "A. Film number 5" in r.instruction and "D. Film number 21" in r.instruction
     assert [t.stage for t in r.stage_timings] == ["retrieval", "instruction", "ranking"] and not r.degraded
 
@@ -71,7 +73,7 @@ async def test_retrieval_scores_given_candidates_exactly_as_its_search_does(stac
         )
         assert [c.item_id for c in scored.candidates] == wanted  # all of them, best first
         assert [c.score for c in scored.candidates] == pytest.approx([by_search[i] for i in wanted], abs=1e-5)
-        assert scored.strategy == "embedding"
+        assert scored.strategy in ("hybrid", "sequence")
         for bad, field in ((["1", "1"], "candidate_item_ids"), (["nope"], "candidate_item_ids")):
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.RetrieveCandidates(

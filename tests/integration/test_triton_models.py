@@ -1,4 +1,8 @@
-"""The three python-backend models in a real Triton, served from tiny exported models."""
+"""The three python-backend models in a real Triton, served from tiny exported models.
+
+Each version folder holds the model's thin ``model.py`` and a copy of ``model_repository/triton_adapter.py``,
+which Triton's python backend finds beside it; the adapters take their tensor names from ``config.pbtxt``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from services.core.contracts import MODEL_NAMES, RANKER_ANSWER_PREFIX, TRITON_CONTRACTS
+from services.core.modeltext import ranker_model_text
 from tools import export
 from tools.triton_server import TritonServer
 
@@ -63,7 +69,22 @@ def test_models_answer_with_contract_shapes_and_types(client: grpcclient.Inferen
     assert isinstance(text[0, 0], bytes) and text[0, 0].decode().strip()
 
     ranker_config = client.get_model_config("ranker", as_json=True)["config"]
-    assert ranker_config["parameters"]["answer_prefix"]["string_value"] == export.prompts.RANKER_ANSWER_PREFIX
+    assert ranker_config["parameters"]["answer_prefix"]["string_value"] == RANKER_ANSWER_PREFIX
+
+
+def test_served_versions_use_the_shared_helper_and_the_contract_tensor_names(
+    client: grpcclient.InferenceServerClient, tiny_model_repository: Path
+) -> None:
+    helper = (Path(__file__).resolve().parents[2] / "model_repository" / "triton_adapter.py").read_text()
+    for name in MODEL_NAMES:
+        version_dir = tiny_model_repository / name / "1"
+        assert (version_dir / "triton_adapter.py").read_text() == helper
+        assert "from triton_adapter import" in (version_dir / "model.py").read_text()
+        config = client.get_model_config(name, as_json=True)["config"]
+        contract = TRITON_CONTRACTS[name]
+        assert ([i["name"] for i in config["input"]], [o["name"] for o in config["output"]]) == (
+            [contract.input_name], [contract.output_name])
+        assert client.is_model_ready(name, "1")
 
 
 def test_ranker_scores_equal_onnx_runtime(
@@ -80,7 +101,7 @@ def test_ranker_scores_equal_onnx_runtime(
     tokenizer = AutoTokenizer.from_pretrained(str(version_dir))
     session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     for prompt, result in zip(prompts, results):
-        ids = tokenizer(export.ranker_model_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        ids = tokenizer(ranker_model_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
         (expected,) = session.run(
             ["label_logits"],
             {"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), dtype=np.int64)},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from instructrec.v1 import (
 )
 from tqdm import tqdm
 
+from tools.eval.hard_negatives import SOURCE as HARD_NEGATIVE_SOURCE
+from tools.eval.hard_negatives import hard_negative_lists
 from tools.eval.metrics import rank_of, summarize
 from tools.eval.protocols import Case, Split, load_split, popularity_scorer, random_candidates, random_scorer
 from tools.eval.sasrec import SASRecConfig, SASRecRecommender
@@ -171,18 +172,12 @@ async def evaluate(config: EvalConfig) -> dict:
                                                config.concurrency, "protocol 1")
                 ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
             results["1"] = {m: summarize(r, PROTOCOL_KS[1]) for m, r in ranks.items()}
-        if 2 in config.protocols and (config.retrieval_addr or config.hard_negative_lists is not None):
+        if 2 in config.protocols:
             if config.hard_negative_lists is not None:
                 candidates = _reuse_lists(config.hard_negative_lists, cases)
             else:
-                retrieved = await _gather_bounded([served.retrieve(c, 9, [c.target]) for c in cases],
-                                                  config.concurrency, "hard negatives")
-                candidates = []
-                for case, negatives in zip(cases, retrieved):
-                    shuffled = [case.target, *negatives]
-                    random.Random(f"{config.seed}:{case.user_id}").shuffle(shuffled)  # position carries no signal
-                    candidates.append(shuffled)
-                protocol2_lists = {"retriever": config.served_name,
+                candidates = hard_negative_lists(split, cases, seed=config.seed)
+                protocol2_lists = {"retriever": HARD_NEGATIVE_SOURCE,
                                    "lists": {c.user_id: list(cands) for c, cands in zip(cases, candidates)}}
             ranks = _baseline_ranks(split, cases, candidates, sasrec)
             if config.gateway_addr:
@@ -190,10 +185,7 @@ async def evaluate(config: EvalConfig) -> dict:
                                                config.concurrency, "protocol 2")
                 # Without the baselines (an appended system) on lists of its own retriever, the row is not
                 # comparable with the report's others: its name says so.
-                label = config.served_name
-                if not config.baselines and config.hard_negative_lists is None:
-                    label += " (own retriever's lists)"
-                ranks[label] = [o.index(c.target) for c, o in zip(cases, orders)]
+                ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
             results["2"] = {m: summarize(r, PROTOCOL_KS[2]) for m, r in ranks.items()}
         if 3 in config.protocols and config.gateway_addr and config.retrieval_addr:
             ranks = _full_ranking_baselines(split, cases, sasrec, 10)
@@ -275,14 +267,14 @@ def write_report(report: dict, out_dir: Path, command: str, append: bool = False
     if append and (out_dir / "results.json").is_file():
         report = merge_reports(json.loads((out_dir / "results.json").read_text()), report)
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    titles = {"1": "Protocol 1: target + 9 random negatives", "2": "Protocol 2: target + 9 retriever negatives",
+    titles = {"1": "Protocol 1: target + 9 random negatives", "2": "Protocol 2: target + 9 hard negatives",
               "3": "Protocol 3: full ranking (retrieve 20 -> rank)"}
     lines = ["# Evaluation report", "", "Commands:", "", *[f"    {c}" for c in report["commands"]], "",
              f"{report['users']} test users; seed {report['seed']}; {report['seconds']} s.", ""]
     for protocol, methods in report["results"].items():
         lines += [f"## {titles[protocol]}", ""]
         if protocol == "2" and report.get("protocol2_lists"):
-            lines += [f"Every row ranks the same lists: the target and the top 9 of the retriever of "
+            lines += [f"Every row ranks the same lists: the target and 9 hard negatives from "
                       f"{report['protocol2_lists']['retriever']} (stored in results.json).", ""]
         metrics = sorted({k for m in methods.values() for k in m if k != "users"})
         lines.append("| method | " + " | ".join(metrics) + " |")

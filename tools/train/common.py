@@ -69,6 +69,23 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's vector-instruction flags that change speed here (machines differ: AVX2 only, or AVX-512/VNNI)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx")
+    return sorted({f for f in line.split() if f.startswith(wanted)})
+
+
+def machine() -> dict[str, Any]:
+    """Where a run or a timing happened: platform, CPUs, CPU flags, torch and its threads."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu_flags": cpu_flags(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
 def repo_path(path: Path) -> str:
     """``path`` relative to the repository when inside it, so committed records hold no machine paths."""
     try:
@@ -110,8 +127,7 @@ class Record:
             "best": self.best,
             "validations": self.validations,
             "seconds": round(time.time() - self.started_at, 1),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()},
+            "machine": machine(),
             **_jsonable(self.extra),
         }
         tmp = self.path.with_suffix(".tmp")

@@ -20,27 +20,24 @@ from __future__ import annotations
 import json
 import logging
 import random
-import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from services.common.settings import ROOT
 from services.core import prompts
-from services.core.catalog import item_text
 from services.core.contracts import (
     RECENT_HISTORY_ITEMS,
     RETRIEVAL_HISTORY_WEIGHT,
-    RETRIEVAL_POPULARITY_WEIGHT,
-    RETRIEVAL_TEMPERATURE,
 )
-from services.core.fusion import fuse
-from services.core.index import ItemIndex, user_vector, write_item_index
+from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, fuse
 from tools.eval.metrics import candidate_list, random_negatives
 from tools.export import combined_sha256, weights_sha256
 from tools.train.common import repo_path
+from tools.train.retrieval_fusion import RetrievalFitConfig, validation_scores
+from tools.train.sequential import PUBLISHED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +58,12 @@ class FusionFitConfig:
     """LoRA adapter folder or Hugging Face model folder of the text encoder."""
     validation_users: int = 200
     seed: int = 0
-    temperature: float = RETRIEVAL_TEMPERATURE
+    sequence: Path = PUBLISHED_DIR
+    """Folder of the sequence model (the served retrieval fuses it)."""
+    retrieval: RetrievalFusion = field(default_factory=lambda: SERVED_RETRIEVAL_FUSION)
+    """The served retrieval weights."""
+    temperature: float = 1.0
+    """Divides the retrieval scores in the ranking fusion: 1, they are already logits."""
     grid: tuple[float, ...] = DEFAULT_GRID
     batch_size: int = 8
     threads: int = 0
@@ -116,50 +118,39 @@ def fit_fusion(config: FusionFitConfig) -> dict:
     import torch
     from tqdm import tqdm
 
-    from services.core.modeltext import label_token_ids, mean_pooled_encoder, ranker_scorer
+    from services.core.modeltext import label_token_ids, ranker_scorer
     from tools.train.examples import RankerExample, load_training_data, render_for, validation_samples
     from tools.train.ranker import RankerBatcher
-    from tools.train.retriever import encode, load_encoder
 
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device("cpu")
     data = load_training_data(config.data_dir)
-    catalog = data.catalog
-    history_weight = RETRIEVAL_HISTORY_WEIGHT
-    popularity_weight = RETRIEVAL_POPULARITY_WEIGHT
     recent_n = RECENT_HISTORY_ITEMS
     samples = validation_samples(data, config.validation_users)
 
-    # Retrieval side: the served rule over an index of this encoder's item vectors.
-    encoder, enc_tokenizer = load_encoder(config.encoder, device)
-    pooled = mean_pooled_encoder(encoder)
-    ids = list(catalog.items)
-    with torch.no_grad():
-        vectors = encode(pooled, enc_tokenizer, [item_text(catalog[i]) for i in ids], device).numpy()
-        texts = [prompts.retrieval_text("", [catalog[i] for i in s.history[-recent_n:]], recent_n) for s in samples]
-        queries = encode(pooled, enc_tokenizer, texts, device).numpy()
-    del encoder
-    with tempfile.TemporaryDirectory() as tmp:
-        write_item_index(Path(tmp), ids, vectors, text_encoder_version="fit",
-                         popularity=[data.split.popularity[i] for i in ids])
-        index = ItemIndex.load(tmp)
-    users = [user_vector(q, index.vectors_for([i for i in s.history[-recent_n:] if i in index]), history_weight)
-             for s, q in zip(samples, queries)]
+    # Retrieval side: the served fused rule (sequence model, text, popularity; the weights of requests
+    # without a query, as these lists have none), scored over the whole catalog.
+    scores = validation_scores(RetrievalFitConfig(config.data_dir, config.encoder, config.sequence,
+                                                  validation_users=config.validation_users, seed=config.seed))
+    ids = scores.ids
+    position = {item: n for n, item in enumerate(ids)}
+    fused = scores.fused(config.retrieval.without_query, "without_query")  # [users, items], logits
 
     cases: list[FusionCase] = []
     retrieval: list[np.ndarray] = []
-    for n, (sample, vector) in enumerate(zip(samples, users)):
+    for n, sample in enumerate(samples):
         # Not the evaluation's per-user key: other negatives than the user's protocol-1 test list. ``seen`` is
         # the history and the validation item (validation_samples): the test item is never looked at.
         rng = random.Random(f"fusion:{config.seed}:{sample.user}")
         template = prompts.TEMPLATES_BY_ID["P1-I0-T3-0" if n % 2 == 0 else "P2-I0-T3-0"]
-        hard = [i for i, _ in index.search(vector, 9, set(sample.seen), popularity_weight)]
+        row = fused[n]
+        hard = [ids[j] for j in np.argsort(-row, kind="stable") if ids[j] not in sample.seen][:9]
         for kind, negatives in (("random", random_negatives(ids, set(sample.seen), 9, rng)), ("retrieved", hard)):
             candidates, answer = candidate_list(sample.target, negatives, rng)
             prompt = render_for(data, sample, template, candidates, rng, prompts.DEFAULT_ITEM_NOUN, recent_n)
             cases.append(FusionCase(kind, tuple(candidates), answer, prompt))
-            retrieval.append(np.asarray(index.score(vector, candidates, popularity_weight)))
+            retrieval.append(np.asarray([row[position[c]] for c in candidates]))
 
     # LM side: label logits of the served ranker, as log-probabilities over each list's labels.
     lm, tokenizer = load_causal_lm(config.ranker)
@@ -190,7 +181,9 @@ def fit_fusion(config: FusionFitConfig) -> dict:
         "ranker_sha256": combined_sha256(weights_sha256(config.ranker)),
         "encoder": repo_path(config.encoder),
         "encoder_sha256": combined_sha256(weights_sha256(config.encoder)),
-        "retrieval": {"history_weight": history_weight, "popularity_weight": popularity_weight},
+        "retrieval": {"history_weight": RETRIEVAL_HISTORY_WEIGHT, "fusion": config.retrieval.to_json(),
+                      "sequence": repo_path(config.sequence),
+                      "sequence_sha256": combined_sha256(weights_sha256(config.sequence))},
         "config": {k: (repo_path(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
 
