@@ -11,7 +11,7 @@
    ``checkov.io/skipN: CHECK=reason`` annotation or a ``# checkov:skip=CHECK: reason`` comment);
 4. runs hadolint on the Dockerfiles.
 
-The rendering and validation helpers are imported by ``tests/unit/test_k8s.py``.
+The rendering and validation helpers are imported by ``tests/unit/tools/test_k8s.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure logic of `instructrec bench`: the request mix, latency summaries, Triton statistics deltas and ratios.
 
-Nothing here talks to a server, so all of it is unit-tested (``tests/unit/test_bench.py``).
+Nothing here talks to a server, so all of it is unit-tested (``tests/unit/tools/bench/test_bench.py``).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "retrieval": RetrievalSettings,
     "ranking": RankingSettings,
 }
-MODELS = {"text_encoder", "ranker", "preference_generator"}
+MODELS = {"text_encoder", "ranker", "preference_generator", "sequence_encoder"}
 OVERLAYS = list(k8s_check.overlays())
 WAIT_SCRIPT = "/opt/instructrec/wait_for.py"
 PUSH_SCRIPT = "/opt/instructrec/push_replicas.py"
@@ -350,6 +350,7 @@ def test_triton_flags_match_its_ports_probes_and_the_models_the_services_call(re
         assert int(options[flag]) == _port(container, port)
     deployments = _service_deployments(rendered, overlay)
     served = {_setting(n, env, f"{n.upper()}_MODEL_NAME") for n, (_, _, env) in deployments.items() if n != "gateway"}
+    served.add(_setting("retrieval", deployments["retrieval"][2], "RETRIEVAL_SEQUENCE_MODEL_NAME"))
     assert loaded == served == MODELS
     assert {p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")} == MODELS
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
