@@ -6,6 +6,7 @@ import pytest
 
 from tools.data import prepare_custom
 from tools.eval.evaluate import EvalConfig, evaluate, write_report
+from tools.eval.hard_negatives import SOURCE as HARD_NEGATIVE_SOURCE
 from tools.eval.sasrec import SASRecConfig
 
 pytestmark = pytest.mark.triton
@@ -33,7 +34,8 @@ async def test_three_protocols_through_the_served_system_and_baselines(stack, da
 
     # Protocol 2's lists are stored; a system added later ranks exactly those (no retrieval service needed).
     lists = report["protocol2_lists"]
-    assert lists["retriever"] == "tiny" and len(lists["lists"]) == 6
+    # The hard negatives come from the base MiniLM, which the served stack does not use.
+    assert lists["retriever"] == HARD_NEGATIVE_SOURCE and len(lists["lists"]) == 6
     again = await evaluate(EvalConfig(
         data_dir=split_dir, gateway_addr=stack.addr("gateway"), retrieval_addr=None, served_name="tiny again",
         protocols=(2,), max_users=6, baselines=False, hard_negative_lists=lists["lists"]))
@@ -47,5 +49,5 @@ async def test_three_protocols_through_the_served_system_and_baselines(stack, da
     path = write_report(report, tmp_path / "report", "instructrec evaluate --max-users 6")
     text = path.read_text()
     assert "## Protocol 1" in text and "| tiny |" in text and "Recall@20" in text
-    assert "the top 9 of the retriever of tiny" in text
+    assert "9 hard negatives from base all-MiniLM-L6-v2" in text
     assert (tmp_path / "report" / "protocol1_hr.png").stat().st_size > 1000

@@ -8,16 +8,17 @@ from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
 from services.common.settings import DEFAULT_DATA_DIR, ROOT
 from services.core.catalog import Catalog, InteractionStore
-from tests.integration.stack_helpers import running_stack
+from services.core.contracts import SERVED_MODELS
+from tests.integration.stack_helpers import running_stack, sequence_index_of
 from tools.export import has_weights
-from tools.index import build_index_async
+from tools.index import build_index_async, build_sequence_index_async
 from tools.stack import TUNED, served_versions
 from tools.triton_server import TritonServer
 
 pytestmark = [pytest.mark.smoke, pytest.mark.triton]
 
 REPOSITORY = ROOT / "model_repository"
-MODELS = ("text_encoder", "ranker", "preference_generator")
+MODELS = SERVED_MODELS
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,8 @@ async def test_user_196_gets_ten_catalog_movies_outside_their_history(real_trito
         DEFAULT_DATA_DIR / "items.jsonl", DEFAULT_DATA_DIR / "train.csv", tmp_path / "index",
         real_triton.grpc_addr, progress=False,
     )
+    await build_sequence_index_async(DEFAULT_DATA_DIR / "items.jsonl", DEFAULT_DATA_DIR / "train.csv",
+                                     sequence_index_of(index_dir), real_triton.grpc_addr, REPOSITORY)
     catalog = Catalog.load(DEFAULT_DATA_DIR / "items.jsonl")
     history = set(InteractionStore.load(DEFAULT_DATA_DIR / "train.csv").history("196"))
     async with running_stack(real_triton.grpc_addr, DEFAULT_DATA_DIR, index_dir) as stack, \

@@ -207,6 +207,8 @@ class Bench:
         retrieval = rrpc.RetrievalServiceStub(self._channels["retrieval"])
         instruction = irpc.InstructionServiceStub(self._channels["instruction"])
         totals, retrieval_ms, instruction_ms, cached = [], [], [], 0
+        by_kind: dict[str, list[float]] = {"without_query": [], "with_query": []}
+        retrieval_by_kind: dict[str, list[float]] = {"without_query": [], "with_query": []}
         errors: dict[str, int] = {}
         load = load_average()
         before = await triton.snapshot([TEXT_ENCODER])
@@ -225,12 +227,21 @@ class Bench:
             t2 = time.perf_counter()
             totals.append((t2 - t0) * 1000)
             retrieval_ms.append((t1 - t0) * 1000)
+            kind = "with_query" if query else "without_query"
+            by_kind[kind].append((t2 - t0) * 1000)
+            retrieval_by_kind[kind].append((t1 - t0) * 1000)
             instruction_ms.append((t2 - t1) * 1000)
             cached += written.preference_cached
         after = await triton.snapshot([TEXT_ENCODER])
         return {"load_1m": load, "latency": summarize(totals), "stalls_over_400ms": sum(ms > 400 for ms in totals),
                 "retrieval": summarize(retrieval_ms),
                 "instruction": summarize(instruction_ms), "preference_cached": cached, "errors_by_code": errors,
+                # A request without a query calls no text encoder (the fitted no-query text weight is 0).
+                "without_query": {"latency": summarize(by_kind["without_query"]),
+                                  "retrieval": summarize(retrieval_by_kind["without_query"])},
+                "with_query": {"latency": summarize(by_kind["with_query"]),
+                               "retrieval": summarize(retrieval_by_kind["with_query"])},
+                "requests_with_query": sum(1 for _, q in requests if q),
                 TEXT_ENCODER: model_delta(before[TEXT_ENCODER], after[TEXT_ENCODER])}
 
     async def encoder_direct(self, triton: TritonControl) -> dict[str, Any]:
