@@ -220,7 +220,7 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         env[prefix + "CATALOG_PATH"] = str(config.data_dir / "items.jsonl")
     if service == "retrieval":
         env["RETRIEVAL_INDEX_DIR"] = str(config.index_dir)
-        env["RETRIEVAL_SEQUENCE_INDEX_DIR"] = str(config.sequence_index_dir)
+        env.setdefault("RETRIEVAL_SEQUENCE_INDEX_DIR", str(config.sequence_index_dir))  # a missing one: text only
     if service == "ranking":
         # The fusion weight fitted for the served model set (the settings default is the tuned one's).
         weight = read_fusion(config.models)

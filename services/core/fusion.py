@@ -62,8 +62,8 @@ class RetrievalFusion:
 # The committed fit (tools/train/adapters/retrieval_fusion.json, `instructrec fit-fusion --stage retrieval`):
 # what `make run` and the k8s deployment serve; a unit test keeps the two equal.
 SERVED_RETRIEVAL_FUSION = RetrievalFusion(
-    with_query=SourceWeights(sequence=1.0, text=3.0, popularity=1.0),
-    without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.75),
+    with_query=SourceWeights(sequence=1.0, text=2.0, popularity=0.75),
+    without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.5),
 )
 
 

@@ -40,10 +40,9 @@ log = logging.getLogger(__name__)
 
 FUSION_FILE = Path(__file__).resolve().parent / "adapters" / "retrieval_fusion.json"
 TEXT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
-# Without a query, the text weight must raise validation NDCG@10 by this much (relative) to be kept: below
-# that the gain is within noise (943 users: a standard error of about 7 % of NDCG@10) and not worth a
-# text-encoder call on every such request.
-MIN_TEXT_GAIN = 0.02
+# Without a query, the text weight is kept only if it raises validation NDCG@10 by more than this many standard
+# errors of the paired per-user gain: a gain within noise is not worth a text-encoder call on every such request.
+MIN_TEXT_GAIN_SE = 2.0
 POPULARITY_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 
 
@@ -60,13 +59,19 @@ class RetrievalFitConfig:
     threads: int = 0
 
 
-def _ndcg_at_10(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
-    """Mean NDCG@10 and HR@10 of each row's target over the row's scores, ``excluded`` masked out."""
+def _per_user_ndcg(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NDCG@10 and HR@10 of each row's target over the row's scores, ``excluded`` masked out."""
     s = np.where(excluded, -np.inf, scores)
     target = s[np.arange(len(s)), targets]
     ranks = (s > target[:, None]).sum(axis=1)
     hit = ranks < 10
-    return float(np.mean(hit / np.log2(ranks + 2.0))), float(np.mean(hit))
+    return hit / np.log2(ranks + 2.0), hit.astype(np.float64)
+
+
+def _ndcg_at_10(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
+    """Mean NDCG@10 and HR@10 (see :func:`_per_user_ndcg`)."""
+    ndcg, hit = _per_user_ndcg(scores, targets, excluded)
+    return float(ndcg.mean()), float(hit.mean())
 
 
 @dataclass
@@ -161,9 +166,14 @@ def fit(config: RetrievalFitConfig) -> dict:
         if situation == "without_query":
             # Without a query the text side costs a text-encoder call per request: it must earn it.
             no_text = max((g for g in grid.values() if g["text"] == 0), key=lambda g: (g["NDCG@10"], -g["popularity"]))
+            gain = (_per_user_ndcg(seq_filled + best["text"] * cos / RETRIEVAL_TEMPERATURE + best["popularity"]
+                                   * log_pop, targets, excluded)[0]
+                    - _per_user_ndcg(seq_filled + no_text["popularity"] * log_pop, targets, excluded)[0])
+            stderr = float(gain.std(ddof=1) / np.sqrt(len(gain)))
             record["text_without_query"] = {"best with text": best, "best without text": no_text,
-                                            "min_relative_gain": MIN_TEXT_GAIN}
-            if best["NDCG@10"] < no_text["NDCG@10"] * (1 + MIN_TEXT_GAIN):
+                                            "gain": float(gain.mean()), "gain_stderr": stderr,
+                                            "rule": f"text kept if its gain > {MIN_TEXT_GAIN_SE} standard errors"}
+            if gain.mean() <= MIN_TEXT_GAIN_SE * stderr:
                 best = no_text
         chosen[situation] = SourceWeights(sequence=1.0, text=best["text"], popularity=best["popularity"])
         record["grid"][situation] = grid
