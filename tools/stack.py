@@ -115,16 +115,20 @@ def _version_metadata(repository: Path, name: str) -> dict[int, dict]:
 
 
 def ensure_tuned_versions(repository: Path, workspace: Path) -> dict[str, int]:
-    """Export each committed adapter (merged) unless a version exported from exactly it exists.
+    """Export each committed adapter (merged), and the committed sequence model, unless a version exported from
+    exactly it exists.
 
     Returns:
         The version holding each committed adapter, by model name (models without an adapter are absent).
     """
     from tools.train.run import adapter_sha256, published_adapter
+    from tools.train.sequential import PUBLISHED_DIR, is_sequence_checkpoint
 
     out = {}
     for name in MODELS:
-        adapter = published_adapter(name)
+        # The LMs' committed LoRA adapters; the sequence model's committed weights (retrained: a new version).
+        adapter = published_adapter(name) if name != SEQUENCE_ENCODER else (
+            PUBLISHED_DIR if is_sequence_checkpoint(PUBLISHED_DIR) else None)
         if adapter is None:
             continue
         digest = adapter_sha256(adapter)

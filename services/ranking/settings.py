@@ -22,7 +22,7 @@ class RankingSettings(ServiceSettings):
     """Triton model that returns label logits for an instruction."""
     max_instruction_chars: int = Field(16_000, gt=0)
     """Longest instruction accepted; longer ones are INVALID_ARGUMENT (the ranker's context is bounded)."""
-    lm_weight: float = Field(0.2, ge=0, allow_inf_nan=False)
+    lm_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Weight of the LM ranker's log-probabilities against the retrieval logits when the request carries
     retrieval scores (``lm_weight * log p_LM + retrieval_score / retrieval_temperature``): 0 keeps the
     retrieval order (such requests skip the ranker model), large values the LM's. Fitted on validation users

@@ -113,6 +113,24 @@ def hit_rates(cases: Sequence[FusionCase], lm_logprobs: Sequence[np.ndarray], re
     return out
 
 
+# The LM weight is served only if it beats the retrieval order (weight 0) by more than this many standard errors
+# of the paired per-list difference: a gain within noise is not worth a ranker call on every request.
+MIN_LM_GAIN_SE = 2.0
+
+
+def lm_gain(cases: Sequence[FusionCase], lm_logprobs: Sequence[np.ndarray], retrieval: Sequence[np.ndarray],
+            weight: float, temperature: float) -> dict[str, float]:
+    """Mean and standard error of the per-list HR@1 difference between ``weight`` and the retrieval order."""
+    diffs = []
+    for case, lm, ret in zip(cases, lm_logprobs, retrieval):
+        fused = int(np.argmax(fuse(lm, ret, weight, temperature))) == case.answer
+        alone = int(np.argmax(fuse(lm, ret, 0.0, temperature))) == case.answer
+        diffs.append(float(fused) - float(alone))
+    d = np.asarray(diffs)
+    return {"gain": float(d.mean()), "stderr": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
+            "lists": len(d)}
+
+
 def fit_fusion(config: FusionFitConfig) -> dict:
     """Score the validation lists with both models and pick the weight with the best mean HR@1."""
     import torch
@@ -167,8 +185,13 @@ def fit_fusion(config: FusionFitConfig) -> dict:
     grid = {str(w): hit_rates(cases, lm_logprobs, retrieval, w, config.temperature) for w in config.grid}
     lm_only = hit_rates(cases, lm_logprobs, [np.zeros(len(c.candidates)) for c in cases], 1.0, config.temperature)
     best = max(config.grid, key=lambda w: (grid[str(w)]["HR@1"], -w))
+    significance = lm_gain(cases, lm_logprobs, retrieval, best, config.temperature)
+    served = best if significance["gain"] > MIN_LM_GAIN_SE * significance["stderr"] else 0.0
     return {
-        "lm_weight": best,
+        "lm_weight": served,
+        "best_weight": best,
+        "lm_gain_over_retrieval": {**significance, "rule": f"the LM is kept if its gain > {MIN_LM_GAIN_SE} "
+                                                             "standard errors (it costs a ranker call)"},
         "retrieval_temperature": config.temperature,
         "validation": grid[str(best)],
         "retrieval_only": grid[str(0.0)] if 0.0 in config.grid else None,
