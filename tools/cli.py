@@ -68,14 +68,24 @@ def run(
         Path | None, typer.Option(help="Serve a data set written by `prepare-data` instead of MovieLens-100K.")
     ] = None,
     models: ModelsOption = Models.tuned,
+    crash_limit: Annotated[int, typer.Option(
+        min=1, help="Give up on a process (and stop the stack, exit 1) after this many failures within "
+                    "--crash-window-s; before that each one is restarted with exponential backoff.")] = 5,
+    crash_window_s: Annotated[float, typer.Option(
+        min=1, help="Sliding window, in seconds, in which --crash-limit failures give up on a process.")] = 300.0,
 ) -> None:
     """Prepare what is missing, then run Triton and the four services in the foreground (Ctrl-C stops).
 
-    Service ports follow their settings (GATEWAY_PORT, INSTRUCTION_PORT, RETRIEVAL_PORT, RANKING_PORT and
-    the *_METRICS_PORT variables); any other setting can be set through the environment too.
+    A process that exits (Triton or a service) is restarted, Triton with its models and version pins; the log
+    says what died, how, and when it came back. Everything binds 127.0.0.1 unless the environment says
+    otherwise. Service ports follow their settings (GATEWAY_PORT, INSTRUCTION_PORT, RETRIEVAL_PORT,
+    RANKING_PORT and the *_METRICS_PORT variables); *_HOST and *_METRICS_HOST open them to other interfaces,
+    and any other setting can be set through the environment too. Triton's model-control API needs the key
+    written to WORKSPACE/triton/model-control.key (INSTRUCTREC_TRITON__MODEL_CONTROL_KEY for the tools).
     """
     from tools.stack import StackConfig
     from tools.stack import run as do_run
+    from tools.supervise import RestartPolicy
 
     _logging()
     config = StackConfig(
@@ -86,6 +96,7 @@ def run(
         triton_metrics_port=triton_metrics_port,
         custom_data_dir=data_dir.resolve() if data_dir else None,
         models=models.value,
+        restart_policy=RestartPolicy(max_crashes=crash_limit, window_s=crash_window_s),
     )
     raise typer.Exit(do_run(config))
 

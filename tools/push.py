@@ -110,13 +110,17 @@ def _message(exc: BaseException) -> str:
 
 
 class TritonTarget:
-    """One Triton reached over gRPC (``tritonclient.grpc``), TLS from ``INSTRUCTREC_TRITON__TLS__*``."""
+    """One Triton reached over gRPC (``tritonclient.grpc``), TLS from ``INSTRUCTREC_TRITON__TLS__*``; the load and
+    index calls carry the model-control key of ``INSTRUCTREC_TRITON__MODEL_CONTROL_KEY`` (Triton restricts its
+    model-repository API to holders of it)."""
 
     def __init__(self, addr: str) -> None:
         from services.common.triton_clients import tool_triton_settings, triton_sync_client
 
         self.addr = addr
-        self._client = triton_sync_client(tool_triton_settings(addr))
+        settings = tool_triton_settings(addr)
+        self._client = triton_sync_client(settings)
+        self._control_headers = settings.model_control_headers() or None
 
     def check(self) -> None:
         """Raise unless the server answers and is live."""
@@ -125,7 +129,7 @@ class TritonTarget:
 
     def load(self, name: str, timeout_s: float) -> None:
         """``load_model``: (re)load ``name`` from the repository; returns once Triton has finished."""
-        self._client.load_model(name, client_timeout=timeout_s)
+        self._client.load_model(name, headers=self._control_headers, client_timeout=timeout_s)
 
     def is_ready(self, name: str, version: str) -> bool:
         """Whether that version of the model is READY."""
@@ -160,7 +164,8 @@ class TritonTarget:
 
     def repository_index(self) -> list[dict[str, Any]]:
         """Triton's repository index: one row per model version it knows (name, version, state, reason)."""
-        return list(self._client.get_model_repository_index(as_json=True, client_timeout=5.0).get("models", []))
+        index = self._client.get_model_repository_index(headers=self._control_headers, as_json=True, client_timeout=5.0)
+        return list(index.get("models", []))
 
     def close(self) -> None:
         """Close the gRPC channel."""

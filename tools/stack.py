@@ -1,8 +1,15 @@
 """`instructrec run`: prepare everything once, then run Triton and the four services in the foreground.
 
 Start order: Triton (and its four models) -> the item indexes (text and sequence, built once from the served
-versions) -> ranking, retrieval, instruction -> gateway. Ctrl-C or SIGTERM stops the services first (each drains its
-in-flight RPCs) and Triton last.
+versions) -> ranking, retrieval, instruction -> gateway. Once the gateway serves, a supervisor (tools/supervise.py)
+restarts any process that exits: Triton with its models and version pins again (the indexes hold the same
+versions, so nothing is rebuilt), a service with the same environment. Ctrl-C or SIGTERM stops the services
+first (each drains its in-flight RPCs) and Triton last; a process that keeps failing stops the stack with exit 1.
+
+Everything listens on loopback unless the environment says otherwise (``<SERVICE>_HOST``,
+``<SERVICE>_METRICS_HOST``). Triton's model-repository API (load, unload, index) takes a key generated at start
+(or ``INSTRUCTREC_TRITON__MODEL_CONTROL_KEY``), given to the services that repair crashed models and written to
+``<workspace>/triton/model-control.key`` (mode 0600) for ``instructrec export --push`` while the stack runs.
 """
 
 from __future__ import annotations
@@ -11,17 +18,20 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.grpc_client import is_serving
-from services.common.settings import ROOT
+from services.common.server import LIVENESS_SERVICE
+from services.common.settings import MODEL_CONTROL_HEADER, ROOT, TritonSettings
 from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS, TEXT_ENCODER
 from services.core.index import IndexFormatError, ItemIndex
 from services.gateway.settings import GatewaySettings
@@ -32,6 +42,7 @@ from tools.base_models import smollm2_dir
 from tools.data import prepare_movielens
 from tools.export import METADATA_FILE, ensure_default_repository, export_model, has_weights, version_dirs
 from tools.index import build_index, build_sequence_index_async
+from tools.supervise import RestartPolicy, Supervisor
 from tools.train.fusion import read_fusion, stale_fusion
 from tools.triton_server import TritonServer
 
@@ -75,6 +86,8 @@ class StackConfig:
     models: str = "tuned"
     """``tuned``: export the committed instruction-tuned adapters (tools/train/adapters) and serve the latest
     version of each model; ``base``: serve the versions exported from the base models."""
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    """When a process that exited is restarted, and after how many failures the stack gives up."""
 
     @property
     def data_dir(self) -> Path:
@@ -175,19 +188,19 @@ def served_versions(repository: Path, models: str = TUNED) -> dict[str, int]:
     return out
 
 
-def pin_versions(grpc_addr: str, versions: dict[str, int]) -> None:
+def pin_versions(grpc_addr: str, versions: dict[str, int], model_control_key: str | None = None) -> None:
     """Reload each model with a version policy that serves exactly ``versions[name]`` (a load-time config
-    override; config.pbtxt is not changed)."""
-    from services.common.settings import TritonSettings
+    override; config.pbtxt is not changed). ``model_control_key``: the key of a Triton that restricts loads."""
     from services.common.triton_clients import triton_sync_client
 
     # The stack's own Triton, started here without TLS.
-    client = triton_sync_client(TritonSettings(grpc_addr=grpc_addr))
+    settings = TritonSettings(grpc_addr=grpc_addr, model_control_key=model_control_key)
+    client = triton_sync_client(settings)
     try:
         for name, version in versions.items():
             model_config = client.get_model_config(name, as_json=True)["config"]
             model_config["version_policy"] = {"specific": {"versions": [str(version)]}}
-            client.load_model(name, config=json.dumps(model_config))
+            client.load_model(name, config=json.dumps(model_config), headers=settings.model_control_headers())
             deadline = time.monotonic() + 300
             while not client.is_model_ready(name, str(version)):
                 if time.monotonic() > deadline:
@@ -205,21 +218,34 @@ def index_is_current(index_dir: Path, encoder_version: str) -> bool:
         return False
 
 
-def service_env(config: StackConfig, service: str) -> dict[str, str]:
-    """Environment for one service process: the settings' own env var names."""
+# The services that repair a crashed model (unload + load on Triton), so need the model-control key.
+REPAIRING_SERVICES = ("ranking", "retrieval", "instruction")
+LOOPBACK = "127.0.0.1"
+
+
+def service_env(config: StackConfig, service: str, model_control_key: str | None = None) -> dict[str, str]:
+    """Environment for one service process: the settings' own env var names.
+
+    The service binds loopback (gRPC and metrics) unless the environment sets ``<SERVICE>_HOST`` or
+    ``<SERVICE>_METRICS_HOST``; ``model_control_key`` goes to the services that repair models.
+    """
     prefix = service.upper() + "_"
     env = dict(os.environ)
     env[prefix + "PORT"] = str(config.ports[service])
     env[prefix + "METRICS_PORT"] = str(config.metrics_ports[service])
+    env.setdefault(prefix + "HOST", LOOPBACK)
+    env.setdefault(prefix + "METRICS_HOST", LOOPBACK)
     env.setdefault(prefix + "LOG_FORMAT", config.log_format)
     if service == "gateway":
         env.update({
             "GATEWAY_CATALOG_PATH": str(config.data_dir / "items.jsonl"),
             "GATEWAY_INTERACTIONS_PATH": str(config.data_dir / "train.csv"),
-            **{f"GATEWAY_{s.upper()}_ADDR": f"localhost:{config.ports[s]}" for s in SERVICES if s != "gateway"},
+            **{f"GATEWAY_{s.upper()}_ADDR": f"{LOOPBACK}:{config.ports[s]}" for s in SERVICES if s != "gateway"},
         })
     else:
-        env[prefix + "TRITON__GRPC_ADDR"] = f"localhost:{config.triton_grpc_port}"
+        env[prefix + "TRITON__GRPC_ADDR"] = f"{LOOPBACK}:{config.triton_grpc_port}"
+    if service in REPAIRING_SERVICES and model_control_key is not None:
+        env[prefix + "TRITON__MODEL_CONTROL_KEY"] = model_control_key
     if service in ("instruction", "retrieval"):
         env[prefix + "CATALOG_PATH"] = str(config.data_dir / "items.jsonl")
     if service == "retrieval":
@@ -254,73 +280,213 @@ def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]
                                                model_version=str(versions[SEQUENCE_ENCODER])))
 
 
-async def _wait_serving(addr: str, timeout_s: float, procs: list[subprocess.Popen]) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(addr) as channel:
+def _health(addr: str, service: str = "") -> int | None:
+    """The peer's health status for ``service`` ("": overall), None when it does not answer."""
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            request = health_pb2.HealthCheckRequest(service=service)
+            return health_pb2_grpc.HealthStub(channel).Check(request, timeout=1.0).status
+        except grpc.RpcError:
+            return None
+
+
+class TritonProcess:
+    """Triton under supervision: a restart loads its models again and then runs ``after_ready`` (the version pins).
+
+    Args:
+        server: The server (its ports, repository, key stay the same across restarts).
+        after_ready: Called each time the server is ready, before it counts as serving.
+    """
+
+    name = "triton"
+
+    def __init__(self, server: TritonServer, after_ready: Callable[[], None] = lambda: None) -> None:
+        self.server = server
+        self._after_ready = after_ready
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.pid
+
+    def launch(self) -> None:
+        if self.server.returncode is not None:
+            self.server.stop()  # reaps the dead one (and kills the backend processes a SIGKILL left behind)
+        self.server.start()
+
+    def wait_serving(self, timeout_s: float) -> None:
+        self.server.wait_ready(timeout_s=timeout_s)
+        self._after_ready()
+
+    def returncode(self) -> int | None:
+        return self.server.returncode
+
+    def terminate(self) -> None:
+        self.server.stop()
+
+
+class ServiceProcess:
+    """One service (``python -m services.<name>``) under supervision, started again with the same environment.
+
+    Args:
+        name: ``gateway``, ``instruction``, ``retrieval`` or ``ranking``.
+        env: Its whole environment (:func:`service_env`).
+        addr: Where its gRPC health service answers.
+        stop_timeout_s: How long SIGTERM may take (it drains in-flight RPCs) before SIGKILL.
+    """
+
+    def __init__(self, name: str, env: dict[str, str], addr: str, stop_timeout_s: float = 15.0) -> None:
+        self.name = name
+        self.env = env
+        self.addr = addr
+        self.stop_timeout_s = stop_timeout_s
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def launch(self) -> None:
+        # Its own session: a Ctrl-C in the terminal reaches only the supervisor, which stops the services in
+        # order (and never mistakes their exit for a crash).
+        self._process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT, env=self.env,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_serving(self, timeout_s: float, service: str = LIVENESS_SERVICE) -> None:
+        """Block until its health service reports ``service`` SERVING (default: the process answers; "": it
+        can serve, its dependencies included).
+
+        Raises:
+            RuntimeError: It exited first.
+            TimeoutError: ``timeout_s`` passed.
+        """
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if await is_serving(channel):
+            if _health(self.addr, service) == health_pb2.HealthCheckResponse.SERVING:
                 return
-            dead = [p for p in procs if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"a service exited during start-up: {dead[0].args}")
-            await asyncio.sleep(0.25)
-    raise TimeoutError(f"{addr} did not report SERVING within {timeout_s:.0f} s")
+            code = self.returncode()
+            if code is not None:
+                raise RuntimeError(f"{self.name} exited with code {code} before serving")
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.name} on {self.addr} did not report SERVING within {timeout_s:.0f} s")
+
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process else None
+
+    def terminate(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+KEY_FILE = Path("triton") / "model-control.key"
+"""Where (under the workspace) `run` leaves the model-control key for the tools while the stack runs."""
+
+
+def model_control_key() -> tuple[str, str]:
+    """(key, header) for the stack's Triton: ``INSTRUCTREC_TRITON__MODEL_CONTROL_KEY`` (and ``..._HEADER``) when set,
+    else a fresh random key with the default header."""
+    from services.common.triton_clients import ToolTritonSettings
+
+    configured = ToolTritonSettings().triton
+    if configured.model_control_key is not None:
+        return configured.model_control_key.get_secret_value(), configured.model_control_header
+    return secrets.token_urlsafe(32), MODEL_CONTROL_HEADER
+
+
+def _write_key_file(path: Path, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # readable by this user only
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
 
 
 def run(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
-    """Prepare, start everything, block until a signal or a process dies, stop everything. Returns exit code."""
-    t0 = time.perf_counter()
+    """Prepare, then :func:`serve`. Returns the exit code."""
     prepare(config)
-    stop_requested = False
+    return serve(config, ready_timeout_s)
 
-    def _request_stop(signum, _frame):
-        nonlocal stop_requested
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop_requested = True
 
-    signal.signal(signal.SIGTERM, _request_stop)
-    signal.signal(signal.SIGINT, _request_stop)
-    procs: list[subprocess.Popen] = []
-    triton = TritonServer(
+def serve(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
+    """Start Triton and the four services from what :func:`prepare` made, and supervise them.
+
+    Returns:
+        0 when stopped by SIGINT/SIGTERM; 1 when a process kept failing (see ``config.restart_policy``).
+    """
+    t0 = time.perf_counter()
+    versions = served_versions(config.model_repository, config.models)
+    # The encoders' policy keeps two versions loaded (for pushes); here exactly the served one is.
+    pinned = versions if config.models == BASE else {name: versions[name] for name in (TEXT_ENCODER, SEQUENCE_ENCODER)}
+    key, header = model_control_key()
+    server = TritonServer(
         config.model_repository,
         models=MODELS,
         http_port=config.triton_http_port,
         grpc_port=config.triton_grpc_port,
         metrics_port=config.triton_metrics_port,
         backend_dir=config.workspace / "triton" / "backends",
+        model_control_key=key,
+        model_control_header=header,
     )
+
+    def after_ready() -> None:
+        pin_versions(server.grpc_addr, pinned, model_control_key=key)
+        log.info("Triton ready (pid %s, gRPC %s): serving %s models, versions %s", server.pid, server.grpc_addr,
+                 config.models, versions)
+
+    triton = TritonProcess(server, after_ready)
+    services = []
+    for name in SERVICES:
+        env = service_env(config, name, model_control_key=key)
+        if header != MODEL_CONTROL_HEADER and name in REPAIRING_SERVICES:
+            env[f"{name.upper()}_TRITON__MODEL_CONTROL_HEADER"] = header
+        services.append(ServiceProcess(name, env, f"{LOOPBACK}:{config.ports[name]}"))
+    supervisor = Supervisor([triton, *services], config.restart_policy)
+    supervising = False
+
+    def _on_signal(signum, _frame):
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        supervisor.request_stop()
+        if not supervising:
+            raise KeyboardInterrupt  # interrupts the start-up; the finally block stops what was started
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    key_file = config.workspace / KEY_FILE
+    launched: list[TritonProcess | ServiceProcess] = []
     try:
-        triton.start()
-        triton.wait_ready(timeout_s=ready_timeout_s)
-        log.info("Triton ready (pid %s, gRPC %s)", triton.pid, triton.grpc_addr)
-        versions = served_versions(config.model_repository, config.models)
-        # The encoders' policy keeps two versions loaded (for pushes); here exactly the served one is.
-        pin_versions(triton.grpc_addr, versions if config.models == BASE else
-                     {name: versions[name] for name in (TEXT_ENCODER, SEQUENCE_ENCODER)})
-        log.info("serving %s models: versions %s", config.models, versions)
-        ensure_indexes(config, triton.grpc_addr, versions)
-        for service in SERVICES:
-            procs.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT,
-                                          env=service_env(config, service)))
-        asyncio.run(_wait_serving(f"localhost:{config.ports['gateway']}", ready_timeout_s, procs))
+        _write_key_file(key_file, key)
+        launched.append(triton)
+        triton.launch()
+        triton.wait_serving(ready_timeout_s)
+        ensure_indexes(config, server.grpc_addr, versions)
+        for service in services:
+            launched.append(service)
+            service.launch()
+        gateway = services[-1]
+        for service in services:
+            service.wait_serving(ready_timeout_s)
+        gateway.wait_serving(ready_timeout_s, service="")
         log.info(
-            "ready in %.1f s: Recommend on localhost:%d (try `instructrec recommend --user 196 --query "
-            "\"a funny movie for tonight\"`); Ctrl-C stops", time.perf_counter() - t0, config.ports["gateway"],
+            "ready in %.1f s: Recommend on %s (try `instructrec recommend --user 196 --query \"a funny movie for "
+            "tonight\"`); model-control key in %s; Ctrl-C stops", time.perf_counter() - t0, gateway.addr, key_file,
         )
-        while not stop_requested:
-            if any(p.poll() is not None for p in procs) or not triton.is_running():
-                log.error("a process exited unexpectedly; stopping the stack")
-                return 1
-            time.sleep(0.5)
+        supervising = True
+        code = supervisor.run()
+        if code:
+            log.error("stopped because %s kept failing (see above)", ", ".join(supervisor.gave_up))
+        return code
+    except KeyboardInterrupt:
         return 0
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        triton.stop()
+        for process in reversed(launched):
+            process.terminate()
+        key_file.unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         log.info("stopped")

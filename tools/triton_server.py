@@ -36,9 +36,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from services.common.settings import MODEL_CONTROL_HEADER
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKEND_DIR = Path("var/triton/backends")
+MODEL_CONTROL_PROTOCOL = "model-repository"
+"""The Triton protocol (gRPC) and API (HTTP) that a model-control key restricts: load, unload, repository index."""
 
 
 class TritonServerError(RuntimeError):
@@ -121,6 +125,10 @@ class TritonServer:
         extra_args: More ``tritonserver`` flags.
         response_cache_bytes: Size of Triton's local response cache (``--cache-config``); 0 turns it off.
         host: Address the server binds (all three endpoints) and the endpoint properties use.
+        model_control_key: Restrict the model-repository API (load, unload, repository index) over gRPC and
+            HTTP to callers that send this key in the ``model_control_header`` header; None leaves it open.
+            Triton takes the key only as a flag value, so it shows in the process's command line.
+        model_control_header: Header that carries the key.
     """
 
     def __init__(
@@ -137,6 +145,8 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
         response_cache_bytes: int = DEFAULT_RESPONSE_CACHE_BYTES,
+        model_control_key: str | None = None,
+        model_control_header: str = MODEL_CONTROL_HEADER,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.models = list(models)
@@ -149,6 +159,8 @@ class TritonServer:
         self.extra_args = list(extra_args)
         self.host = host
         self.response_cache_bytes = response_cache_bytes
+        self.model_control_key = model_control_key
+        self.model_control_header = model_control_header
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
 
@@ -195,6 +207,9 @@ class TritonServer:
             "--metrics-config=summary_latencies=true",
             f"--log-verbose={self.log_verbose}",
         ]
+        if self.model_control_key:
+            restriction = f"{MODEL_CONTROL_PROTOCOL}:{self.model_control_header}={self.model_control_key}"
+            args += [f"--grpc-restricted-protocol={restriction}", f"--http-restricted-api={restriction}"]
         if self.response_cache_bytes > 0:
             # Triton's local (in-memory) response cache, used by models whose config enables it.
             args += [f"--cache-directory={pytriton_root() / 'caches'}",
@@ -236,6 +251,12 @@ class TritonServer:
     def is_running(self) -> bool:
         """Whether the server process is alive (started and not exited)."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the started process has exited (negative: killed by that signal); None while it
+        runs or when not started."""
+        return self._process.poll() if self._process is not None else None
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the log file (empty when the log goes to this process's output)."""
@@ -289,6 +310,11 @@ class TritonServer:
                     process.kill()
                     process.wait()
             code = process.returncode
+            if code is not None and code < 0:
+                # Killed, not shut down: its python-backend stubs (same session) would outlive it for a while,
+                # holding memory and shared-memory regions a restarted server needs.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import logging
 import signal
 import time
 from typing import Protocol
 
 import grpc
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import ServiceError, Unauthenticated, status_code
+from services.common.errors import InvalidArgument, ServiceError, Unauthenticated, status_code
 from services.common.metrics import RPC_LATENCY, RPC_REQUESTS, start_metrics_server
 from services.common.settings import ServiceSettings
 
@@ -143,6 +146,166 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+class MalformedRequest:
+    """Stands in for a request whose bytes are not a valid message of the method's request type.
+
+    grpc's own deserializer raises before any interceptor runs (the caller gets UNKNOWN and the log a
+    traceback); :class:`RequestParsingInterceptor` swaps in one that returns this instead, so the handler can
+    answer INVALID_ARGUMENT like any other bad request.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _unknown_field_numbers(message: Message) -> list[int]:
+    """Field numbers the message's type does not declare (or declares with another wire type), nested too."""
+    numbers = [field.field_number for field in unknown_fields.UnknownFieldSet(message)]
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        if descriptor.message_type.GetOptions().map_entry:
+            values = value.values() if descriptor.message_type.fields_by_name["value"].message_type else ()
+        else:
+            values = value if descriptor.label == descriptor.LABEL_REPEATED else (value,)
+        for item in values:
+            numbers += _unknown_field_numbers(item)
+    return sorted(set(numbers))
+
+
+def tolerant_deserializer(deserializer, *, reject_unknown_fields: bool):
+    """Wrap a generated ``FromString``: bytes that do not parse become a :class:`MalformedRequest`.
+
+    Args:
+        deserializer: The handler's request deserializer (None for raw-bytes methods: returned as is).
+        reject_unknown_fields: Also refuse messages with fields the request type does not declare. Protobuf
+            keeps such fields silently, so a message of another type (a client built from other protos, or
+            calling the wrong method) often parses without error and would be answered as if it were empty.
+    """
+    if deserializer is None:
+        return None
+    message_type = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_type, "DESCRIPTOR", None)
+    type_name = descriptor.full_name if descriptor is not None else "request message"
+    prefix = f"request body is not a valid {type_name}"
+
+    def deserialize(data: bytes):
+        try:
+            message = deserializer(data)
+        except Exception:  # DecodeError from upb; anything the parser raises means the same: not this type
+            return MalformedRequest(f"{prefix}: the bytes do not parse as one")
+        if reject_unknown_fields and isinstance(message, Message):
+            unknown = _unknown_field_numbers(message)
+            if unknown:
+                shown = ", ".join(str(n) for n in unknown[:10])
+                return MalformedRequest(
+                    f"{prefix}: it has field number(s) {shown} that {type_name} does not declare with that wire "
+                    "type (a client built from other protos, or a message meant for another method?)"
+                )
+        return message
+
+    return deserialize
+
+
+class RequestParsingInterceptor(grpc.aio.ServerInterceptor):
+    """Answers INVALID_ARGUMENT, naming the request type, for request bytes that are not a valid request.
+
+    It is the innermost interceptor: on unary RPCs it raises ``InvalidArgument``, which ``ErrorInterceptor``
+    maps, counts and logs like any other bad request, and a call refused by ``TokenAuthInterceptor`` is
+    refused for its token first. Streaming RPCs (health ``Watch``, reflection) are aborted here directly.
+
+    Unknown fields are refused on methods whose name starts with one of ``strict_prefixes`` (our own
+    services, all built from this repository's protos); standard services (health, reflection) keep
+    protobuf's leniency, so newer standard clients keep working.
+    """
+
+    def __init__(self, strict_prefixes: tuple[str, ...] = ("/instructrec.",)) -> None:
+        self._strict_prefixes = strict_prefixes
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        full_method = handler_call_details.method
+        deserializer = tolerant_deserializer(
+            handler.request_deserializer, reject_unknown_fields=full_method.startswith(self._strict_prefixes)
+        )
+        serializer = handler.response_serializer
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):
+                if isinstance(request, MalformedRequest):
+                    raise InvalidArgument(request.reason)
+                return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)
+
+        async def reject(context, request: MalformedRequest) -> None:
+            log.info("rpc failed", extra={"method": full_method.rsplit("/", 1)[-1], "code": "INVALID_ARGUMENT",
+                                          "error": request.reason})
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+
+        if handler.unary_stream is not None:
+            stream = _checked_unary_stream(handler.unary_stream, reject)
+            return handler if stream is None else grpc.unary_stream_rpc_method_handler(stream, deserializer, serializer)
+
+        async def checked(request_iterator, context):
+            async for request in request_iterator:
+                if isinstance(request, MalformedRequest):
+                    await reject(context, request)
+                yield request
+
+        if handler.stream_unary is not None:
+            behaviour, factory = _with_requests(handler.stream_unary, checked), grpc.stream_unary_rpc_method_handler
+        else:
+            behaviour, factory = _with_requests(handler.stream_stream, checked), grpc.stream_stream_rpc_method_handler
+        return handler if behaviour is None else factory(behaviour, deserializer, serializer)
+
+
+def _checked_unary_stream(inner, reject):
+    """A unary-stream behaviour that rejects a malformed request first (None: ``inner`` is neither an async
+    generator nor a coroutine function, left as it is)."""
+    if inspect.isasyncgenfunction(inner):
+
+        async def generate(request, context):
+            if isinstance(request, MalformedRequest):
+                await reject(context, request)
+            async for response in inner(request, context):
+                yield response
+
+        return generate
+    if inspect.iscoroutinefunction(inner):
+
+        async def write(request, context):
+            if isinstance(request, MalformedRequest):
+                await reject(context, request)
+            return await inner(request, context)
+
+        return write
+    return None
+
+
+def _with_requests(inner, checked):
+    """A client-streaming behaviour that reads its requests through ``checked`` (None: not an async one)."""
+    if inspect.isasyncgenfunction(inner):
+
+        async def generate(request_iterator, context):
+            async for response in inner(checked(request_iterator, context), context):
+                yield response
+
+        return generate
+    if inspect.iscoroutinefunction(inner):
+
+        async def call(request_iterator, context):
+            return await inner(checked(request_iterator, context), context)
+
+        return call
+    return None
+
+
 class ServiceRunner:
     """Runs one service: binds it, keeps its health status current, and stops it gracefully."""
 
@@ -165,6 +328,7 @@ class ServiceRunner:
         tokens = self.settings.accepted_tokens()
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
+        interceptors.append(RequestParsingInterceptor())
         options = []
         if self.settings.max_connection_age_s > 0:
             age_ms = max(1, int(self.settings.max_connection_age_s * 1000))
@@ -196,11 +360,13 @@ class ServiceRunner:
         self.server = server
         if self.settings.health_port is not None:
             # Health only, no API: safe to leave in plaintext next to a TLS-only main port.
-            self.health_server = grpc.aio.server()
+            self.health_server = grpc.aio.server(
+                interceptors=[ErrorInterceptor(self.service.name), RequestParsingInterceptor()]
+            )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
             self.health_port = self.health_server.add_insecure_port(f"{self.settings.host}:{self.settings.health_port}")
             await self.health_server.start()
-        self.metrics_port = start_metrics_server(self.settings.metrics_port, self.settings.host)
+        self.metrics_port = start_metrics_server(self.settings.metrics_port, self.settings.metrics_host)
         # Liveness is "the process answers", not "the dependencies are up": restarting a pod cannot fix Triton.
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._update_health()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -73,6 +74,12 @@ class ClientTlsSettings(BaseModel):
         return _read(self.ca_path), _read(self.key_path), _read(self.cert_path)
 
 
+MODEL_CONTROL_HEADER = "instructrec-model-control-key"
+"""Default header of the Triton model-control key (``TritonSettings.model_control_header``)."""
+GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
+"""What Triton's gRPC endpoint puts before the header named in ``--grpc-restricted-protocol``."""
+
+
 class TritonSettings(BaseModel):
     """How to reach Triton (set as ``<PREFIX>TRITON__GRPC_ADDR`` etc.)."""
 
@@ -89,6 +96,32 @@ class TritonSettings(BaseModel):
     """At most one repair per model in this interval."""
     max_reconnect_backoff_s: float = Field(2.0, gt=0)
     """Upper bound of gRPC's reconnect backoff, so a restarted Triton is found again within seconds."""
+    model_control_key: SecretStr | None = None
+    """Key for Triton's model-repository API (load, unload, repository index), which Triton restricts to callers
+    presenting it (``--grpc-restricted-protocol=model-repository:<header>=<key>``). Sent only on those calls (the
+    stub repair, a push); inference and health never need it. Unset: those calls carry no key (a Triton
+    without the restriction)."""
+    model_control_header: str = Field(MODEL_CONTROL_HEADER, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    """Header (gRPC metadata key, lower case) that carries ``model_control_key``; Triton's flag names the same."""
+
+    @model_validator(mode="after")
+    def _check_model_control(self) -> TritonSettings:
+        if self.model_control_header.endswith("-bin"):
+            raise ValueError("model_control_header must not end in -bin (gRPC binary metadata)")
+        key = self.model_control_key.get_secret_value() if self.model_control_key is not None else None
+        if key is not None and not re.fullmatch(r"[A-Za-z0-9_.~-]{16,}", key):
+            # It travels inside Triton's flag (``...:<header>=<key>``) and a header: no separators, no blanks.
+            raise ValueError("model_control_key must be at least 16 URL-safe characters (secrets.token_urlsafe)")
+        return self
+
+    def model_control_headers(self) -> dict[str, str]:
+        """The gRPC metadata of a model-repository call: the key, or none when no key is set.
+
+        Triton's gRPC endpoint reads the header named in its flag with the prefix ``triton-grpc-protocol-``
+        (its HTTP endpoint reads it as named)."""
+        if self.model_control_key is None:
+            return {}
+        return {GRPC_RESTRICTED_HEADER_PREFIX + self.model_control_header: self.model_control_key.get_secret_value()}
 
 
 class ServiceSettings(BaseSettings):
@@ -97,7 +130,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__", validate_default=True)
 
     host: str = "0.0.0.0"
-    """Interface the gRPC server binds."""
+    """Interface the gRPC server binds (``instructrec run`` sets 127.0.0.1; the Kubernetes manifests 0.0.0.0)."""
+    metrics_host: str | None = None
+    """Interface the /metrics endpoint binds; unset: the same as ``host``."""
     port: int = Field(0, ge=0, le=65535)
     """gRPC port; 0 binds a free port (tests)."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
@@ -132,6 +167,12 @@ class ServiceSettings(BaseSettings):
     and no ``auth_tokens_file``, the service accepts every caller. Health checks never need a token."""
     auth_tokens_file: Path | None = None
     """File with one accepted bearer token per line (``#`` comments), e.g. a mounted Kubernetes Secret."""
+
+    @model_validator(mode="after")
+    def _metrics_host_defaults_to_host(self) -> ServiceSettings:
+        if self.metrics_host is None:
+            self.metrics_host = self.host
+        return self
 
     @model_validator(mode="after")
     def _check_tokens_file(self) -> ServiceSettings:

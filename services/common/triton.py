@@ -130,9 +130,12 @@ class TritonModel:
     async def _repair(self) -> None:
         """Unload and load the model so Triton starts a new backend process."""
         log.warning("repairing model: unload + load", extra={"model": self.model_name})
+        # Triton restricts its model-repository API to holders of the model-control key (when one is set).
+        headers = self._settings.model_control_headers()
+        key = {"headers": headers} if headers else {}
         try:
-            await self._client.unload_model(self.model_name, client_timeout=30.0)
-            await self._client.load_model(self.model_name, client_timeout=120.0)
+            await self._client.unload_model(self.model_name, client_timeout=30.0, **key)
+            await self._client.load_model(self.model_name, client_timeout=120.0, **key)
         except InferenceServerException as exc:
             log.error("model repair failed", extra={"model": self.model_name, "error": exc.message() or str(exc)})
             return

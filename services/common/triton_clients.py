@@ -3,8 +3,9 @@
 Every client gets the same channel options (64 MiB messages, a reconnect backoff that finds a restarted Triton
 within seconds) and, when ``TritonSettings.tls`` is enabled, the same TLS credentials (mutual TLS with a client
 certificate, an optional expected server name). The services pass their own ``<PREFIX>TRITON__*`` settings; a
-tool that takes a Triton address builds its settings with :func:`tool_triton_settings`, which reads TLS from
-``INSTRUCTREC_TRITON__TLS__*`` environment variables.
+tool that takes a Triton address builds its settings with :func:`tool_triton_settings`, which reads TLS and the
+model-control key from ``INSTRUCTREC_TRITON__*`` environment variables. Calls to Triton's model-repository API
+pass ``headers=settings.model_control_headers()`` (the only calls Triton restricts).
 """
 
 from __future__ import annotations
@@ -62,12 +63,15 @@ class ToolTritonSettings(BaseSettings):
 
     triton: TritonSettings = TritonSettings()
     """Triton connection settings: ``INSTRUCTREC_TRITON__TLS__ENABLED=true``, ``..._TLS__CA_PATH``,
-    ``..._TLS__CERT_PATH`` and ``..._TLS__KEY_PATH`` (mutual TLS), ``..._TLS__SERVER_NAME``. The address
-    always comes from the tool's own option."""
+    ``..._TLS__CERT_PATH`` and ``..._TLS__KEY_PATH`` (mutual TLS), ``..._TLS__SERVER_NAME``; the key of Triton's
+    restricted model-repository API (a push's load and index calls) in ``INSTRUCTREC_TRITON__MODEL_CONTROL_KEY``
+    (and ``..._MODEL_CONTROL_HEADER`` when not the default). The address always comes from the tool's own
+    option."""
 
 
 def tool_triton_settings(addr: str) -> TritonSettings:
-    """Settings for a tool's client to the Triton at ``addr``, TLS from ``INSTRUCTREC_TRITON__TLS__*``.
+    """Settings for a tool's client to the Triton at ``addr``, TLS and the model-control key from
+    ``INSTRUCTREC_TRITON__*``.
 
     Raises:
         pydantic.ValidationError: the TLS variables name files that do not exist, or half a key pair.

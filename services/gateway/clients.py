@@ -72,7 +72,7 @@ class GrpcStages:
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error("instruction", err) from err
-        return r.instruction, r.template_id, _versions(r)
+        return r.instruction, r.template_id, _versions(r), r.query_truncated
 
     async def rank(
         self, instruction: str, *, candidates: Sequence[str], timeout_s: float,

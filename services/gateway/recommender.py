@@ -32,7 +32,8 @@ class Stages(Protocol):
 
     async def instruct(
         self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float
-    ) -> tuple[str, str, Versions]: ...
+    ) -> tuple[str, str, Versions, bool]:
+        """(instruction, template id, model versions, whether the query was cut to fit the ranker's prompt)."""
 
     async def rank(
         self, instruction: str, *, candidates: Sequence[str], timeout_s: float,
@@ -61,6 +62,7 @@ class RecommendResult:
     template_id: str = ""
     degraded: bool = False
     degraded_reasons: list[str] = field(default_factory=list)
+    query_truncated: bool = False  # the instruction carries only the start of the query (retrieval had all)
     model_versions: Versions = field(default_factory=list)
     unknown_history_item_ids: list[str] = field(default_factory=list)
     stage_timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms)
@@ -154,7 +156,7 @@ class Recommender:
         ranked: Scored | None = None
         try:
             with self._timed(result, "instruction"):
-                result.instruction, result.template_id, versions = await self._stages.instruct(
+                result.instruction, result.template_id, versions, result.query_truncated = await self._stages.instruct(
                     history, q.query, candidates=candidate_ids,
                     timeout_s=budget.hop("instruction", s.instruction_timeout_s, reserve_s=s.degrade_reserve_s),
                 )

@@ -32,6 +32,7 @@ class RecommendServicer(recommend_service_pb2_grpc.RecommendServiceServicer):
             template_id=r.template_id,
             degraded=r.degraded,
             degraded_reasons=r.degraded_reasons,
+            query_truncated=r.query_truncated,
             model_versions=[common_pb2.ModelVersion(model_name=n, version=v) for n, v in r.model_versions],
             unknown_history_item_ids=r.unknown_history_item_ids,
             stage_timings=[common_pb2.StageTiming(stage=st, duration_ms=ms) for st, ms in r.stage_timings],

@@ -31,6 +31,29 @@ class Instruction:
     preference_statement: str = ""
     preference_cached: bool = False
     generator_version: str = ""
+    query_truncated: bool = False  # the query was cut to fit the ranker's prompt budget
+
+
+def fit_query(query: str, max_bytes: int) -> tuple[str, bool]:
+    """The query as an instruction carries it: stripped and, past ``max_bytes`` UTF-8 bytes, cut at a word boundary.
+
+    The budget is in bytes because the ranker's tokenizer is byte-level BPE: every token covers at least one
+    byte, so ``max_bytes`` bounds the query's tokens whatever the characters (a character can be four tokens).
+    A first word longer than the budget is cut inside it, on a character boundary.
+
+    Returns:
+        ``(query, truncated)``.
+    """
+    text = query.strip()
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) <= max_bytes:
+        return text, False
+    head = data[:max_bytes].decode("utf-8", errors="ignore")  # drops a character split by the cut
+    if not text[len(head)].isspace():  # the cut falls inside a word: go back to the last whitespace
+        boundary = next((i for i in range(len(head) - 1, 0, -1) if head[i].isspace()), 0)
+        if boundary > 0:
+            head = head[:boundary]
+    return head.rstrip(), True
 
 
 def tidy_statement(text: str) -> str:
@@ -80,6 +103,7 @@ class InstructionWriter:
         recent_history_items: int,
         item_noun: str,
         limits: Limits,
+        prompt_query_max_bytes: int,
     ) -> None:
         self._catalog = catalog
         self._generate = generate
@@ -90,6 +114,7 @@ class InstructionWriter:
         self._max_history = recent_history_items
         self._noun = item_noun
         self._limits = limits
+        self._query_max_bytes = prompt_query_max_bytes
 
     def validate(self, history_ids: Sequence[str], query: str, candidate_ids: Sequence[str]) -> None:
         """Raises InvalidArgument naming the field when the request cannot be written as an instruction."""
@@ -107,7 +132,7 @@ class InstructionWriter:
 
         Args:
             history_ids: The user's items, oldest first.
-            query: Free-text intention (may be empty).
+            query: Free-text intention (may be empty); cut to ``prompt_query_max_bytes`` at a word boundary.
             candidate_ids: Candidates in label order.
             timeout_s: Time left for this call; bounds the wait for a new preference statement.
         """
@@ -117,7 +142,8 @@ class InstructionWriter:
         statement, cached, version = "", False, ""
         if history and self._generate is not None:
             statement, cached, version = await self._preference(history, timeout_s)
-        template = prompts.select_template(bool(history), bool(statement), bool(query.strip()))
+        query, truncated = fit_query(query, self._query_max_bytes)
+        template = prompts.select_template(bool(history), bool(statement), bool(query))
         text = prompts.render_instruction(
             template,
             history=history,
@@ -128,7 +154,7 @@ class InstructionWriter:
             max_history_items=self._max_history,
         )
         source = "explicit" if statement else ("implicit" if history else "none")
-        return Instruction(text, template.template_id, source, statement, cached, version)
+        return Instruction(text, template.template_id, source, statement, cached, version, truncated)
 
     async def _preference(self, history: list[Item], timeout_s: float | None) -> tuple[str, bool, str]:
         """The cached statement, or wait (bounded) for a new one; ("", False, "") when none is available."""

@@ -45,6 +45,7 @@ class InstructionApp:
             recent_history_items=s.recent_history_items,
             item_noun=s.item_noun,
             limits=Limits.of(s),
+            prompt_query_max_bytes=s.prompt_query_max_bytes,
         )
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

@@ -39,4 +39,5 @@ class InstructionServicer(instruction_service_pb2_grpc.InstructionServiceService
             preference_statement=instruction.preference_statement,
             preference_cached=instruction.preference_cached,
             model_versions=versions,
+            query_truncated=instruction.query_truncated,
         )

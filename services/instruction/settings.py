@@ -36,3 +36,11 @@ class InstructionSettings(ServiceSettings):
     """Most recent history items written into instructions and preference prompts (prompt length budget)."""
     item_noun: str = DEFAULT_ITEM_NOUN
     """What an item is called in instructions ("movie")."""
+    prompt_query_max_bytes: int = Field(300, gt=0)
+    """Most UTF-8 bytes of the query written into an instruction; a longer query is cut at a word boundary
+    and the response says ``query_truncated`` (retrieval still gets the whole query). The ranker rejects
+    prompts over its ``max_prompt_tokens`` (1024), and its byte-level tokenizer makes at most one token per
+    byte, so this bounds the query's share whatever its characters. 300 keeps the ranker's prompt under 1024
+    tokens with 20 candidates, 10 history titles and a 48-token preference statement from MovieLens-100k
+    (the rest measures at most 704 tokens over 3,000 random draws; tests/unit/services/instruction/
+    test_query_budget.py checks it with the real tokenizer). Raise it with the ranker's ``max_prompt_tokens``."""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from instructrec.v1 import common_pb2 as instructrec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&instructrec/v1/recommend_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"\x95\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x11\n\tnum_items\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x06 \x03(\t\"@\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xa5\x02\n\x11RecommendResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.instructrec.v1.RecommendedItem\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x34\n\x0emodel_versions\x18\x04 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x18\n\x10\x64\x65graded_reasons\x18\x05 \x03(\t\x12 \n\x18unknown_history_item_ids\x18\x06 \x03(\t\x12\x32\n\rstage_timings\x18\x07 \x03(\x0b\x32\x1b.instructrec.v1.StageTiming\x12\x13\n\x0btemplate_id\x18\x08 \x01(\t2d\n\x10RecommendService\x12P\n\tRecommend\x12 .instructrec.v1.RecommendRequest\x1a!.instructrec.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&instructrec/v1/recommend_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"\x95\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x11\n\tnum_items\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x06 \x03(\t\"@\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xbe\x02\n\x11RecommendResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.instructrec.v1.RecommendedItem\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x34\n\x0emodel_versions\x18\x04 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x18\n\x10\x64\x65graded_reasons\x18\x05 \x03(\t\x12 \n\x18unknown_history_item_ids\x18\x06 \x03(\t\x12\x32\n\rstage_timings\x18\x07 \x03(\x0b\x32\x1b.instructrec.v1.StageTiming\x12\x13\n\x0btemplate_id\x18\x08 \x01(\t\x12\x17\n\x0fquery_truncated\x18\t \x01(\x08\x32\x64\n\x10RecommendService\x12P\n\tRecommend\x12 .instructrec.v1.RecommendRequest\x1a!.instructrec.v1.RecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDEDITEM']._serialized_start=239
   _globals['_RECOMMENDEDITEM']._serialized_end=303
   _globals['_RECOMMENDRESPONSE']._serialized_start=306
-  _globals['_RECOMMENDRESPONSE']._serialized_end=599
-  _globals['_RECOMMENDSERVICE']._serialized_start=601
-  _globals['_RECOMMENDSERVICE']._serialized_end=701
+  _globals['_RECOMMENDRESPONSE']._serialized_end=624
+  _globals['_RECOMMENDSERVICE']._serialized_start=626
+  _globals['_RECOMMENDSERVICE']._serialized_end=726
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,7 @@ class RecommendedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "instruction", "degraded", "model_versions", "degraded_reasons", "unknown_history_item_ids", "stage_timings", "template_id")
+    __slots__ = ("items", "instruction", "degraded", "model_versions", "degraded_reasons", "unknown_history_item_ids", "stage_timings", "template_id", "query_truncated")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class RecommendResponse(_message.Message):
     UNKNOWN_HISTORY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     STAGE_TIMINGS_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     instruction: str
     degraded: bool
@@ -51,4 +52,5 @@ class RecommendResponse(_message.Message):
     unknown_history_item_ids: _containers.RepeatedScalarFieldContainer[str]
     stage_timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
     template_id: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., instruction: _Optional[str] = ..., degraded: _Optional[bool] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., unknown_history_item_ids: _Optional[_Iterable[str]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., template_id: _Optional[str] = ...) -> None: ...
+    query_truncated: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., instruction: _Optional[str] = ..., degraded: _Optional[bool] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., unknown_history_item_ids: _Optional[_Iterable[str]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., template_id: _Optional[str] = ..., query_truncated: _Optional[bool] = ...) -> None: ...

@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import re
 import runpy
 import sys
 import threading
@@ -33,6 +34,8 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic_settings import BaseSettings
 
 from services.common.server import LIVENESS_SERVICE
+from services.common.settings import GRPC_RESTRICTED_HEADER_PREFIX, TritonSettings
+from services.common.triton_clients import ToolTritonSettings
 from services.gateway.settings import GatewaySettings
 from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
@@ -50,6 +53,7 @@ MODELS = {"text_encoder", "ranker", "preference_generator", "sequence_encoder"}
 OVERLAYS = list(k8s_check.overlays())
 WAIT_SCRIPT = "/opt/instructrec/wait_for.py"
 PUSH_SCRIPT = "/opt/instructrec/push_replicas.py"
+ARG_VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 @pytest.fixture(scope="module")
@@ -269,19 +273,79 @@ def test_overlays_pick_their_components(rendered: dict) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
+# Containers of the tools image that read settings from their env (the push reaches Triton with the tools' settings).
+TOOL_SETTINGS: dict[str, type[BaseSettings]] = {"push-model": ToolTritonSettings}
+
+
+def _arg_variables(container: dict) -> set[str]:
+    """The ``$(NAME)`` references the kubelet expands in a container's command and args."""
+    return {m for a in container.get("command", []) + container.get("args", []) for m in ARG_VARIABLE.findall(a)}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS + list(k8s_check.tasks()))
 def test_every_env_var_is_a_settings_field_with_a_valid_value(rendered: dict, overlay: str) -> None:
     for name, workload in _workloads(rendered, overlay).items():
         pod = _pod(workload)
         for container in pod.get("initContainers", []) + pod["containers"]:
             env = container.get("env", [])
-            if workload["kind"] == "Deployment" and name in SETTINGS and container["name"] == name:
+            settings_cls = SETTINGS.get(name) if workload["kind"] == "Deployment" else TOOL_SETTINGS.get(name)
+            if settings_cls is not None and container["name"] == name:
                 for var in env:
-                    annotation, _ = _field(SETTINGS[name], var["name"])
+                    annotation, _ = _field(settings_cls, var["name"])
                     if "value" in var:  # valueFrom (a Secret, a field ref): the name is all there is to check
                         _parse(annotation, var["value"])
+            elif name == "triton" and container["name"] == "triton":
+                # Triton reads no env of ours: each variable exists for a $(NAME) in its args.
+                assert {v["name"] for v in env} == _arg_variables(container), "triton env vars its args do not use"
             else:
                 assert env == [], f"{name}/{container['name']} sets env vars that no settings class reads"
+
+
+def _secret_refs(container: dict) -> dict[str, tuple[str, str]]:
+    """env var name -> (Secret name, key) for every variable a container takes from a Secret."""
+    return {v["name"]: (v["valueFrom"]["secretKeyRef"]["name"], v["valueFrom"]["secretKeyRef"]["key"])
+            for v in container.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_model_control_key_reaches_only_triton_the_push_and_the_services_that_repair_models(
+    rendered: dict, overlay: str
+) -> None:
+    workloads = _workloads(rendered, overlay) | _workloads(rendered, "task-push-model")
+    triton = _container(workloads["triton"], "triton")
+    flags = dict(a.split("=", 1) for a in triton["args"][1:] if a.startswith("--") and "=" in a)
+    (key_var,) = _arg_variables(triton)
+    secret = _secret_refs(triton)[key_var]
+    # Both endpoints restrict exactly the model-repository API, with the header the clients send.
+    header = TritonSettings().model_control_header
+    for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+        assert flags[flag] == f"model-repository:{header}=$({key_var})", flag
+    holders = set()
+    for name, workload in workloads.items():
+        pod = _pod(workload)
+        for volume in pod.get("volumes", []):
+            assert volume.get("secret", {}).get("secretName") != secret[0], f"{name} mounts the key as a file"
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            refs = _secret_refs(container)
+            if secret in refs.values():
+                holders.add(name)
+            if name in ("instruction", "retrieval", "ranking") and container["name"] == name:
+                prefix = f"{name.upper()}_TRITON__"
+                assert refs[prefix + "MODEL_CONTROL_KEY"] == secret
+                assert _setting(name, _env(container), prefix + "MODEL_CONTROL_HEADER") == header
+            if name == "push-model" and container["name"] == name:
+                assert refs["INSTRUCTREC_TRITON__MODEL_CONTROL_KEY"] == secret
+    assert holders == {"triton", "push-model", "instruction", "retrieval", "ranking"}
+    assert GRPC_RESTRICTED_HEADER_PREFIX + header in TritonSettings(model_control_key="k" * 32).model_control_headers()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_binds_every_interface_explicitly(rendered: dict, overlay: str) -> None:
+    # The settings' default is not relied on: `instructrec run` binds loopback, a pod must bind its IP.
+    for name, (_, _, env) in _service_deployments(rendered, overlay).items():
+        prefix = SETTINGS[name].model_config["env_prefix"]
+        assert env.get(prefix + "HOST") == "0.0.0.0", name
+        assert prefix + "METRICS_HOST" not in env or env[prefix + "METRICS_HOST"] == "0.0.0.0", name
 
 
 def test_env_var_check_catches_names_pydantic_would_ignore() -> None:

@@ -5,12 +5,16 @@ import pytest
 from tools.stack import SETTINGS, StackConfig, service_env
 from tools.train.fusion import read_fusion, stale_fusion
 
+KEY = "k" * 43
+
 
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_every_variable_the_runner_sets_is_a_real_setting_and_is_read_back(service, monkeypatch, tmp_path):
     settings_cls = SETTINGS[service]
     prefix = service.upper() + "_"
-    env = service_env(StackConfig(workspace=tmp_path), service)
+    for name in ("HOST", "METRICS_HOST"):
+        monkeypatch.delenv(prefix + name, raising=False)
+    env = service_env(StackConfig(workspace=tmp_path), service, model_control_key=KEY)
     ours = {k: v for k, v in env.items() if k.startswith(prefix)}
     for key in ours:
         field = key[len(prefix):].lower().split("__")[0]
@@ -20,13 +24,64 @@ def test_every_variable_the_runner_sets_is_a_real_setting_and_is_read_back(servi
     settings = settings_cls()
     assert settings.port == int(ours[prefix + "PORT"])
     assert settings.metrics_port == int(ours[prefix + "METRICS_PORT"])
+    # Local posture: loopback only, gRPC and metrics, unless the environment opens them.
+    assert settings.host == "127.0.0.1" and settings.metrics_host == "127.0.0.1"
+    if service == "gateway":  # it calls no model-repository API: it never gets the key
+        assert not any("MODEL_CONTROL" in k for k in env if k.startswith(prefix))
+    else:
+        assert settings.triton.model_control_key.get_secret_value() == KEY
+        assert settings.triton.grpc_addr.startswith("127.0.0.1:")
+
+
+def test_the_environment_can_open_the_bind_addresses(monkeypatch):
+    monkeypatch.setenv("GATEWAY_HOST", "0.0.0.0")
+    env = service_env(StackConfig(), "gateway")
+    assert env["GATEWAY_HOST"] == "0.0.0.0" and env["GATEWAY_METRICS_HOST"] == "127.0.0.1"
+
+
+def test_metrics_bind_where_grpc_binds_unless_set():
+    from services.ranking.settings import RankingSettings
+
+    assert RankingSettings(host="10.1.2.3").metrics_host == "10.1.2.3"
+    assert RankingSettings(host="0.0.0.0", metrics_host="127.0.0.1").metrics_host == "127.0.0.1"
 
 
 def test_service_ports_follow_the_environment(monkeypatch):
     monkeypatch.setenv("RETRIEVAL_PORT", "6123")
     config = StackConfig()
     assert config.ports["retrieval"] == 6123
-    assert service_env(config, "gateway")["GATEWAY_RETRIEVAL_ADDR"] == "localhost:6123"
+    assert service_env(config, "gateway")["GATEWAY_RETRIEVAL_ADDR"] == "127.0.0.1:6123"
+
+
+def test_the_model_control_key_is_generated_unless_the_environment_gives_one(monkeypatch):
+    from tools.stack import model_control_key
+
+    monkeypatch.delenv("INSTRUCTREC_TRITON__MODEL_CONTROL_KEY", raising=False)
+    (first, header), (second, _) = model_control_key(), model_control_key()
+    assert first != second and len(first) >= 32 and header == "instructrec-model-control-key"
+    monkeypatch.setenv("INSTRUCTREC_TRITON__MODEL_CONTROL_KEY", KEY)
+    assert model_control_key()[0] == KEY
+
+
+def test_triton_is_started_with_the_model_repository_api_restricted_to_the_key():
+    from tools.triton_server import TritonServer
+
+    args = TritonServer(Path("/models"), model_control_key=KEY).command()
+    assert f"--grpc-restricted-protocol=model-repository:instructrec-model-control-key={KEY}" in args
+    assert f"--http-restricted-api=model-repository:instructrec-model-control-key={KEY}" in args
+    assert not any("restricted" in a for a in TritonServer(Path("/models")).command())
+
+
+def test_the_key_travels_with_the_prefix_tritons_grpc_endpoint_expects():
+    from services.common.settings import TritonSettings
+
+    assert TritonSettings().model_control_headers() == {}
+    assert TritonSettings(model_control_key=KEY).model_control_headers() == {
+        "triton-grpc-protocol-instructrec-model-control-key": KEY}
+    with pytest.raises(ValueError, match="URL-safe"):
+        TritonSettings(model_control_key="short")
+    with pytest.raises(ValueError):
+        TritonSettings(model_control_header="Has Spaces")
 
 
 @pytest.mark.parametrize("models", ["tuned", "base"])

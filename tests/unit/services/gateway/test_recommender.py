@@ -33,7 +33,7 @@ class Stages:
 
     async def instruct(self, history, query, *, candidates, timeout_s):
         self.calls.append(("instruct", list(history), query, list(candidates)))
-        return f"rank {len(candidates)}", "P1-I0-T3-0", []
+        return f"rank {len(candidates)}", "P1-I0-T3-0", [], len(query) > 50
 
     async def rank(self, instruction, *, candidates, timeout_s, retrieval_scores=()):
         self.calls.append(("rank", instruction, list(candidates), timeout_s))

@@ -30,6 +30,7 @@ def writer(generate, wait_s: float = 5.0) -> InstructionWriter:
     return InstructionWriter(
         CATALOG, generate, cache_size=10, preference_wait_s=wait_s, generation_timeout_s=5.0,
         recent_history_items=5, item_noun="movie", limits=Limits(max_query_chars=100),
+        prompt_query_max_bytes=60,
     )
 
 
