@@ -408,7 +408,9 @@ def evaluate(
         "localhost:50053"
     ),
     name: Annotated[str, typer.Option(help="Label of the served system in the report.")] = "served",
-    protocols: Annotated[str, typer.Option(help="Comma-separated protocols to run (1, 2, 3).")] = "1,2,3",
+    protocols: Annotated[str, typer.Option(
+        help="Comma-separated protocols to run: 1, 2, 3 (no intention), 4 (history + intention), 5 (intention "
+             "only; both write search.md).")] = "1,2,3",
     max_users: Annotated[int, typer.Option(help="Evaluate the first N test users (0 = all).")] = 0,
     out_dir: Annotated[Path, typer.Option(help="Where report.md, the PNGs and results.json go.")] = Path(
         "docs/evaluation"

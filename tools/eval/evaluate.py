@@ -104,6 +104,21 @@ class ServedSystem:
         )
         return [i.item_id for i in r.items]
 
+    async def recommend_with(self, history: Sequence[str], query: str, k: int) -> list[str]:
+        """Full ranking for a history (may be empty: an anonymous caller) and an intention."""
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(self._gateway)
+        r = await stub.Recommend(recommend_service_pb2.RecommendRequest(
+            history_item_ids=history, query=query, num_items=k), timeout=300)
+        return [i.item_id for i in r.items]
+
+    async def rerank_with(self, history: Sequence[str], query: str, candidates: Sequence[str]) -> list[str]:
+        """The caller's candidates ranked for a history (may be empty) and an intention."""
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(self._gateway)
+        r = await stub.Recommend(recommend_service_pb2.RecommendRequest(
+            history_item_ids=history, query=query, candidate_item_ids=candidates, num_items=len(candidates)),
+            timeout=300)
+        return [i.item_id for i in r.items]
+
     async def retrieve(self, case: Case, k: int, exclude: Sequence[str] = ()) -> list[str]:
         stub = retrieval_service_pb2_grpc.RetrievalServiceStub(self._retrieval)
         r = await stub.RetrieveCandidates(
@@ -163,6 +178,7 @@ async def evaluate(config: EvalConfig) -> dict:
     served = ServedSystem(config.gateway_addr, config.retrieval_addr)
     results: dict[str, dict] = {}
     protocol2_lists: dict | None = None
+    search_results: dict | None = None
     try:
         if 1 in config.protocols:
             candidates = random_candidates(split, cases, seed=config.seed)
@@ -198,6 +214,8 @@ async def evaluate(config: EvalConfig) -> dict:
             results["3"] = {m: summarize(r, PROTOCOL_KS[3]) for m, r in ranks.items()}
             results["3"][f"{config.served_name}: retriever only"]["Recall@20"] = (
                 sum(c.target in p for c, p in zip(cases, pools)) / len(cases))
+        if config.gateway_addr and ({4, 5} & set(config.protocols)):
+            search_results = await _search(split, cases, served, config)
     finally:
         await served.close()
     out = {
@@ -210,6 +228,35 @@ async def evaluate(config: EvalConfig) -> dict:
     }
     if protocol2_lists is not None:
         out["protocol2_lists"] = protocol2_lists
+    if search_results is not None:
+        out["search"] = {"system": config.served_name, **search_results}
+    return out
+
+
+async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, config: EvalConfig) -> dict:
+    """Protocols 4 (personalized search) and 5 (search), with the committed sequence model as a baseline."""
+    import torch
+
+    from tools.eval.search import SearchEvaluation
+    from tools.train import sequential
+
+    model, vocab = sequential.load(sequential.PUBLISHED_DIR)
+    rows = {item: n for n, item in enumerate(vocab, start=1)}
+
+    def sequence_scores(history: Sequence[str]) -> dict[str, float]:
+        with torch.no_grad():
+            seq = torch.tensor([sequential.left_pad([rows[i] for i in history if i in rows], model.config.max_len)])
+            scores = (model(seq) @ model.item_vectors().T)[0].numpy()
+        return {item: float(scores[n]) for item, n in rows.items()}
+
+    evaluation = SearchEvaluation(split, served, sequence_scores, seed=config.seed,
+                                  concurrency=config.concurrency, name=config.served_name)
+    out = {}
+    for protocol, personalized in (("4", True), ("5", False)):
+        if int(protocol) in config.protocols:
+            bar = tqdm(total=2 * len(cases), desc=f"protocol {protocol}", leave=False)
+            out[protocol] = await evaluation.run(cases, personalized=personalized, progress=bar.update)
+            bar.close()
     return out
 
 
@@ -255,6 +302,38 @@ def merge_reports(previous: dict, report: dict) -> dict:
     return merged
 
 
+SEARCH_TITLES = {"4": "Protocol 4: personalized search (history + intention)",
+                 "5": "Protocol 5: search (intention only, anonymous caller)"}
+KIND_TITLES = {"I2": "specific intention (one genre + decade, evaluation wording)",
+               "I1": "vague intention (evaluation paraphrases)"}
+
+
+def search_lines(search: dict) -> list[str]:
+    """Markdown of protocols 4 and 5: the metrics per method and the served system's paired differences."""
+    lines = [f"Served system: {search['system']}. Full ranking through Recommend (HR@10, NDCG@10) and the target + 19 "
+             "random unseen items, 3 lists per user (HR@1, NDCG@5). Differences: served minus baseline, mean over "
+             "users with the 95 % paired-bootstrap interval.", ""]
+    for protocol, kinds in search.items():
+        if protocol not in SEARCH_TITLES:
+            continue
+        lines += [f"## {SEARCH_TITLES[protocol]}", ""]
+        for kind, result in kinds.items():
+            lines += [f"### {KIND_TITLES[kind]}", "",
+                      f"The query alone (string filter) singles out the target in "
+                      f"{result['query_singles_out_target']:.1%} of the 1+19 lists.", "",
+                      "| method | HR@10 | NDCG@10 | HR@1 (1+19) | NDCG@5 (1+19) |", "|---|---|---|---|---|"]
+            for method, m in result["methods"].items():
+                values = " | ".join(f"{m[k]:.4f}" for k in ("HR@10", "NDCG@10", "HR@1", "NDCG@5"))
+                lines.append(f"| {method} | {values} |")
+            lines += ["", "| served minus | NDCG@10 (95 % CI) | HR@1 (95 % CI) |", "|---|---|---|"]
+            for method, d in result["served_minus"].items():
+                cells = [f"{d[k]['diff']:+.4f} [{d[k]['ci_low']:+.4f}, {d[k]['ci_high']:+.4f}] "
+                         f"({d[k]['relative']:+.0%})" for k in ("NDCG@10", "HR@1")]
+                lines.append(f"| {method} | {cells[0]} | {cells[1]} |")
+            lines.append("")
+    return lines
+
+
 def write_report(report: dict, out_dir: Path, command: str, append: bool = False) -> Path:
     """Markdown tables per protocol, a PNG of HR@k per method, and the raw JSON."""
     import matplotlib
@@ -297,6 +376,14 @@ def write_report(report: dict, out_dir: Path, command: str, append: bool = False
             fig.savefig(out_dir / f"protocol{protocol}_hr.png", dpi=120)
             plt.close(fig)
             lines += [f"![HR@k, protocol {protocol}](protocol{protocol}_hr.png)", ""]
+    if report.get("search"):
+        # Protocols 4-5 get their own page (and JSON): they are run for one served system at a time.
+        (out_dir / "search.json").write_text(json.dumps(report["search"], indent=2) + "\n")
+        (out_dir / "search.md").write_text("\n".join(["# Evaluation with intentions", "", "Command:", "",
+                                                      f"    {command}", "",
+                                                      f"{report['users']} test users; seed {report['seed']}.", "",
+                                                      *search_lines(report["search"])]))
+        lines += ["Protocols 4-5 (with intentions): [search.md](search.md).", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -1,0 +1,47 @@
+"""The evaluation's intention bank is apart from training's, and the string filter reads specific intentions."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from services.core.catalog import Catalog, Item
+from tools import teacher
+from tools.eval import intentions
+from tools.eval.search import bootstrap
+
+
+def _training_phrases() -> set[str]:
+    return {p for bank in teacher.VAGUE_BANK.values() for p in bank} | set(teacher.GENERIC_VAGUE)
+
+
+def test_the_evaluation_and_training_banks_share_no_phrase() -> None:
+    evaluation, training = intentions.phrases(), _training_phrases()
+    assert not evaluation & training
+    assert not any(e in t or t in e for e in evaluation for t in training)
+    # The specific wording differs from the teacher's "a <genres> movie from the <decade>s" too.
+    item = Item("1", "X", 1994, ("Crime",))
+    rng = random.Random(0)
+    assert all(intentions.intention(item, intentions.SPECIFIC, rng) != teacher.specific_intention(item)
+               for _ in range(10))
+
+
+def test_the_string_filter_reads_genre_and_decade_and_orders_matches_first() -> None:
+    catalog = Catalog({i.item_id: i for i in [Item("1", "A", 1994, ("Crime",)), Item("2", "B", 1985, ("Crime",)),
+                                               Item("3", "C", 1995, ("Sci-Fi",)), Item("4", "D", 1992, ("Crime",))]})
+    f = intentions.StringFilter(catalog)
+    assert f.parse("any 1990s crime title?") == ({"Crime"}, 1990)
+    assert f.parse("something that will make me laugh") == (set(), None)
+    order = f.order("looking for crime from the 1990s", ["2", "3", "1", "4"], [4.0, 3.0, 1.0, 2.0])
+    assert order == ["4", "1", "2", "3"]
+    assert f.singles_out("show me sci-fi released in the 1990s", "3", ["1", "2", "3"])
+    assert not f.singles_out("looking for crime from the 1990s", "1", ["1", "4"])
+
+
+def test_paired_bootstrap_interval_covers_a_clear_gain() -> None:
+    served, other = np.ones(200), np.zeros(200)
+    d = bootstrap(served, other)
+    assert d["diff"] == 1.0 and d["ci_low"] == d["ci_high"] == 1.0
+    noisy = bootstrap(np.random.default_rng(1).random(300), np.random.default_rng(2).random(300))
+    assert noisy["ci_low"] < 0 < noisy["ci_high"]

@@ -1,0 +1,130 @@
+"""Protocols 4 and 5: the system given an intention, the one input a sequential model cannot use.
+
+4, personalized search: the test user's history and an intention about the test item; 5, search: the
+intention alone (an anonymous caller). Intentions are vague (I1) or specific (I2), from the evaluation bank
+(``tools/eval/intentions.py``). Two measurements each: full ranking through ``Recommend`` (HR@10, NDCG@10)
+and the target + 19 random unseen items, ``draws`` lists per user (HR@1, NDCG@5, averaged over the draws).
+Baselines rank the same candidates and can use the intention: the string filter ordered by popularity, the
+same filter ordered by the sequence model (protocol 4), and popularity / the sequence model alone.
+Differences against the served system are given with a paired bootstrap over users (95 % interval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tools.eval.intentions import SPECIFIC, VAGUE, StringFilter, intention
+from tools.eval.metrics import ndcg
+from tools.eval.protocols import Case, Split
+
+DRAWS = 3
+NEGATIVES = 19
+BOOTSTRAP = 1000
+
+
+def _rank(order: Sequence[str], target: str) -> int | None:
+    return order.index(target) if target in order else None
+
+
+def bootstrap(served: np.ndarray, other: np.ndarray, seed: int = 0, rounds: int = BOOTSTRAP) -> dict[str, float]:
+    """Mean of ``served - other`` over users and its 95 % paired-bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    diff = np.asarray(served, dtype=np.float64) - np.asarray(other, dtype=np.float64)
+    means = diff[rng.integers(0, len(diff), size=(rounds, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"diff": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
+            "relative": float(diff.mean() / max(np.mean(other), 1e-12))}
+
+
+class SearchEvaluation:
+    """Runs protocols 4 and 5 for one served system against the in-process baselines."""
+
+    def __init__(self, split: Split, served, sequence_scores: Callable[[Sequence[str]], dict[str, float]], *,
+                 seed: int, concurrency: int, name: str) -> None:
+        self.split, self.served, self.sequence_scores = split, served, sequence_scores
+        self.seed, self.concurrency, self.name = seed, concurrency, name
+        self.filter = StringFilter(split.catalog)
+        self.items = list(split.catalog.items)
+        self.popularity = {i: float(split.popularity.get(i, 0)) for i in self.items}
+
+    def _query(self, case: Case, kind: str) -> str:
+        return intention(self.split.catalog[case.target], kind, random.Random(f"{self.seed}:{case.user_id}:{kind}"))
+
+    def _lists(self, case: Case) -> list[list[str]]:
+        rng = random.Random(f"search:{self.seed}:{case.user_id}")
+        pool = [i for i in self.items if i not in case.seen]
+        lists = []
+        for _ in range(DRAWS):
+            candidates = [case.target, *rng.sample(pool, NEGATIVES)]
+            rng.shuffle(candidates)
+            lists.append(candidates)
+        return lists
+
+    def _baselines(self, case: Case, query: str, ids: Sequence[str], personalized: bool) -> dict[str, list[str]]:
+        pop = [self.popularity[i] for i in ids]
+        out = {"popularity": [i for _, _, i in sorted((-p, n, i) for n, (i, p) in enumerate(zip(ids, pop)))],
+               "filter + popularity": self.filter.order(query, ids, pop)}
+        if personalized:
+            seq = self.sequence_scores(case.history)
+            scores = [seq.get(i, -np.inf) for i in ids]
+            out["sequence model"] = [i for _, _, i in sorted((-s, n, i) for n, (i, s) in enumerate(zip(ids, scores)))]
+            out["filter + sequence model"] = self.filter.order(query, ids, scores)
+        return out
+
+    async def _one(self, case: Case, kind: str, personalized: bool) -> dict:
+        query = self._query(case, kind)
+        history = case.history if personalized else ()
+        unseen = [i for i in self.items if i not in set(history)]
+        full = {self.name: _rank(await self.served.recommend_with(history, query, 10), case.target)}
+        for method, order in self._baselines(case, query, unseen, personalized).items():
+            full[method] = _rank(order[:10], case.target)
+        lists = self._lists(case)
+        sampled: dict[str, list[int]] = {}
+        singled = 0
+        for candidates in lists:
+            served_order = await self.served.rerank_with(history, query, candidates)
+            sampled.setdefault(self.name, []).append(served_order.index(case.target))
+            for method, order in self._baselines(case, query, candidates, personalized).items():
+                sampled.setdefault(method, []).append(order.index(case.target))
+            singled += self.filter.singles_out(query, case.target, candidates)
+        return {"full": full, "sampled": sampled, "singled_out": singled / len(lists)}
+
+    async def run(self, cases: Sequence[Case], *, personalized: bool, progress=None) -> dict:
+        out: dict[str, dict] = {}
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def bounded(case: Case, kind: str) -> dict:
+            async with semaphore:
+                result = await self._one(case, kind, personalized)
+                if progress:
+                    progress()
+                return result
+
+        for kind in (SPECIFIC, VAGUE):
+            rows = await asyncio.gather(*(bounded(c, kind) for c in cases))
+            out[kind] = self._summarize(rows)
+        return out
+
+    def _summarize(self, rows: list[dict]) -> dict:
+        methods = list(rows[0]["full"])
+        per_user = {}
+        for m in methods:
+            full = [r["full"][m] for r in rows]
+            sampled = [r["sampled"][m] for r in rows]
+            per_user[m] = {
+                "HR@10": np.array([float(x is not None and x < 10) for x in full]),
+                "NDCG@10": np.array([ndcg(x, 10) for x in full]),
+                "HR@1": np.array([np.mean([float(x == 0) for x in s]) for s in sampled]),
+                "NDCG@5": np.array([np.mean([ndcg(x, 5) for x in s]) for s in sampled]),
+            }
+        table = {m: {k: float(v.mean()) for k, v in metrics.items()} | {"users": len(rows)}
+                 for m, metrics in per_user.items()}
+        served = per_user[self.name]
+        differences = {m: {k: bootstrap(served[k], per_user[m][k], self.seed) for k in ("NDCG@10", "HR@1")}
+                       for m in methods if m != self.name}
+        return {"methods": table, "served_minus": differences,
+                "query_singles_out_target": float(np.mean([r["singled_out"] for r in rows]))}
