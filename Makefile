@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup prepare run train test test-soak test-fast protos lint k8s-check clean
+.PHONY: setup prepare run train test test-soak test-fuzz test-fast protos lint k8s-check clean
 CHECKOV_VENV := var/checkov-venv
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 
@@ -41,11 +41,14 @@ lint: setup
 	$(VENV)/bin/buf lint protos
 	$(VENV)/bin/ruff check .
 
-test: prepare lint k8s-check  ## everything but the soak: lint, unit, integration (real Triton, tiny models), faults, smoke
-	$(PY) -m pytest -ra -m "not soak"
+test: prepare lint k8s-check  ## everything but the soak and the fuzz run: lint, unit, integration (real Triton, tiny models), faults, smoke
+	$(PY) -m pytest -ra -m "not soak and not fuzz"
 
 test-soak: prepare  ## minutes of steady load on separate service processes; memory must stay flat
 	$(PY) -m pytest -ra -s -m soak
+
+test-fuzz: prepare  ## 10,000 generated requests per public RPC (bytes, mutated and valid messages); none INTERNAL/UNKNOWN
+	$(PY) -m pytest -ra -s -m fuzz
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -ra tests/unit

@@ -169,7 +169,7 @@ def _unknown_field_numbers(message: Message) -> list[int]:
         if descriptor.message_type.GetOptions().map_entry:
             values = value.values() if descriptor.message_type.fields_by_name["value"].message_type else ()
         else:
-            values = value if descriptor.label == descriptor.LABEL_REPEATED else (value,)
+            values = (value,) if isinstance(value, Message) else value  # singular, else a repeated container
         for item in values:
             numbers += _unknown_field_numbers(item)
     return sorted(set(numbers))

@@ -60,7 +60,9 @@ def service_settings(
     triton = {"grpc_addr": triton_grpc_addr, **overrides.pop("triton", {})}
     catalog = data_dir / "items.jsonl"
     if name == "ranking":
-        return RankingSettings(**{**common, "triton": triton, **overrides})
+        # The served weight is 0 (the ranker is not called); the test stacks weight the LM so that the ranker
+        # path (Triton, label logits, fusion) is exercised. A test can still pass its own lm_weight.
+        return RankingSettings(**{**common, "triton": triton, "lm_weight": 0.2, **overrides})
     if name == "retrieval":
         return RetrievalSettings(**{**common, "triton": triton, "catalog_path": catalog, "index_dir": index_dir,
                                     "sequence_index_dir": sequence_index_of(index_dir), **overrides})

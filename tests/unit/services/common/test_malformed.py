@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -122,6 +123,26 @@ def test_unknown_fields_are_refused_only_when_asked() -> None:
     # A field the type declares, with another wire type (num_items as a string), is unknown to it too.
     mistyped = b"\x22\x01x"  # field 4, length-delimited
     assert isinstance(strict(mistyped), MalformedRequest) and "field number(s) 4" in strict(mistyped).reason
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_unknown_fields_inside_nested_messages_and_map_values_are_found() -> None:
+    stray = b"\x78\x01"  # field 15, varint
+    # RecommendResponse.items[0] (a RecommendedItem) carries the stray field.
+    item = recommend_service_pb2.RecommendedItem(item_id="1").SerializeToString() + stray
+    parse = tolerant_deserializer(recommend_service_pb2.RecommendResponse.FromString, reject_unknown_fields=True)
+    assert "field number(s) 15" in parse(_len_field(1, item)).reason
+    # Struct.fields is map<string, Value>: the stray field sits in a map value.
+    value = struct_pb2.Value(string_value="x").SerializeToString() + stray
+    entry = _len_field(1, b"a") + _len_field(2, value)
+    parse = tolerant_deserializer(struct_pb2.Struct.FromString, reject_unknown_fields=True)
+    assert "field number(s) 15" in parse(_len_field(1, entry)).reason
+    clean = struct_pb2.Struct(fields={"a": struct_pb2.Value(string_value="x")})
+    assert parse(clean.SerializeToString()) == clean
 
 
 # ---------------------------------------------------------------- through the server
