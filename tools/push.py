@@ -109,6 +109,20 @@ def _message(exc: BaseException) -> str:
     return (text or type(exc).__name__).strip().splitlines()[0][:500]
 
 
+class ModelControlRefused(PermissionError):
+    """Triton refused a model-repository call (load, unload, index): the model-control key is missing or wrong."""
+
+
+def _refused_hint(exc: Exception) -> Exception:
+    """A clearer error for Triton's "This protocol is restricted" answer; other errors as they are."""
+    if "restricted" not in _message(exc):
+        return exc
+    return ModelControlRefused(
+        f"{_message(exc)}: set INSTRUCTREC_TRITON__MODEL_CONTROL_KEY to Triton's model-control key (under "
+        "`instructrec run`: the file triton/model-control.key in its workspace; in Kubernetes: the Secret "
+        "triton-model-control)")
+
+
 class TritonTarget:
     """One Triton reached over gRPC (``tritonclient.grpc``), TLS from ``INSTRUCTREC_TRITON__TLS__*``; the load and
     index calls carry the model-control key of ``INSTRUCTREC_TRITON__MODEL_CONTROL_KEY`` (Triton restricts its
@@ -129,7 +143,10 @@ class TritonTarget:
 
     def load(self, name: str, timeout_s: float) -> None:
         """``load_model``: (re)load ``name`` from the repository; returns once Triton has finished."""
-        self._client.load_model(name, headers=self._control_headers, client_timeout=timeout_s)
+        try:
+            self._client.load_model(name, headers=self._control_headers, client_timeout=timeout_s)
+        except Exception as exc:
+            raise _refused_hint(exc) from exc
 
     def is_ready(self, name: str, version: str) -> bool:
         """Whether that version of the model is READY."""
@@ -164,7 +181,11 @@ class TritonTarget:
 
     def repository_index(self) -> list[dict[str, Any]]:
         """Triton's repository index: one row per model version it knows (name, version, state, reason)."""
-        index = self._client.get_model_repository_index(headers=self._control_headers, as_json=True, client_timeout=5.0)
+        try:
+            index = self._client.get_model_repository_index(headers=self._control_headers, as_json=True,
+                                                            client_timeout=5.0)
+        except Exception as exc:
+            raise _refused_hint(exc) from exc
         return list(index.get("models", []))
 
     def close(self) -> None:

@@ -20,10 +20,11 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,6 +224,12 @@ REPAIRING_SERVICES = ("ranking", "retrieval", "instruction")
 LOOPBACK = "127.0.0.1"
 
 
+def _reach(service: str, env: Mapping[str, str], port: int | str) -> str:
+    """host:port at which this machine reaches a service that binds ``<SERVICE>_HOST`` (default loopback)."""
+    host = env.get(service.upper() + "_HOST", LOOPBACK)
+    return f"{LOOPBACK if host in ('', '0.0.0.0', '::', '[::]') else host}:{port}"
+
+
 def service_env(config: StackConfig, service: str, model_control_key: str | None = None) -> dict[str, str]:
     """Environment for one service process: the settings' own env var names.
 
@@ -240,7 +247,7 @@ def service_env(config: StackConfig, service: str, model_control_key: str | None
         env.update({
             "GATEWAY_CATALOG_PATH": str(config.data_dir / "items.jsonl"),
             "GATEWAY_INTERACTIONS_PATH": str(config.data_dir / "train.csv"),
-            **{f"GATEWAY_{s.upper()}_ADDR": f"{LOOPBACK}:{config.ports[s]}" for s in SERVICES if s != "gateway"},
+            **{f"GATEWAY_{s.upper()}_ADDR": _reach(s, os.environ, config.ports[s]) for s in SERVICES if s != "gateway"},
         })
     else:
         env[prefix + "TRITON__GRPC_ADDR"] = f"{LOOPBACK}:{config.triton_grpc_port}"
@@ -290,6 +297,24 @@ def _health(addr: str, service: str = "") -> int | None:
             return None
 
 
+def _accepts_connections(addr: str) -> bool:
+    host, port = addr.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def health_addr(service: str, env: dict[str, str]) -> str | None:
+    """Where a plaintext health check reaches the service: its gRPC port, or with TLS on (set through the
+    environment) its plaintext health-only port; None for TLS without one (then only the open port is checked)."""
+    prefix = service.upper() + "_"
+    if env.get(prefix + "TLS__ENABLED", "").lower() not in ("1", "true", "yes", "on"):
+        return _reach(service, env, env[prefix + "PORT"])
+    return _reach(service, env, env[prefix + "HEALTH_PORT"]) if env.get(prefix + "HEALTH_PORT") else None
+
+
 class TritonProcess:
     """Triton under supervision: a restart loads its models again and then runs ``after_ready`` (the version pins).
 
@@ -330,14 +355,14 @@ class ServiceProcess:
     Args:
         name: ``gateway``, ``instruction``, ``retrieval`` or ``ranking``.
         env: Its whole environment (:func:`service_env`).
-        addr: Where its gRPC health service answers.
         stop_timeout_s: How long SIGTERM may take (it drains in-flight RPCs) before SIGKILL.
     """
 
-    def __init__(self, name: str, env: dict[str, str], addr: str, stop_timeout_s: float = 15.0) -> None:
+    def __init__(self, name: str, env: dict[str, str], stop_timeout_s: float = 15.0) -> None:
         self.name = name
         self.env = env
-        self.addr = addr
+        self.addr = _reach(name, env, env[name.upper() + "_PORT"])
+        self.health_addr = health_addr(name, env)
         self.stop_timeout_s = stop_timeout_s
         self._process: subprocess.Popen | None = None
 
@@ -361,7 +386,9 @@ class ServiceProcess:
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if _health(self.addr, service) == health_pb2.HealthCheckResponse.SERVING:
+            if self.health_addr is None and _accepts_connections(self.addr):
+                return
+            if self.health_addr and _health(self.health_addr, service) == health_pb2.HealthCheckResponse.SERVING:
                 return
             code = self.returncode()
             if code is not None:
@@ -370,7 +397,8 @@ class ServiceProcess:
         raise TimeoutError(f"{self.name} on {self.addr} did not report SERVING within {timeout_s:.0f} s")
 
     def returncode(self) -> int | None:
-        return self._process.poll() if self._process else None
+        process = self._process  # read once: terminate() may clear it meanwhile (another thread)
+        return process.poll() if process is not None else None
 
     def terminate(self) -> None:
         process, self._process = self._process, None
@@ -446,14 +474,14 @@ def serve(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
         env = service_env(config, name, model_control_key=key)
         if header != MODEL_CONTROL_HEADER and name in REPAIRING_SERVICES:
             env[f"{name.upper()}_TRITON__MODEL_CONTROL_HEADER"] = header
-        services.append(ServiceProcess(name, env, f"{LOOPBACK}:{config.ports[name]}"))
+        services.append(ServiceProcess(name, env))
     supervisor = Supervisor([triton, *services], config.restart_policy)
-    supervising = False
+    starting = True
 
     def _on_signal(signum, _frame):
         log.info("received %s, stopping", signal.Signals(signum).name)
         supervisor.request_stop()
-        if not supervising:
+        if starting:
             raise KeyboardInterrupt  # interrupts the start-up; the finally block stops what was started
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -471,12 +499,13 @@ def serve(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
         gateway = services[-1]
         for service in services:
             service.wait_serving(ready_timeout_s)
-        gateway.wait_serving(ready_timeout_s, service="")
+        if gateway.health_addr is not None:
+            gateway.wait_serving(ready_timeout_s, service="")  # its peers too
         log.info(
             "ready in %.1f s: Recommend on %s (try `instructrec recommend --user 196 --query \"a funny movie for "
             "tonight\"`); model-control key in %s; Ctrl-C stops", time.perf_counter() - t0, gateway.addr, key_file,
         )
-        supervising = True
+        starting = False
         code = supervisor.run()
         if code:
             log.error("stopped because %s kept failing (see above)", ", ".join(supervisor.gave_up))
@@ -484,6 +513,7 @@ def serve(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        starting = False  # a second Ctrl-C must not interrupt the clean-up
         for process in reversed(launched):
             process.terminate()
         key_file.unlink(missing_ok=True)

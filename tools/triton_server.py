@@ -256,7 +256,8 @@ class TritonServer:
     def returncode(self) -> int | None:
         """The exit code once the started process has exited (negative: killed by that signal); None while it
         runs or when not started."""
-        return self._process.poll() if self._process is not None else None
+        process = self._process  # read once: stop() may clear it meanwhile (another thread)
+        return process.poll() if process is not None else None
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the log file (empty when the log goes to this process's output)."""

@@ -31,6 +31,8 @@ class TritonControl:
 
     def __init__(self, settings: TritonSettings) -> None:
         self._client = triton_client(settings)
+        # Model control (the config overrides) carries the key when Triton restricts it.
+        self._control = settings.model_control_headers() or None
         self.overridden: set[str] = set()
 
     async def close(self) -> None:
@@ -58,23 +60,23 @@ class TritonControl:
 
     async def override(self, model: str, config: dict[str, Any]) -> None:
         """Serve ``model`` with ``config`` (Triton reloads it; the override lasts until :meth:`restore`)."""
-        await self._client.load_model(model, config=json.dumps(config))
+        await self._client.load_model(model, config=json.dumps(config), headers=self._control)
         self.overridden.add(model)
         await self.wait_ready(model)
 
     async def restore(self) -> None:
         """Serve every overridden model from its config.pbtxt again (unload + load drops an override)."""
         for model in sorted(self.overridden):
-            await self._client.unload_model(model, unload_dependents=False)
+            await self._client.unload_model(model, unload_dependents=False, headers=self._control)
             await self._wait_unloaded(model)
-            await self._client.load_model(model)
+            await self._client.load_model(model, headers=self._control)
             await self.wait_ready(model)
             self.overridden.discard(model)
 
     async def _wait_unloaded(self, model: str, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            index = await self._client.get_model_repository_index(as_json=True)
+            index = await self._client.get_model_repository_index(as_json=True, headers=self._control)
             states = [m.get("state") for m in index.get("models", []) if m.get("name") == model]
             if not states or all(s != "READY" and s != "UNLOADING" for s in states):
                 return

@@ -46,6 +46,16 @@ def test_metrics_bind_where_grpc_binds_unless_set():
     assert RankingSettings(host="0.0.0.0", metrics_host="127.0.0.1").metrics_host == "127.0.0.1"
 
 
+def test_the_runner_probes_health_in_plaintext_where_the_service_allows_it():
+    from tools.stack import health_addr
+
+    assert health_addr("ranking", {"RANKING_PORT": "7001"}) == "127.0.0.1:7001"
+    assert health_addr("ranking", {"RANKING_PORT": "7001", "RANKING_HOST": "10.0.0.5"}) == "10.0.0.5:7001"
+    tls = {"RANKING_PORT": "7001", "RANKING_TLS__ENABLED": "true"}
+    assert health_addr("ranking", tls) is None  # TLS only: the open port is all a plaintext probe can see
+    assert health_addr("ranking", {**tls, "RANKING_HEALTH_PORT": "7002"}) == "127.0.0.1:7002"
+
+
 def test_service_ports_follow_the_environment(monkeypatch):
     monkeypatch.setenv("RETRIEVAL_PORT", "6123")
     config = StackConfig()
