@@ -193,7 +193,7 @@ def fit_fusion(config: FusionFitConfig) -> dict:
         "lm_gain_over_retrieval": {**significance, "rule": f"the LM is kept if its gain > {MIN_LM_GAIN_SE} "
                                                              "standard errors (it costs a ranker call)"},
         "retrieval_temperature": config.temperature,
-        "validation": grid[str(best)],
+        "validation": grid[str(served)],
         "retrieval_only": grid[str(0.0)] if 0.0 in config.grid else None,
         "lm_only": lm_only,
         "grid": grid,
