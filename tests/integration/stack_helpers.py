@@ -112,3 +112,16 @@ async def running_stack(
     finally:
         for runner in reversed(runners.values()):
             await runner.stop()
+
+
+def stub_pid(triton, model: str) -> int:
+    """The pid of ``model``'s python-backend process under a running Triton (to kill it in fault tests)."""
+    import psutil
+
+    for child in psutil.Process(triton.pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any(f"/{model}/" in part for part in child.cmdline()):
+                return child.pid
+        except psutil.NoSuchProcess:
+            continue
+    raise AssertionError(f"no backend process for {model}")

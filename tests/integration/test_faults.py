@@ -20,7 +20,7 @@ from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 from services.common.server import ServiceRunner
 from services.retrieval.service import RetrievalApp
 from tests.integration.conftest import ROOT, TRITON_MODELS
-from tests.integration.stack_helpers import running_stack
+from tests.integration.stack_helpers import running_stack, stub_pid
 from tools.index import build_index_async
 from tools.triton_server import TritonServer
 
@@ -142,22 +142,12 @@ async def _is(addr: str, status: int) -> bool:
     return await _status(addr) == status
 
 
-def _stub_pid(triton: TritonServer, model: str) -> int:
-    for child in psutil.Process(triton.pid).children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and any(f"/{model}/" in part for part in child.cmdline()):
-                return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    raise AssertionError(f"no backend process for {model}")
-
-
 async def test_crashed_backend_process_is_repaired_by_the_service(fault_stack, own_triton):
     s = fault_stack
     async with grpc.aio.insecure_channel(s.addr("gateway")) as ch:
         stub = recommend_service_pb2_grpc.RecommendServiceStub(ch)
         assert not (await stub.Recommend(recommend_service_pb2.RecommendRequest(user_id="2"), timeout=30)).degraded
-        old_pid = _stub_pid(own_triton, "ranker")
+        old_pid = stub_pid(own_triton, "ranker")
         os.kill(old_pid, signal.SIGKILL)
         await asyncio.sleep(1.0)
         first = await stub.Recommend(recommend_service_pb2.RecommendRequest(user_id="2"), timeout=30)
@@ -169,7 +159,7 @@ async def test_crashed_backend_process_is_repaired_by_the_service(fault_stack, o
 
         repaired = await _wait_for(ranked, 60, "ranking works again after the repair")
         print(f"\nranker stub killed -> ranking answers again after {repaired + 1.0:.1f} s")
-    assert _stub_pid(own_triton, "ranker") != old_pid
+    assert stub_pid(own_triton, "ranker") != old_pid
     await _wait_for(lambda: _is(s.addr("ranking"), SERVING), 5, "ranking SERVING after the repair")
 
 

@@ -40,8 +40,8 @@ async def test_retrieval_fuses_the_sequence_model_and_skips_the_text_encoder_wit
     assert with_query.strategy == "hybrid" and set(_versions(with_query)) == {SEQUENCE_ENCODER, "text_encoder"}
     assert len(no_query.candidates) == len(with_query.candidates) == 10
     assert not {"1", "2", "3"} & {c.item_id for c in no_query.candidates}
-    # The served no-query weights decide whether the text encoder runs: each source that ran is reported.
-    assert SEQUENCE_ENCODER in _versions(no_query)
+    # The served no-query text weight is 0: the sequence model alone, no text-encoder call.
+    assert no_query.strategy == "sequence" and set(_versions(no_query)) == {SEQUENCE_ENCODER}
     assert anonymous.strategy == "text" and set(_versions(anonymous)) == {"text_encoder"}
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import psutil
 import pytest
 import tritonclient.grpc as triton_grpc
 from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
@@ -27,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from services.common.settings import TritonSettings
 from services.common.triton import TritonModel
 from tests.integration.conftest import ROOT, TRITON_MODELS
-from tests.integration.stack_helpers import running_stack
+from tests.integration.stack_helpers import running_stack, stub_pid
 from tools import push
 from tools.index import build_index_async
 from tools.triton_server import TritonServer
@@ -135,16 +134,6 @@ async def test_a_repair_without_the_key_is_refused_and_leaves_the_model_serving(
     assert client.is_model_ready("ranker")
 
 
-def _stub_pid(triton: TritonServer, model: str) -> int:
-    for child in psutil.Process(triton.pid).children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and any(f"/{model}/" in part for part in child.cmdline()):
-                return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    raise AssertionError(f"no backend process for {model}")
-
-
 async def test_the_stub_crash_repair_works_with_the_key(keyed_triton: TritonServer, dataset: Path, tmp_path) -> None:
     index_dir = await build_index_async(dataset / "items.jsonl", dataset / "train.csv", tmp_path / "index",
                                         keyed_triton.grpc_addr, progress=False)
@@ -155,7 +144,7 @@ async def test_the_stub_crash_repair_works_with_the_key(keyed_triton: TritonServ
         stub = recommend_service_pb2_grpc.RecommendServiceStub(channel)
         request = recommend_service_pb2.RecommendRequest(user_id="2", query="a comedy")
         assert not (await stub.Recommend(request, timeout=30)).degraded
-        old_pid = _stub_pid(keyed_triton, "ranker")
+        old_pid = stub_pid(keyed_triton, "ranker")
         os.kill(old_pid, signal.SIGKILL)
         await asyncio.sleep(1.0)
         first = await stub.Recommend(request, timeout=30)
@@ -166,4 +155,4 @@ async def test_the_stub_crash_repair_works_with_the_key(keyed_triton: TritonServ
             await asyncio.sleep(0.2)
         print(f"\nranker stub killed on a keyed Triton -> repaired, ranking again after "
               f"{time.monotonic() - start + 1.0:.1f} s")
-    assert _stub_pid(keyed_triton, "ranker") != old_pid
+    assert stub_pid(keyed_triton, "ranker") != old_pid

@@ -64,12 +64,12 @@ class SearchEvaluation:
             lists.append(candidates)
         return lists
 
-    def _baselines(self, case: Case, query: str, ids: Sequence[str], personalized: bool) -> dict[str, list[str]]:
+    def _baselines(self, query: str, ids: Sequence[str], seq: dict[str, float] | None) -> dict[str, list[str]]:
+        """Baseline orders of ``ids``; ``seq``: the sequence model's scores of the case (None: no history)."""
         pop = [self.popularity[i] for i in ids]
         out = {"popularity": [i for _, _, i in sorted((-p, n, i) for n, (i, p) in enumerate(zip(ids, pop)))],
                "filter + popularity": self.filter.order(query, ids, pop)}
-        if personalized:
-            seq = self.sequence_scores(case.history)
+        if seq is not None:
             scores = [seq.get(i, -np.inf) for i in ids]
             out["sequence model"] = [i for _, _, i in sorted((-s, n, i) for n, (i, s) in enumerate(zip(ids, scores)))]
             out["filter + sequence model"] = self.filter.order(query, ids, scores)
@@ -79,8 +79,9 @@ class SearchEvaluation:
         query = self._query(case, kind)
         history = case.history if personalized else ()
         unseen = [i for i in self.items if i not in set(history)]
+        seq = self.sequence_scores(case.history) if personalized else None  # once per case and intention
         full = {self.name: _rank(await self.served.recommend_with(history, query, 10), case.target)}
-        for method, order in self._baselines(case, query, unseen, personalized).items():
+        for method, order in self._baselines(query, unseen, seq).items():
             full[method] = _rank(order[:10], case.target)
         lists = self._lists(case)
         sampled: dict[str, list[int]] = {}
@@ -88,7 +89,7 @@ class SearchEvaluation:
         for candidates in lists:
             served_order = await self.served.rerank_with(history, query, candidates)
             sampled.setdefault(self.name, []).append(served_order.index(case.target))
-            for method, order in self._baselines(case, query, candidates, personalized).items():
+            for method, order in self._baselines(query, candidates, seq).items():
                 sampled.setdefault(method, []).append(order.index(case.target))
             singled += self.filter.singles_out(query, case.target, candidates)
         return {"full": full, "sampled": sampled, "singled_out": singled / len(lists)}

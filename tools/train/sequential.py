@@ -78,8 +78,7 @@ class SequenceModel(nn.Module):
             config.hidden, config.heads, config.inner, dropout=config.dropout, activation="gelu",
             batch_first=True, norm_first=False, layer_norm_eps=1e-12,
         )
-        for module in (layer.self_attn,):
-            module.dropout = config.attn_dropout
+        layer.self_attn.dropout = config.attn_dropout  # the attention weights' dropout (RecBole's attn_dropout_prob)
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.apply(self._init)
 
