@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,12 +122,15 @@ def hard_negative_source(data: TrainingData, encoder: Path | None, device: torch
     return HardNegatives(ids, item_vectors(encoder, [data.catalog[i] for i in ids], device))
 
 
-def train_ranker(config: RankerTrainConfig, resume: bool = False) -> Record:
+def load_ranker_model(config: RankerTrainConfig, device: torch.device):
+    """The base model with LoRA as ``config`` says, and its tokenizer.
+
+    Returns:
+        ``(peft_model, lm, tokenizer)``: ``lm`` is the LoRA-injected base model the scorers wrap.
+    """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = setup_torch(config.loop)
-    data = load_training_data(config.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
     lm = AutoModelForCausalLM.from_pretrained(str(config.base_model), dtype=torch.float32)
     lora = LoraConfig(
@@ -135,10 +139,37 @@ def train_ranker(config: RankerTrainConfig, resume: bool = False) -> Record:
         layers_to_transform=lora_layers(lm.config.num_hidden_layers, config.top_layers),
     )
     model = get_peft_model(lm, lora).to(device)
+    return model, lm, tokenizer
+
+
+def ranker_task(model, lm, tokenizer, batches: Iterator[list[RankerExample]], validation: list[RankerExample],
+                device: torch.device) -> Task:
+    """What :func:`run_loop` trains: the served scoring of ``batches`` (cross-entropy over the labels) and
+    validation HR@1 on ``validation``. ``train_ranker`` feeds it MovieLens instructions; a test feeds it a toy
+    task through the same path."""
     # The scorers wrap the (LoRA-injected) base model: the same module the export turns into ONNX.
     scorer = ranker_scorer(lm, label_token_ids(tokenizer)).to(device)
     pointwise = ranker_scorer(lm, pointwise_token_ids(tokenizer)).to(device)
     batcher = RankerBatcher(tokenizer, device)
+
+    def save(path: Path) -> None:
+        model.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
+
+    return Task(
+        model=model,
+        batches=batches,
+        loss=lambda batch: ranking_loss(scorer, pointwise, batcher, batch),
+        validate=lambda: hit_rate_at_1(scorer, batcher, validation, 8),
+        save=save,
+        metric="HR@1",
+    )
+
+
+def train_ranker(config: RankerTrainConfig, resume: bool = False) -> Record:
+    device = setup_torch(config.loop)
+    data = load_training_data(config.data_dir)
+    model, lm, tokenizer = load_ranker_model(config, device)
     hard = hard_negative_source(data, config.hard_negative_encoder, device)
     validation = validation_ranker_examples(data, config.validation_users, config.loop.seed,
                                             max_history=config.max_history)
@@ -150,19 +181,8 @@ def train_ranker(config: RankerTrainConfig, resume: bool = False) -> Record:
         size = config.loop.batch_size
         return [examples[i: i + size] for i in range(0, len(examples) - size + 1, size)]
 
-    def save(path: Path) -> None:
-        model.save_pretrained(str(path))
-        tokenizer.save_pretrained(str(path))
-
     record = Record("ranker", config, config.out_dir / "record.json",
                     extra={"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                            "validation_examples": len(validation)})
-    task = Task(
-        model=model,
-        batches=cycle(epoch),
-        loss=lambda batch: ranking_loss(scorer, pointwise, batcher, batch),
-        validate=lambda: hit_rate_at_1(scorer, batcher, validation, 8),
-        save=save,
-        metric="HR@1",
-    )
+    task = ranker_task(model, lm, tokenizer, cycle(epoch), validation, device)
     return run_loop(task, config.loop, config.out_dir, record, resume)
