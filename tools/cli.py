@@ -73,6 +73,9 @@ def run(
                     "--crash-window-s; before that each one is restarted with exponential backoff.")] = 5,
     crash_window_s: Annotated[float, typer.Option(
         min=1, help="Sliding window, in seconds, in which --crash-limit failures give up on a process.")] = 300.0,
+    fill_preferences: Annotated[bool, typer.Option(
+        help="Once ready, write the known users' missing preference statements in the background "
+             "(precompute-preferences; log in WORKSPACE/logs/preference-fill.log).")] = True,
 ) -> None:
     """Prepare what is missing, then run Triton and the four services in the foreground (Ctrl-C stops).
 
@@ -97,6 +100,7 @@ def run(
         custom_data_dir=data_dir.resolve() if data_dir else None,
         models=models.value,
         restart_policy=RestartPolicy(max_crashes=crash_limit, window_s=crash_window_s),
+        fill_preferences=fill_preferences,
     )
     raise typer.Exit(do_run(config))
 
@@ -151,6 +155,42 @@ def build_index_cmd(
         path = asyncio.run(build_sequence_index_async(data_dir / "items.jsonl", data_dir / "train.csv",
                                                       sequence_out_dir, triton, repository))
         console.print(f"sequence index written to {path}")
+
+
+@app.command("precompute-preferences")
+def precompute_preferences_cmd(
+    triton: Annotated[str, typer.Option(help="Triton gRPC host:port serving preference_generator." + TRITON_TLS_HELP)]
+    = "localhost:8001",
+    data_dir: Annotated[Path, typer.Option(
+        help="Folder with items.jsonl and train.csv (the catalog and the interaction store the stack serves).")] = Path(
+        "var/data/movielens-100k"),
+    store: Annotated[Path | None, typer.Option(
+        help="SQLite store to fill (default: INSTRUCTION_PREFERENCE_STORE_PATH, "
+             "var/preferences/movielens-100k.sqlite).")]
+    = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Generations in flight (Triton batches them).")] = 8,
+    max_users: Annotated[int | None, typer.Option(min=1, help="Only the first N users (a quick check).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    report: Annotated[Path | None, typer.Option(help="Also write the run's figures as JSON here.")] = None,
+) -> None:
+    """Write every known user's preference statement through the served preference_generator into the store
+    the instruction service reads, keyed by recent history and generator version. Resumable: histories
+    already stored for the served version are skipped (rerun after a new generator version or new data)."""
+    from tools.stack import precompute_preferences, precompute_summary
+
+    _logging()
+    try:
+        result = precompute_preferences(triton, data_dir, store=store, concurrency=concurrency,
+                                        max_users=max_users, progress=progress)
+    except RuntimeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(precompute_summary(result))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    if result.failed and not result.written:
+        raise typer.Exit(1)
 
 
 class ModelName(StrEnum):

@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,14 @@ class StackConfig:
     @property
     def sequence_index_dir(self) -> Path:
         return self.workspace / "index-sequence" / self.data_dir.name
+
+    @property
+    def preference_store(self) -> Path:
+        return self.workspace / "preferences" / f"{self.data_dir.name}.sqlite"
+
+    fill_preferences: bool = True
+    """After "ready", write the known users' missing preference statements in the background
+    (``instructrec precompute-preferences``); until then their requests get the implicit instruction."""
 
 
 def prepare(config: StackConfig) -> None:
@@ -255,6 +264,8 @@ def service_env(config: StackConfig, service: str, model_control_key: str | None
         env[prefix + "TRITON__MODEL_CONTROL_KEY"] = model_control_key
     if service in ("instruction", "retrieval"):
         env[prefix + "CATALOG_PATH"] = str(config.data_dir / "items.jsonl")
+    if service == "instruction":
+        env.setdefault("INSTRUCTION_PREFERENCE_STORE_PATH", str(config.preference_store))
     if service == "retrieval":
         env["RETRIEVAL_INDEX_DIR"] = str(config.index_dir)
         env.setdefault("RETRIEVAL_SEQUENCE_INDEX_DIR", str(config.sequence_index_dir))  # a missing one: text only
@@ -269,6 +280,27 @@ def service_env(config: StackConfig, service: str, model_control_key: str | None
                             "`instructrec fit-fusion --models %s --write`", config.models, ", ".join(stale),
                             config.models)
     return env
+
+
+def precompute_preferences(triton_addr: str, data_dir: Path, *, store: Path | None = None, concurrency: int = 8,
+                           max_users: int | None = None, progress: bool = True):
+    """The instruction service's batch job (``services.instruction.precompute``) for the data set in ``data_dir``,
+    with the instruction service's settings from the environment (catalog from ``data_dir``).
+
+    Raises:
+        RuntimeError: the generator is not served or the store cannot be written.
+    """
+    from services.instruction.precompute import precompute_preferences as run_job
+
+    settings = InstructionSettings(catalog_path=data_dir / "items.jsonl")
+    return asyncio.run(run_job(triton_addr=triton_addr, interactions_path=data_dir / "train.csv", settings=settings,
+                               store_path=store, concurrency=concurrency, max_users=max_users, progress=progress))
+
+
+def precompute_summary(report) -> str:
+    from services.instruction.precompute import summary
+
+    return summary(report)
 
 
 def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]) -> None:
@@ -347,6 +379,52 @@ class TritonProcess:
 
     def terminate(self) -> None:
         self.server.stop()
+
+
+class PreferenceFill:
+    """The preference precompute job (``python -m services.instruction.precompute``, what
+    ``instructrec precompute-preferences`` runs) in the background once the stack serves: one run, not restarted.
+
+    Its output goes to ``<workspace>/logs/preference-fill.log``; when it ends, one line says what it wrote.
+    """
+
+    def __init__(self, config: StackConfig, triton_grpc_addr: str, env: Mapping[str, str]) -> None:
+        self._config = config
+        self._addr = triton_grpc_addr
+        self._env = dict(env)
+        self._process: subprocess.Popen | None = None
+        self.log_path = config.workspace / "logs" / "preference-fill.log"
+        self.report_path = config.workspace / "preferences" / f"{config.data_dir.name}-fill.json"
+
+    def launch(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "services.instruction.precompute", "--triton", self._addr,
+                   "--interactions", str(self._config.data_dir / "train.csv"),
+                   "--store", str(self._config.preference_store), "--report", str(self.report_path)]
+        with open(self.log_path, "ab") as out:
+            self._process = subprocess.Popen(command, env=self._env, stdout=out, stderr=subprocess.STDOUT,
+                                             cwd=ROOT)
+        log.info("writing the known users' preference statements in the background (pid %s, log %s); until a "
+                 "user's is written their requests get the implicit instruction", self._process.pid, self.log_path)
+        threading.Thread(target=self._report_when_done, name="preference-fill", daemon=True).start()
+
+    def _report_when_done(self) -> None:
+        code = self._process.wait()
+        if code == 0 and self.report_path.is_file():
+            r = json.loads(self.report_path.read_text(encoding="utf-8"))
+            log.info("preference statements written: %s new (%s already stored, %s failed) in %.0f s (%.2f/s)",
+                     r["written"], r["already_stored"], r["failed"], r["seconds"], r["statements_per_second"])
+        elif code > 0:
+            log.warning("preference fill exited with %s (see %s); misses are still written on demand",
+                        code, self.log_path)
+
+    def terminate(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
 
 
 class ServiceProcess:
@@ -486,7 +564,7 @@ def serve(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     key_file = config.workspace / KEY_FILE
-    launched: list[TritonProcess | ServiceProcess] = []
+    launched: list[TritonProcess | ServiceProcess | PreferenceFill] = []
     try:
         _write_key_file(key_file, key)
         launched.append(triton)
@@ -505,6 +583,10 @@ def serve(config: StackConfig, ready_timeout_s: float = 300.0) -> int:
             "ready in %.1f s: Recommend on %s (try `instructrec recommend --user 196 --query \"a funny movie for "
             "tonight\"`); model-control key in %s; Ctrl-C stops", time.perf_counter() - t0, gateway.addr, key_file,
         )
+        if config.fill_preferences:
+            fill = PreferenceFill(config, server.grpc_addr, service_env(config, "instruction"))
+            launched.append(fill)  # stopped first
+            fill.launch()
         starting = False
         code = supervisor.run()
         if code:

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = ROOT / "var" / "data" / "movielens-100k"
+DEFAULT_PREFERENCE_STORE = ROOT / "var" / "preferences" / "movielens-100k.sqlite"
 
 
 def _read(path: Path | None) -> bytes | None:

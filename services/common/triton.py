@@ -61,6 +61,14 @@ class TritonModel:
         except Exception:  # noqa: BLE001 - any failure to ask means "not ready"
             return False
 
+    async def ready_versions(self) -> list[str]:
+        """The versions of the model Triton reports (its metadata lists the ready ones); [] when it cannot say."""
+        try:
+            metadata = await self._client.get_model_metadata(self.model_name, client_timeout=2.0)
+        except Exception:  # noqa: BLE001 - any failure to ask means "none known"
+            return []
+        return list(metadata.versions)
+
     async def infer_text(self, text: str, timeout_s: float | None = None, *, model_version: str = "") -> InferOutput:
         """Run the model on one text (a ``[1, 1]`` string tensor).
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument, ServiceError
-from services.common.metrics import CACHE_EVENTS
+from services.common.errors import InvalidArgument
 from services.core import prompts
-from services.core.catalog import Catalog, Item
-from services.core.deadlines import Budget
+from services.core.catalog import Catalog
 from services.core.validation import Limits, require_known_items
+from services.instruction.preferences import Preferences, preference_request
 
 log = logging.getLogger(__name__)
-
-# Writes a statement for a preference prompt; returns (statement, model version).
-GenerateFn = Callable[[str, float], Awaitable[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +26,7 @@ class Instruction:
     preference_cached: bool = False
     generator_version: str = ""
     query_truncated: bool = False  # the query was cut to fit the ranker's prompt budget
+    preference_pending: bool = False  # no statement written yet for this history: queued, instruction implicit
 
 
 def fit_query(query: str, max_bytes: int) -> tuple[str, bool]:
@@ -56,61 +51,21 @@ def fit_query(query: str, max_bytes: int) -> tuple[str, bool]:
     return head.rstrip(), True
 
 
-def tidy_statement(text: str) -> str:
-    """One line, cut after the last complete sentence (generation stops at a token budget, often mid-sentence)."""
-    text = " ".join(text.split())
-    end = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
-    return text[: end + 1] if end > 0 else text
-
-
-class PreferenceCache:
-    """LRU of preference statements keyed by the exact recent history they were written from."""
-
-    def __init__(self, max_size: int) -> None:
-        self._max_size = max_size
-        self._data: OrderedDict[tuple[str, ...], tuple[str, str]] = OrderedDict()
-
-    def get(self, key: tuple[str, ...]) -> tuple[str, str] | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        CACHE_EVENTS.labels("instruction", "preference", "hit" if value else "miss").inc()
-        return value
-
-    def put(self, key: tuple[str, ...], value: tuple[str, str]) -> None:
-        if self._max_size == 0:
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self._max_size:
-            self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class InstructionWriter:
     """Builds the re-ranking instruction from preference, intention and the lettered candidates."""
 
     def __init__(
         self,
         catalog: Catalog,
-        generate: GenerateFn | None,
+        preferences: Preferences | None,
         *,
-        cache_size: int,
-        preference_wait_s: float,
-        generation_timeout_s: float,
         recent_history_items: int,
         item_noun: str,
         limits: Limits,
         prompt_query_max_bytes: int,
     ) -> None:
         self._catalog = catalog
-        self._generate = generate
-        self._cache = PreferenceCache(cache_size)
-        self._inflight: dict[tuple[str, ...], asyncio.Task] = {}
-        self._wait_s = preference_wait_s
-        self._generation_timeout_s = generation_timeout_s
+        self._preferences = preferences
         self._max_history = recent_history_items
         self._noun = item_noun
         self._limits = limits
@@ -134,14 +89,17 @@ class InstructionWriter:
             history_ids: The user's items, oldest first.
             query: Free-text intention (may be empty); cut to ``prompt_query_max_bytes`` at a word boundary.
             candidate_ids: Candidates in label order.
-            timeout_s: Time left for this call; bounds the wait for a new preference statement.
+            timeout_s: Time left for this call; bounds the wait for a new preference statement (when the
+                preferences wait at all: by default a statement not yet written is queued, not waited for).
         """
         self.validate(history_ids, query, candidate_ids)
         history = require_known_items(self._catalog, "history_item_ids", history_ids)
         candidates = require_known_items(self._catalog, "candidate_item_ids", candidate_ids)
-        statement, cached, version = "", False, ""
-        if history and self._generate is not None:
-            statement, cached, version = await self._preference(history, timeout_s)
+        statement, cached, version, pending = "", False, "", False
+        if history and self._preferences is not None:
+            request = preference_request(history, max_items=self._max_history, noun=self._noun)
+            found = await self._preferences.statement(request, timeout_s)
+            statement, cached, version, pending = found.statement, found.cached, found.generator_version, found.pending
         query, truncated = fit_query(query, self._query_max_bytes)
         template = prompts.select_template(bool(history), bool(statement), bool(query))
         text = prompts.render_instruction(
@@ -154,39 +112,4 @@ class InstructionWriter:
             max_history_items=self._max_history,
         )
         source = "explicit" if statement else ("implicit" if history else "none")
-        return Instruction(text, template.template_id, source, statement, cached, version, truncated)
-
-    async def _preference(self, history: list[Item], timeout_s: float | None) -> tuple[str, bool, str]:
-        """The cached statement, or wait (bounded) for a new one; ("", False, "") when none is available."""
-        recent = history[-self._max_history:]
-        key = tuple(i.item_id for i in recent)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit[0], True, hit[1]
-        task = self._inflight.get(key)
-        if task is None:
-            prompt = prompts.render_preference_prompt(recent, self._noun, self._max_history)
-            task = asyncio.create_task(self._fill(key, prompt))
-            self._inflight[key] = task
-        wait = Budget(timeout_s).wait_s(self._wait_s)
-        try:
-            # shield: a request that stops waiting does not cancel the generation that fills the cache.
-            statement, version = await asyncio.wait_for(asyncio.shield(task), wait)
-        except TimeoutError:
-            log.info("preference statement not ready in time; serving implicit preference")
-            return "", False, ""
-        return statement, False, version
-
-    async def _fill(self, key: tuple[str, ...], prompt: str) -> tuple[str, str]:
-        try:
-            statement, version = await self._generate(prompt, self._generation_timeout_s)
-        except ServiceError as exc:
-            log.warning("preference generation failed", extra={"error": str(exc)})
-            return "", ""
-        else:
-            statement = tidy_statement(statement)
-            if statement:
-                self._cache.put(key, (statement, version))
-            return statement, version
-        finally:
-            self._inflight.pop(key, None)
+        return Instruction(text, template.template_id, source, statement, cached, version, truncated, pending)

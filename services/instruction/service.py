@@ -1,6 +1,11 @@
-"""Wiring of the instruction service: catalog, preference generator client, servicer and readiness."""
+"""Wiring of the instruction service: catalog, preference store and generator, servicer and readiness."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
 
 import grpc
 from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
@@ -8,10 +13,41 @@ from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog
 from services.core.contracts import PROMPT_INPUT, TEXT_OUTPUT
+from services.core.statements import clean_statement
 from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter
+from services.instruction.preferences import FinishFn, GenerateFn, Preferences, newer_version, tidy_statement
 from services.instruction.servicer import InstructionServicer
 from services.instruction.settings import InstructionSettings
+from services.instruction.store import PreferenceStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def generator_fn(model: TritonModel) -> GenerateFn:
+    """The preference generator as the statement path calls it: prompt -> (raw text, version that wrote it)."""
+
+    async def generate(prompt: str, timeout_s: float) -> tuple[str, str]:
+        out = await model.infer_text(prompt, timeout_s)
+        return out.array.reshape(-1)[0].decode("utf-8", errors="replace"), out.model_version
+
+    return generate
+
+
+def statement_finisher(catalog: Catalog) -> FinishFn:
+    """Raw generator text -> the statement served: one line of complete sentences with every self-contradiction
+    removed (a value both liked and disliked; ``services.core.statements``); "" when nothing coherent is left."""
+    vocabulary = sorted({genre for item in catalog.items.values() for genre in item.genres})
+
+    def finish(raw: str) -> str:
+        return clean_statement(tidy_statement(raw), vocabulary) or ""
+
+    return finish
+
+
+async def served_generator_version(model: TritonModel) -> str:
+    """The newest version of the generator Triton serves ("" when it cannot say): the one a request reads."""
+    return functools.reduce(newer_version, await model.ready_versions(), "")
 
 
 class InstructionApp:
@@ -23,25 +59,28 @@ class InstructionApp:
     def __init__(self, settings: InstructionSettings) -> None:
         self.settings = settings
         self.generator: TritonModel | None = None
+        self.store: PreferenceStore | None = None
+        self.preferences: Preferences | None = None
         self.writer: InstructionWriter | None = None
+        self._version_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         s = self.settings
         catalog = Catalog.load(s.catalog_path)
-        generate = None
         if s.explicit_preference:
             self.generator = TritonModel(s.triton, s.model_name, PROMPT_INPUT, TEXT_OUTPUT)
-
-            async def generate(prompt: str, timeout_s: float) -> tuple[str, str]:
-                out = await self.generator.infer_text(prompt, timeout_s)
-                return out.array.reshape(-1)[0].decode("utf-8", errors="replace"), out.model_version
+            self.store = self._open_store()
+            self.preferences = Preferences(
+                generator_fn(self.generator), self.store, finish=statement_finisher(catalog),
+                cache_size=s.preference_cache_size, queue_size=s.preference_queue_size, workers=s.preference_workers,
+                wait_s=s.preference_wait_s, generation_timeout_s=s.triton.timeout_s,
+            )
+            await self._refresh_version()
+            self._version_task = asyncio.get_running_loop().create_task(self._poll_version())
 
         self.writer = InstructionWriter(
             catalog,
-            generate,
-            cache_size=s.preference_cache_size,
-            preference_wait_s=s.preference_wait_s,
-            generation_timeout_s=s.triton.timeout_s,
+            self.preferences,
             recent_history_items=s.recent_history_items,
             item_noun=s.item_noun,
             limits=Limits.of(s),
@@ -53,9 +92,38 @@ class InstructionApp:
             InstructionServicer(self.writer, self.settings.model_name), server
         )
 
+    def _open_store(self) -> PreferenceStore | None:
+        path = self.settings.preference_store_path
+        if path is None:
+            return None
+        try:
+            store = PreferenceStore(path, readonly=self.settings.preference_store_readonly)
+        except StoreError as exc:
+            # Serving goes on without it: misses are generated into memory, requests get implicit preference.
+            log.error("preference store unavailable; statements kept in memory only", extra={"error": str(exc)})
+            return None
+        log.info("preference store open", extra={"path": str(path), "statements": store.counts()})
+        return store
+
+    async def _refresh_version(self) -> None:
+        self.preferences.set_version(await served_generator_version(self.generator))
+
+    async def _poll_version(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.generator_version_poll_s)
+            await self._refresh_version()
+
     async def is_ready(self) -> bool:
         return self.generator is None or await self.generator.is_ready()
 
     async def close(self) -> None:
+        if self._version_task is not None:
+            self._version_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._version_task
+        if self.preferences is not None:
+            await self.preferences.close()
         if self.generator is not None:
             await self.generator.close()
+        if self.store is not None:
+            self.store.close()

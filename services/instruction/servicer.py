@@ -40,4 +40,5 @@ class InstructionServicer(instruction_service_pb2_grpc.InstructionServiceService
             preference_cached=instruction.preference_cached,
             model_versions=versions,
             query_truncated=instruction.query_truncated,
+            preference_pending=instruction.preference_pending,
         )

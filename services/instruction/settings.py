@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import DEFAULT_DATA_DIR, ServiceSettings, TritonSettings
+from services.common.settings import DEFAULT_DATA_DIR, DEFAULT_PREFERENCE_STORE, ServiceSettings, TritonSettings
 from services.core.contracts import PREFERENCE_GENERATOR
 from services.core.prompts import DEFAULT_ITEM_NOUN, DEFAULT_MAX_HISTORY_ITEMS
 
@@ -27,11 +27,24 @@ class InstructionSettings(ServiceSettings):
     """Triton model that writes explicit preference statements."""
     explicit_preference: bool = True
     """Add a generated preference statement (P2) to instructions; off serves implicit preference (P1) only."""
-    preference_wait_s: float = Field(30.0, ge=0)
-    """How long a request waits for a statement not yet cached; past that it gets the implicit-only
-    instruction while the generation finishes in the background and fills the cache."""
+    preference_store_path: Path | None = DEFAULT_PREFERENCE_STORE
+    """SQLite store of precomputed statements (``instructrec precompute-preferences`` fills it; misses the
+    background queue writes land there too); unset: statements live in memory only."""
+    preference_store_readonly: bool = False
+    """Open the store read-only (replicas reading a file one writer fills, e.g. the Kubernetes CronJob):
+    statements written for misses then stay in this process's memory."""
+    preference_wait_s: float = Field(0.0, ge=0)
+    """How long a request waits for a statement not yet written. 0 (serving): a miss gets the implicit-only
+    instruction at once and its history is queued for the background workers. Evaluation runs that want every
+    instruction explicit set it high."""
+    preference_queue_size: int = Field(1_000, ge=1)
+    """Histories the background queue holds; past it a miss is not queued (counted; the next request retries)."""
+    preference_workers: int = Field(2, ge=1)
+    """Background generations in flight at once (Triton batches them); bounds what misses take from serving."""
     preference_cache_size: int = Field(100_000, ge=0)
-    """Preference statements kept (LRU), keyed by the recent history they were written from."""
+    """Statements kept in memory (LRU) in front of the store, keyed by recent history and generator version."""
+    generator_version_poll_s: float = Field(5.0, gt=0)
+    """How often the served generator version is read from Triton (statements of other versions are misses)."""
     recent_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
     """Most recent history items written into instructions and preference prompts (prompt length budget)."""
     item_noun: str = DEFAULT_ITEM_NOUN

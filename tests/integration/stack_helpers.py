@@ -67,7 +67,10 @@ def service_settings(
         return RetrievalSettings(**{**common, "triton": triton, "catalog_path": catalog, "index_dir": index_dir,
                                     "sequence_index_dir": sequence_index_of(index_dir), **overrides})
     if name == "instruction":
-        return InstructionSettings(**{**common, "triton": triton, "catalog_path": catalog, **overrides})
+        # Test stacks keep statements in memory and wait for them (so a first request is explicit); the
+        # store and the no-wait serving path have their own tests (test_preference_store.py).
+        return InstructionSettings(**{**common, "triton": triton, "catalog_path": catalog,
+                                      "preference_store_path": None, "preference_wait_s": 60.0, **overrides})
     return GatewaySettings(**{
         **common,
         "catalog_path": catalog,

@@ -30,7 +30,7 @@ class GenerateInstructionRequest(_message.Message):
     def __init__(self, history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateInstructionResponse(_message.Message):
-    __slots__ = ("instruction", "template_id", "preference_source", "preference_statement", "preference_cached", "model_versions", "query_truncated")
+    __slots__ = ("instruction", "template_id", "preference_source", "preference_statement", "preference_cached", "model_versions", "query_truncated", "preference_pending")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     PREFERENCE_SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class GenerateInstructionResponse(_message.Message):
     PREFERENCE_CACHED_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     QUERY_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_PENDING_FIELD_NUMBER: _ClassVar[int]
     instruction: str
     template_id: str
     preference_source: PreferenceSource
@@ -45,4 +46,5 @@ class GenerateInstructionResponse(_message.Message):
     preference_cached: bool
     model_versions: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelVersion]
     query_truncated: bool
-    def __init__(self, instruction: _Optional[str] = ..., template_id: _Optional[str] = ..., preference_source: _Optional[_Union[PreferenceSource, str]] = ..., preference_statement: _Optional[str] = ..., preference_cached: _Optional[bool] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., query_truncated: _Optional[bool] = ...) -> None: ...
+    preference_pending: bool
+    def __init__(self, instruction: _Optional[str] = ..., template_id: _Optional[str] = ..., preference_source: _Optional[_Union[PreferenceSource, str]] = ..., preference_statement: _Optional[str] = ..., preference_cached: _Optional[bool] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., query_truncated: _Optional[bool] = ..., preference_pending: _Optional[bool] = ...) -> None: ...

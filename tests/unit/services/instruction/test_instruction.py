@@ -5,7 +5,8 @@ import pytest
 from services.common.errors import InvalidArgument, Unavailable
 from services.core.catalog import Catalog, Item
 from services.core.validation import Limits
-from services.instruction.instruction import InstructionWriter, tidy_statement
+from services.instruction.instruction import InstructionWriter
+from services.instruction.preferences import Preferences, tidy_statement
 
 CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 2000, ("Comedy",)) for i in range(30)})
 
@@ -27,9 +28,10 @@ class Generator:
 
 
 def writer(generate, wait_s: float = 5.0) -> InstructionWriter:
+    preferences = Preferences(generate, None, cache_size=10, queue_size=10, workers=2, wait_s=wait_s,
+                              generation_timeout_s=5.0)
     return InstructionWriter(
-        CATALOG, generate, cache_size=10, preference_wait_s=wait_s, generation_timeout_s=5.0,
-        recent_history_items=5, item_noun="movie", limits=Limits(max_query_chars=100),
+        CATALOG, preferences, recent_history_items=5, item_noun="movie", limits=Limits(max_query_chars=100),
         prompt_query_max_bytes=60,
     )
 
@@ -57,7 +59,7 @@ async def test_slow_generation_falls_back_to_implicit_and_fills_the_cache_later(
     gen = Generator(delay_s=0.2)
     w = writer(gen, wait_s=0.01)
     first = await w.write(["1"], "", ["2"])
-    assert first.preference_source == "implicit" and first.template_id == "P1-I0-T3-0"
+    assert first.preference_source == "implicit" and first.template_id == "P1-I0-T3-0" and first.preference_pending
     await asyncio.sleep(0.3)
     second = await w.write(["1"], "", ["2"])
     assert second.preference_source == "explicit" and second.preference_cached

@@ -51,7 +51,7 @@ def test_the_budget_counts_utf8_bytes_and_never_splits_a_character():
 
 def _writer(max_bytes: int) -> InstructionWriter:
     return InstructionWriter(
-        CATALOG, None, cache_size=10, preference_wait_s=1.0, generation_timeout_s=1.0, recent_history_items=5,
+        CATALOG, None, recent_history_items=5,
         item_noun="movie", limits=Limits(max_query_chars=1_000), prompt_query_max_bytes=max_bytes,
     )
 
