@@ -7,6 +7,10 @@ File formats (documented in the README, so teams can bring their own data):
     {"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Animation", "Comedy"]}
 
   ``item_id`` and ``title`` are required; ``year`` (int or null) and ``genres`` (list of strings) are optional.
+  Every other key is an **attribute** of the item, which request filters and business rules can name
+  (``services/core/filters.py``): a string (``"category": "shoes"``), a number (``"price": 49.9``), a boolean
+  (read as the string ``"true"``/``"false"``) or a list of strings (``"tags": ["sale", "new"]``); null means the
+  item has no value. ``genres`` and ``year`` are attributes too, so a catalog defines its own vocabulary.
 * Interactions, CSV with a header ``user_id,item_id,timestamp[,rating]``; ids are strings, ``timestamp`` is a
   number (seconds), ``rating`` is optional side information. Every row is an implicit positive.
 """
@@ -15,11 +19,18 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating")
+# Keys of a catalog line that are not attributes.
+RESERVED_KEYS = ("item_id", "title")
+GENRES, YEAR = "genres", "year"
+
+# One attribute value: a string, a number, or several strings (a multi-valued attribute).
+AttributeValue = str | int | float | tuple[str, ...]
 
 
 class DataFormatError(ValueError):
@@ -34,13 +45,50 @@ class Item:
     title: str
     year: int | None = None
     genres: tuple[str, ...] = ()
+    # The catalog line's other keys (see the module docstring); hash=False keeps the item hashable.
+    extra_attributes: Mapping[str, AttributeValue] = field(default_factory=dict, hash=False)
 
     def display_title(self) -> str:
         """Title with the year, as shown to the language models and to callers: ``Fargo (1996)``."""
         return f"{self.title} ({self.year})" if self.year else self.title
 
+    @property
+    def attributes(self) -> dict[str, AttributeValue]:
+        """Every attribute the item has a value for: ``genres`` and ``year`` when known, then the others."""
+        out: dict[str, AttributeValue] = {}
+        if self.genres:
+            out[GENRES] = self.genres
+        if self.year is not None:
+            out[YEAR] = self.year
+        out.update(self.extra_attributes)
+        return out
+
     def to_json(self) -> dict:
-        return {"item_id": self.item_id, "title": self.title, "year": self.year, "genres": list(self.genres)}
+        extra = {k: list(v) if isinstance(v, tuple) else v for k, v in self.extra_attributes.items()}
+        return {"item_id": self.item_id, "title": self.title, "year": self.year, "genres": list(self.genres),
+                **extra}
+
+
+def parse_attribute(key: str, value: object) -> AttributeValue | None:
+    """One catalog attribute value in its served form (None: the item has no value).
+
+    Raises:
+        ValueError: the value is an object, or a list with something other than strings.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"attribute {key!r}: {value} is not a finite number")
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"attribute {key!r}: expected a string, a number, a boolean or a list of strings, "
+                     f"got {json.dumps(value)[:80]}")
 
 
 def item_text(item: Item) -> str:
@@ -78,13 +126,21 @@ class Catalog:
                     continue
                 try:
                     raw = json.loads(line)
+                    extra = {}
+                    for key, value in raw.items():
+                        if key in (*RESERVED_KEYS, GENRES, YEAR):
+                            continue
+                        parsed = parse_attribute(key, value)
+                        if parsed is not None:
+                            extra[key] = parsed
                     item = Item(
                         item_id=str(raw["item_id"]),
                         title=str(raw["title"]),
                         year=int(raw["year"]) if raw.get("year") is not None else None,
                         genres=tuple(str(g) for g in raw.get("genres") or ()),
+                        extra_attributes=extra,
                     )
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise DataFormatError(f"{path}:{line_no}: {exc!r}") from exc
                 if item.item_id in items:
                     raise DataFormatError(f"{path}:{line_no}: duplicate item_id {item.item_id!r}")

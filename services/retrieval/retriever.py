@@ -10,6 +10,13 @@ request without a query pays for no text-encoder call when the fitted text weigh
 Users without history: the text (their query) and popularity; neither: the most popular items. Items added
 to the catalog after the sequence model was trained have no sequence vector and are reached through text.
 
+Attribute filters (``services/core/filters.py``) are applied inside the search, so a narrow filter still
+yields K candidates when K items match: the catalog's precomputed attribute postings give the set of
+allowed items; when it is small (``exact_filter_max_items``) every allowed item is scored by the fused rule
+(exact, and cheap: a few thousand inner products); otherwise each source over-fetches in proportion to
+how selective the filters are and keeps the allowed items, falling back to exact scoring if that still
+leaves fewer than K. The popularity fallback is filtered the same way.
+
 A request reads one :class:`Snapshot`, the pair of indexes, each with the model version that built it,
 and asks Triton for exactly those versions, so a user vector is never searched against an index built by
 another version; :meth:`Retriever.install` switches every later request to a new pair at once.
@@ -18,7 +25,8 @@ another version; :meth:`Retriever.install` switches every later request to a new
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import math
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +36,7 @@ from services.core import prompts
 from services.core.catalog import Catalog
 from services.core.contracts import RETRIEVAL_TEMPERATURE
 from services.core.deadlines import Budget
+from services.core.filters import AttributeFilter, CatalogAttributes, FilterLimits
 from services.core.fusion import RetrievalFusion, SourceWeights, fuse_retrieval
 from services.core.index import IndexFormatError, ItemIndex, user_vector
 from services.core.validation import Limits, require_known_items
@@ -81,6 +90,9 @@ class Retriever:
         max_k: int,
         limits: Limits,
         temperature: float = RETRIEVAL_TEMPERATURE,
+        filter_limits: FilterLimits = FilterLimits(),
+        exact_filter_max_items: int = 5_000,
+        filter_overfetch: float = 1.5,
     ) -> None:
         self._snapshot = snapshot
         self._catalog = catalog
@@ -100,6 +112,10 @@ class Retriever:
         self._max_k = max_k
         self._limits = limits
         self._temperature = temperature
+        self._attributes = CatalogAttributes(catalog)
+        self._filter_limits = filter_limits
+        self._exact_max = exact_filter_max_items
+        self._overfetch = filter_overfetch
 
     @property
     def snapshot(self) -> Snapshot:
@@ -111,9 +127,10 @@ class Retriever:
 
     def validate(
         self, history_ids: Sequence[str], query: str, exclude_ids: Sequence[str], k: int,
-        candidate_ids: Sequence[str] = (),
+        candidate_ids: Sequence[str] = (), filters: Sequence[AttributeFilter] = (),
     ) -> None:
         """Raises InvalidArgument naming the field."""
+        self._attributes.validate_filters(filters, self._filter_limits)
         if k < 0 or k > self._max_k:
             raise InvalidArgument(f"num_candidates: {k} is outside 0..{self._max_k}")
         self._limits.check_query(query)
@@ -157,11 +174,13 @@ class Retriever:
 
     async def retrieve(
         self, history_ids: Sequence[str], query: str, exclude_ids: Sequence[str], k: int, timeout_s: float | None,
-        candidate_ids: Sequence[str] = (),
+        candidate_ids: Sequence[str] = (), filters: Sequence[AttributeFilter] = (),
     ) -> Retrieved:
-        """Top-k items for the request, never one of the history or exclusions; or, with ``candidate_ids``,
-        exactly those items scored by the same rule and ordered (ties keep the given order)."""
-        self.validate(history_ids, query, exclude_ids, k, candidate_ids)
+        """Top-k items for the request that every filter allows, never one of the history or exclusions; or,
+        with ``candidate_ids``, those of them the filters allow, scored by the same rule and ordered (ties keep
+        the given order)."""
+        self.validate(history_ids, query, exclude_ids, k, candidate_ids, filters)
+        allowed = self._attributes.eligible(filters)
         snap = self._snapshot
         budget = Budget(timeout_s)
         has_query = bool(query.strip())
@@ -184,11 +203,18 @@ class Retriever:
                 versions.append(version)
         strategy = _strategy(seq_vector is not None, text_vector is not None)
         if candidate_ids:
+            if allowed is not None:
+                candidate_ids = [i for i in candidate_ids if i in allowed]
+            if not candidate_ids:
+                return Retrieved([], strategy, versions)
             scores = self._score(snap, w, list(candidate_ids), seq_vector, text_vector)
             order = sorted(range(len(candidate_ids)), key=lambda n: -scores[n])
             return Retrieved([(candidate_ids[n], float(scores[n])) for n in order], strategy, versions)
         k = k or self._default_k
         exclude = set(history_ids) | set(exclude_ids)
+        if allowed is not None:
+            found = self._filtered(snap, w, allowed, exclude, k, seq_vector, text_vector)
+            return Retrieved(found, strategy, versions)
         if strategy == POPULARITY:
             ids = [i for i, _ in snap.text.popular(k, exclude)]
             return Retrieved(list(zip(ids, self._score(snap, w, ids, None, None).tolist())), strategy, versions)
@@ -203,6 +229,48 @@ class Retriever:
         scores = self._score(snap, w, ids, seq_vector, text_vector)
         order = np.argsort(-scores, kind="stable")[:k]
         return Retrieved([(ids[n], float(scores[n])) for n in order], strategy, versions)
+
+    def _filtered(self, snap: Snapshot, w: SourceWeights, allowed: Collection[str], exclude: Collection[str], k: int,
+                  seq_vector: np.ndarray | None, text_vector: np.ndarray | None) -> list[tuple[str, float]]:
+        """The top k of the items in ``allowed`` (and not in ``exclude``) that a running source can reach."""
+        def reachable(item_id: str) -> bool:
+            # What the unfiltered search could find: the text index's items; the sequence index's when its
+            # source runs (new catalog items have no sequence vector).
+            return item_id not in exclude and (
+                item_id in snap.text or (seq_vector is not None and item_id in snap.sequence))
+
+        if len(allowed) <= self._exact_max:
+            return self._top(snap, w, [i for i in allowed if reachable(i)], k, seq_vector, text_vector)
+        # Over-fetch in proportion to the share of the catalog the filters allow; a search returns at most
+        # ``fetch`` items of which about ``fetch * share`` pass.
+        share = max(len(allowed) / max(len(self._catalog), 1), 1e-9)
+        fetch = max(k, self._source_candidates)
+        wide = math.ceil(fetch * self._overfetch / share) + len(exclude)
+        pool: dict[str, None] = {}
+        if seq_vector is None and text_vector is None:
+            pool.update(dict.fromkeys(i for i, _ in snap.text.popular(min(wide, len(snap.text)), exclude)))
+        if seq_vector is not None:
+            pool.update(dict.fromkeys(i for i, _ in snap.sequence.search(seq_vector, min(wide, len(snap.sequence)),
+                                                                          exclude)))
+        if text_vector is not None:
+            prior = w.popularity * self._temperature / max(w.text, 1e-12)
+            pool.update(dict.fromkeys(i for i, _ in snap.text.search(text_vector, min(wide, len(snap.text)), exclude,
+                                                                      prior)))
+        ids = [i for i in pool if i in allowed]
+        if len(ids) < k:
+            # Unlucky draw (the allowed items rank low for this user): score them all, so that K still come back.
+            ids = [i for i in allowed if reachable(i)]
+        return self._top(snap, w, ids, k, seq_vector, text_vector)
+
+    def _top(self, snap: Snapshot, w: SourceWeights, ids: list[str], k: int, seq_vector: np.ndarray | None,
+             text_vector: np.ndarray | None) -> list[tuple[str, float]]:
+        """The k best of ``ids`` by the fused score; ties in catalog order."""
+        if not ids:
+            return []
+        ids = sorted(ids, key=self._attributes.order)
+        scores = self._score(snap, w, ids, seq_vector, text_vector)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(ids[n], float(scores[n])) for n in order]
 
     def _score(self, snap: Snapshot, w: SourceWeights, ids: list[str], seq_vector: np.ndarray | None,
                text_vector: np.ndarray | None) -> np.ndarray:

@@ -93,6 +93,9 @@ class RetrievalApp:
             default_k=s.default_num_candidates,
             max_k=s.max_num_candidates,
             limits=Limits.of(s),
+            filter_limits=s.filter_limits(),
+            exact_filter_max_items=s.exact_filter_max_items,
+            filter_overfetch=s.filter_overfetch,
         )
         if s.index_poll_s > 0:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch())

@@ -16,6 +16,7 @@ from services.core.contracts import (
     SEQUENCE_ENCODER,
     TEXT_ENCODER,
 )
+from services.core.filters import FilterLimits
 from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights
 
 
@@ -78,6 +79,22 @@ class RetrievalSettings(ServiceSettings):
     index_poll_s: float = Field(5.0, ge=0)
     """How often the index folders are checked for a rebuilt index (0: never). A new index is served once
     Triton serves the model version it was built with; until then the previous pair keeps serving."""
+
+    max_filters: int = Field(16, ge=0)
+    """Most attribute filters per request."""
+    max_filter_values: int = Field(100, gt=0)
+    """Most values in one filter's value set."""
+    exact_filter_max_items: int = Field(5_000, ge=0)
+    """With filters that allow at most this many catalog items, every allowed item is scored by the fused rule
+    (exact: a narrow filter still yields num_candidates when that many items match); above it, each source
+    over-fetches in proportion to the filters' selectivity (and falls back to exact scoring if that is short)."""
+    filter_overfetch: float = Field(1.5, ge=1.0)
+    """Safety factor of that over-fetch: a source fetches ``source_candidates * filter_overfetch / share``
+    items, ``share`` the fraction of the catalog the filters allow."""
+
+    def filter_limits(self) -> FilterLimits:
+        """Bounds on one request's filters."""
+        return FilterLimits(self.max_filters, self.max_filter_values, self.max_id_chars)
 
     def fusion(self) -> RetrievalFusion:
         """The fused rule's weights per situation."""

@@ -1,8 +1,20 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ValueMatch(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VALUE_MATCH_UNSPECIFIED: _ClassVar[ValueMatch]
+    VALUE_MATCH_ANY: _ClassVar[ValueMatch]
+    VALUE_MATCH_ALL: _ClassVar[ValueMatch]
+VALUE_MATCH_UNSPECIFIED: ValueMatch
+VALUE_MATCH_ANY: ValueMatch
+VALUE_MATCH_ALL: ValueMatch
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score")
@@ -27,3 +39,31 @@ class StageTiming(_message.Message):
     stage: str
     duration_ms: float
     def __init__(self, stage: _Optional[str] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+
+class AttributeFilter(_message.Message):
+    __slots__ = ("attribute", "exclude", "value_set", "range")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_SET_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    exclude: bool
+    value_set: ValueSet
+    range: NumericRange
+    def __init__(self, attribute: _Optional[str] = ..., exclude: _Optional[bool] = ..., value_set: _Optional[_Union[ValueSet, _Mapping]] = ..., range: _Optional[_Union[NumericRange, _Mapping]] = ...) -> None: ...
+
+class ValueSet(_message.Message):
+    __slots__ = ("values", "match")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    match: ValueMatch
+    def __init__(self, values: _Optional[_Iterable[str]] = ..., match: _Optional[_Union[ValueMatch, str]] = ...) -> None: ...
+
+class NumericRange(_message.Message):
+    __slots__ = ("min", "max")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    min: float
+    max: float
+    def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...

@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RetrieveCandidatesRequest(_message.Message):
-    __slots__ = ("history_item_ids", "query", "exclude_item_ids", "num_candidates", "candidate_item_ids")
+    __slots__ = ("history_item_ids", "query", "exclude_item_ids", "num_candidates", "candidate_item_ids", "filters")
     HISTORY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     NUM_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
     history_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     num_candidates: int
     candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., num_candidates: _Optional[int] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    filters: _containers.RepeatedCompositeFieldContainer[_common_pb2.AttributeFilter]
+    def __init__(self, history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., num_candidates: _Optional[int] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ...) -> None: ...
 
 class RetrieveCandidatesResponse(_message.Message):
     __slots__ = ("candidates", "model_versions", "strategy")
