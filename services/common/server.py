@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.admission import Admission, AdmissionInterceptor, AdmissionSettings
 from services.common.errors import InvalidArgument, ServiceError, Unauthenticated, status_code
 from services.common.metrics import RPC_LATENCY, RPC_REQUESTS, start_metrics_server
 from services.common.settings import ServiceSettings
@@ -328,6 +329,10 @@ class ServiceRunner:
         tokens = self.settings.accepted_tokens()
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
+        s = self.settings
+        admission = Admission(AdmissionSettings(s.admission_max_inflight, s.admission_max_waiting,
+                                                s.admission_max_queue_wait_s))
+        interceptors.append(AdmissionInterceptor(self.service.name, admission))
         interceptors.append(RequestParsingInterceptor())
         options = []
         if self.settings.max_connection_age_s > 0:

@@ -145,7 +145,14 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_s: float = Field(5.0, ge=0)
     """On SIGTERM, how long in-flight RPCs may finish after health turns NOT_SERVING."""
     max_concurrent_rpcs: int = Field(256, gt=0)
-    """RPCs served at once; more are refused with RESOURCE_EXHAUSTED instead of queueing without bound."""
+    """RPCs the gRPC server accepts at once (served or waiting); more are refused with RESOURCE_EXHAUSTED."""
+    admission_max_inflight: int = Field(8, gt=0)
+    """This service's RPCs served at once; the rest wait in arrival order (services/common/admission.py)."""
+    admission_max_waiting: int = Field(128, ge=0)
+    """RPCs that may wait for a slot; past it a new one is refused at once with RESOURCE_EXHAUSTED."""
+    admission_max_queue_wait_s: float = Field(1.0, ge=0)
+    """Longest expected wait for a slot an RPC is admitted with (also never past its deadline less one service
+    time); beyond it RESOURCE_EXHAUSTED at once, so overload costs callers milliseconds, not their deadline."""
     max_connection_age_s: float = Field(300.0, ge=0)
     """Clients' connections are closed gracefully (GOAWAY) after this long, so callers re-resolve the peer's
     name and spread over replicas added since (the services' channels balance per request over every address
