@@ -16,6 +16,8 @@ from instructrec.v1 import (
 
 from services.common.errors import from_rpc_error
 from services.common.grpc_client import is_serving, open_channel
+from services.core.filters import AttributeFilter
+from services.gateway.convert import filter_to_proto
 from services.gateway.settings import GatewaySettings
 
 
@@ -44,13 +46,13 @@ class GrpcStages:
 
     async def retrieve(
         self, history: Sequence[str], query: str, *, exclude: Sequence[str], k: int, timeout_s: float,
-        candidates: Sequence[str] = (),
+        candidates: Sequence[str] = (), filters: Sequence[AttributeFilter] = (),
     ):
         try:
             r = await self._retrieval.RetrieveCandidates(
                 retrieval_service_pb2.RetrieveCandidatesRequest(
                     history_item_ids=history, query=query, exclude_item_ids=exclude, num_candidates=k,
-                    candidate_item_ids=candidates,
+                    candidate_item_ids=candidates, filters=[filter_to_proto(f) for f in filters],
                 ),
                 timeout=timeout_s,
                 # Scoring caller-supplied candidates is optional (the ranker alone can order them): like

@@ -1,10 +1,11 @@
-"""The Recommend pipeline: validate, resolve history, retrieve, instruct, rank (no gRPC or Triton here)."""
+"""The Recommend pipeline: validate, resolve history, retrieve, instruct, rank, apply the business rules (no
+gRPC or Triton here)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,7 +13,9 @@ from services.common.errors import InvalidArgument, ServiceError, Unavailable
 from services.common.metrics import DEGRADED, STAGE_LATENCY
 from services.core.catalog import Catalog, InteractionStore
 from services.core.deadlines import Budget
+from services.core.filters import AttributeFilter, CatalogAttributes, DiversityRule, diversify
 from services.core.prompts import MAX_CANDIDATES
+from services.core.rules import Policy, Removal, Rules, SourcedFilter
 from services.core.validation import Limits, require_known_items
 from services.gateway.settings import GatewaySettings
 
@@ -27,8 +30,9 @@ class Stages(Protocol):
 
     async def retrieve(
         self, history: Sequence[str], query: str, *, exclude: Sequence[str], k: int, timeout_s: float,
-        candidates: Sequence[str] = (),
-    ) -> tuple[Scored, Versions]: ...
+        candidates: Sequence[str] = (), filters: Sequence[AttributeFilter] = (),
+    ) -> tuple[Scored, Versions]:
+        """Top k (or the given candidates, scored) that every filter allows, never history or exclusions."""
 
     async def instruct(
         self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float
@@ -51,6 +55,9 @@ class RecommendQuery:
     num_items: int = 0
     exclude_item_ids: list[str] = field(default_factory=list)
     candidate_item_ids: list[str] = field(default_factory=list)
+    filters: list[AttributeFilter] = field(default_factory=list)
+    diversity: DiversityRule | None = None
+    caller_id: str = ""
 
 
 @dataclass
@@ -66,22 +73,38 @@ class RecommendResult:
     model_versions: Versions = field(default_factory=list)
     unknown_history_item_ids: list[str] = field(default_factory=list)
     stage_timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms)
+    applied_filters: list[SourcedFilter] = field(default_factory=list)
+    rules_version: str = ""
+    applied_rules: list[str] = field(default_factory=list)
+    removed: list[Removal] = field(default_factory=list)
+    fewer_items: bool = False  # fewer than num_items passed the filters and rules
 
 
 class Recommender:
     """Orchestrates one Recommend request over the stages."""
 
-    def __init__(self, settings: GatewaySettings, catalog: Catalog, store: InteractionStore, stages: Stages) -> None:
+    def __init__(self, settings: GatewaySettings, catalog: Catalog, store: InteractionStore, stages: Stages, *,
+                 rules: Callable[[], Rules] | None = None, attributes: CatalogAttributes | None = None) -> None:
+        """
+        Args:
+            rules: Returns the rules to serve a request with (read once per request); None: no rules.
+            attributes: The catalog's attributes (built from ``catalog`` when None).
+        """
         self._s = settings
         self._catalog = catalog
         self._store = store
         self._stages = stages
         self._limits = Limits.of(settings)
+        self._filter_limits = settings.filter_limits()
+        self._attributes = attributes or CatalogAttributes(catalog)
+        empty = Rules()
+        self._rules = rules or (lambda: empty)
 
     def validate(self, q: RecommendQuery) -> None:
         """Raises InvalidArgument naming the offending field."""
         s, limits = self._s, self._limits
         limits.check_id("user_id", q.user_id)
+        limits.check_id("caller_id", q.caller_id)
         limits.check_query(q.query)
         if q.num_items < 0:
             raise InvalidArgument(f"num_items: must be >= 0 (0 means {s.default_num_items}), got {q.num_items}")
@@ -92,6 +115,9 @@ class Recommender:
         limits.check_ids("candidate_item_ids", q.candidate_item_ids, MAX_CANDIDATES)
         limits.check_distinct("candidate_item_ids", q.candidate_item_ids)
         require_known_items(self._catalog, "candidate_item_ids", q.candidate_item_ids)
+        self._attributes.validate_filters(q.filters, self._filter_limits)
+        if q.diversity is not None:
+            self._attributes.validate_diversity(q.diversity, self._filter_limits)
 
     def resolve_history(self, q: RecommendQuery) -> tuple[list[str], list[str]]:
         """The history to use (request's, else the stored one, else empty) and its ids unknown to the catalog."""
@@ -108,6 +134,11 @@ class Recommender:
         caller-supplied candidates: their retrieval scores only refine the ranking, so without them the ranker
         alone decides (degraded). With ``fuse_retrieval_scores`` the ranker gets each candidate's retrieval
         score to fuse with its own (the caller's candidates are scored by the retrieval service first).
+
+        Filters (the request's, the caller's defaults, the rules' blocked values) go to retrieval, which
+        searches only the items they allow; the caller's candidates are screened here. After ranking,
+        :meth:`services.core.rules.Policy.order` checks every item again, boosts, pins, keeps the diversity
+        cap and cuts to ``num_items``; the result says what was applied and removed.
         """
         self.validate(q)
         s = self._s
@@ -115,18 +146,25 @@ class Recommender:
         result = RecommendResult()
         num_items = q.num_items or s.default_num_items
         history, result.unknown_history_item_ids = self.resolve_history(q)
+        rules = self._rules()
+        policy = Policy.build(rules, filters=q.filters, diversity=q.diversity, caller_id=q.caller_id)
+        result.rules_version = rules.version
+        result.applied_filters = list(policy.filters)
+        result.applied_rules = policy.describe()
+        filters = policy.item_filters
 
         retrieval_scores: list[float] = []
         if q.candidate_item_ids:
-            candidate_ids = list(q.candidate_item_ids)
-            candidates: Scored = [(i, 0.0) for i in candidate_ids]
-            num_items = min(q.num_items or s.default_num_items, len(candidates))
-            if s.fuse_retrieval_scores:
+            num_items = min(q.num_items or s.default_num_items, len(q.candidate_item_ids))
+            candidates, result.removed = policy.screen([(i, 0.0) for i in q.candidate_item_ids], self._catalog)
+            candidate_ids = [i for i, _ in candidates]
+            if s.fuse_retrieval_scores and candidate_ids:
                 try:
                     with self._timed(result, "retrieval"):
                         timeout_s = budget.hop("retrieval", s.retrieval_timeout_s, reserve_s=s.degrade_reserve_s)
                         scored, versions = await self._stages.retrieve(
-                            history, q.query, exclude=[], k=0, timeout_s=timeout_s, candidates=candidate_ids
+                            history, q.query, exclude=[], k=0, timeout_s=timeout_s, candidates=candidate_ids,
+                            filters=filters,
                         )
                     by_id = dict(scored)
                     if set(by_id) != set(candidate_ids):
@@ -141,16 +179,34 @@ class Recommender:
                     result.degraded = True
                     result.degraded_reasons.append(f"retrieval scores skipped: {exc}")
         else:
+            # Blocked items go to retrieval as exclusions, so they cost no candidate slot; past the id limit the
+            # rest are left to the check below.
+            exclude = list(dict.fromkeys([*q.exclude_item_ids, *sorted(policy.blocked_item_ids)]))
+            exclude = exclude[:self._limits.max_ids_per_field]
+            # A diversity cap would drop ranked items: rank the first candidates of a larger pool that keep it.
+            k = s.num_candidates if policy.diversity is None else max(s.num_candidates, s.diversity_pool_candidates)
             with self._timed(result, "retrieval"):
                 timeout_s = budget.hop("retrieval", s.retrieval_timeout_s)
                 candidates, versions = await self._stages.retrieve(
-                    history, q.query, exclude=q.exclude_item_ids, k=s.num_candidates, timeout_s=timeout_s
+                    history, q.query, exclude=exclude, k=k, timeout_s=timeout_s, filters=filters
                 )
             result.model_versions += versions
+            never = set(history) | set(q.exclude_item_ids)
+            candidates = [(i, score) for i, score in candidates if i not in never]
+            candidates, result.removed = policy.screen(candidates, self._catalog)
+            if result.removed:
+                log.warning("retrieval returned items the filters do not allow; removed",
+                            extra={"removed": len(result.removed)})
+            if policy.diversity is not None:
+                keep = set(diversify([i for i, _ in candidates], self._catalog, policy.diversity,
+                                     limit=s.num_candidates)[0])
+                candidates = [c for c in candidates if c[0] in keep]
+            candidates = candidates[:s.num_candidates]
             candidate_ids = [c for c, _ in candidates]
             if s.fuse_retrieval_scores:
                 retrieval_scores = [score for _, score in candidates]
         if not candidates:
+            self._finish(result, policy, [], num_items, history, q)
             return result
 
         ranked: Scored | None = None
@@ -176,8 +232,20 @@ class Recommender:
             result.degraded_reasons.append(f"{stage} skipped: {exc}")
             ranked = candidates
 
-        result.items = [(i, self._catalog[i].display_title(), score) for i, score in ranked[:num_items]]
+        self._finish(result, policy, ranked, num_items, history, q)
         return result
+
+    def _finish(self, result: RecommendResult, policy: Policy, ranked: Scored, num_items: int,
+                history: Sequence[str], q: RecommendQuery) -> None:
+        """The answer's items from the ranked list under the policy, and what it applied and removed."""
+        excluded = {**dict.fromkeys(q.exclude_item_ids, "in exclude_item_ids"),
+                    **dict.fromkeys(history, "in the user's history")}
+        ordered = policy.order(ranked, self._catalog, num_items, pin_blocked=excluded.get,
+                               insert_pins=not q.candidate_item_ids)
+        result.items = [(i, self._catalog[i].display_title(), score) for i, score in ordered.items]
+        result.removed += ordered.removed
+        result.applied_rules += ordered.notes
+        result.fewer_items = len(result.items) < num_items
 
     def _timed(self, result: RecommendResult, stage: str) -> _Timer:
         return _Timer(result, stage)

@@ -8,8 +8,10 @@ import grpc
 from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
 from services.core.catalog import Catalog, InteractionStore
+from services.core.filters import CatalogAttributes
 from services.gateway.clients import GrpcStages
 from services.gateway.recommender import Recommender
+from services.gateway.rules_watcher import RulesWatcher
 from services.gateway.servicer import RecommendServicer
 from services.gateway.settings import GatewaySettings
 
@@ -26,13 +28,19 @@ class GatewayApp:
         self.settings = settings
         self.stages: GrpcStages | None = None
         self.recommender: Recommender | None = None
+        self.rules: RulesWatcher | None = None
 
     async def start(self) -> None:
         catalog = Catalog.load(self.settings.catalog_path)
         store = InteractionStore.load(self.settings.interactions_path)
         log.info("loaded data", extra={"items": len(catalog), "users": len(store)})
-        self.stages = GrpcStages(self.settings)
-        self.recommender = Recommender(self.settings, catalog, store, self.stages)
+        attributes = CatalogAttributes(catalog)
+        s = self.settings
+        self.rules = RulesWatcher(s.rules_path, attributes, s.filter_limits(), s.rules_poll_s)
+        self.rules.load()  # a broken rules file at start-up is an error: no request is served without its rules
+        self.stages = GrpcStages(s)
+        self.recommender = Recommender(s, catalog, store, self.stages, rules=self.rules, attributes=attributes)
+        self.rules.start()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         recommend_service_pb2_grpc.add_RecommendServiceServicer_to_server(RecommendServicer(self.recommender), server)
@@ -41,4 +49,6 @@ class GatewayApp:
         return await self.stages.serving("retrieval") and await self.stages.serving("instruction")
 
     async def close(self) -> None:
+        if self.rules is not None:
+            await self.rules.close()
         await self.stages.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from instructrec.v1 import common_pb2, recommend_service_pb2, recommend_service_pb2_grpc
 
+from services.gateway.convert import applied_filter_to_proto, diversity_from_proto, filter_from_proto, removal_to_proto
 from services.gateway.recommender import Recommender, RecommendQuery
 
 
@@ -24,6 +25,9 @@ class RecommendServicer(recommend_service_pb2_grpc.RecommendServiceServicer):
             num_items=request.num_items,
             exclude_item_ids=list(request.exclude_item_ids),
             candidate_item_ids=list(request.candidate_item_ids),
+            filters=[filter_from_proto(f) for f in request.filters],
+            diversity=diversity_from_proto(request),
+            caller_id=request.caller_id,
         )
         r = await self._recommender.recommend(query, context.time_remaining())
         return recommend_service_pb2.RecommendResponse(
@@ -36,4 +40,9 @@ class RecommendServicer(recommend_service_pb2_grpc.RecommendServiceServicer):
             model_versions=[common_pb2.ModelVersion(model_name=n, version=v) for n, v in r.model_versions],
             unknown_history_item_ids=r.unknown_history_item_ids,
             stage_timings=[common_pb2.StageTiming(stage=st, duration_ms=ms) for st, ms in r.stage_timings],
+            applied_filters=[applied_filter_to_proto(f) for f in r.applied_filters],
+            rules_version=r.rules_version,
+            applied_rules=r.applied_rules,
+            removed_items=[removal_to_proto(x) for x in r.removed],
+            fewer_items=r.fewer_items,
         )

@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEFAULT_DATA_DIR, ClientTlsSettings, ServiceSettings
 from services.core.contracts import FUSE_RETRIEVAL_SCORES
+from services.core.filters import FilterLimits
 from services.core.prompts import MAX_CANDIDATES
 
 
@@ -57,9 +58,30 @@ class GatewaySettings(ServiceSettings):
     """TLS (and client certificate for mutual TLS) of the channels to the internal services."""
     max_reconnect_backoff_s: float = Field(2.0, gt=0)
     """Upper bound of gRPC's reconnect backoff towards the internal services."""
+    rules_path: Path | None = None
+    """Business rules file (JSON with a ``version``; format in the README's "Business rules"): blocked items
+    and attribute values, pinned and boosted items, per-caller default filters and diversity. None: no rules.
+    A file that is missing or malformed at start-up stops the gateway from starting."""
+    rules_poll_s: float = Field(5.0, ge=0)
+    """How often the rules file is checked for a change (0: read once at start-up). A changed file is served
+    from the next request on; a malformed one is refused with one error log line and the previous rules
+    keep serving."""
+    max_filters: int = Field(16, ge=0)
+    """Most attribute filters per request (the caller's defaults from the rules file come on top)."""
+    max_filter_values: int = Field(100, gt=0)
+    """Most values in one filter's value set."""
+    diversity_pool_candidates: int = Field(100, gt=0)
+    """With a diversity rule, this many candidates are retrieved and the first num_candidates that keep the
+    cap are ranked, so the cap still leaves num_items items when the catalog allows it."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:
         if self.default_num_items > self.num_candidates:
             raise ValueError("default_num_items cannot exceed num_candidates")
+        if self.rules_path is not None and not self.rules_path.is_file():
+            raise ValueError(f"rules_path {self.rules_path} is not a file")
         return self
+
+    def filter_limits(self) -> FilterLimits:
+        """Bounds on one request's filters."""
+        return FilterLimits(self.max_filters, self.max_filter_values, self.max_id_chars)

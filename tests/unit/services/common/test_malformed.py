@@ -114,11 +114,11 @@ def test_tolerant_deserializer_returns_a_sentinel_naming_the_type_instead_of_rai
 
 
 def test_unknown_fields_are_refused_only_when_asked() -> None:
-    # A RecommendResponse's template_id is field 8, which RecommendRequest does not have.
-    body = recommend_service_pb2.RecommendResponse(template_id="P0-I0-T3-0").SerializeToString()
+    # A RecommendResponse's applied_rules is field 12, which RecommendRequest does not have.
+    body = recommend_service_pb2.RecommendResponse(applied_rules=["pinned 1 at position 1"]).SerializeToString()
     strict = tolerant_deserializer(recommend_service_pb2.RecommendRequest.FromString, reject_unknown_fields=True)
     lenient = tolerant_deserializer(recommend_service_pb2.RecommendRequest.FromString, reject_unknown_fields=False)
-    assert isinstance(strict(body), MalformedRequest) and "field number(s) 8" in strict(body).reason
+    assert isinstance(strict(body), MalformedRequest) and "field number(s) 12" in strict(body).reason
     assert lenient(body).ListFields() == []  # parsed, the unknown field kept aside
     # A field the type declares, with another wire type (num_items as a string), is unknown to it too.
     mistyped = b"\x22\x01x"  # field 4, length-delimited

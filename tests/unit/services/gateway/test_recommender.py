@@ -22,8 +22,9 @@ class Stages:
         self.retrieve_error = retrieve_error
         self.retrieval_scores: list[list[float]] = []
 
-    async def retrieve(self, history, query, *, exclude, k, timeout_s, candidates=()):
+    async def retrieve(self, history, query, *, exclude, k, timeout_s, candidates=(), filters=()):
         self.calls.append(("retrieve", list(history), query, list(exclude), k))
+        self.filters = list(filters)
         if self.retrieve_error:
             raise self.retrieve_error
         if candidates:  # scores every given item, best (lowest id) first
@@ -154,7 +155,7 @@ async def test_expired_deadline_fails_before_calling_anything():
 
 async def test_a_scoring_reply_that_is_not_the_candidates_degrades_to_the_ranker_alone():
     class OldRetrieval(Stages):  # ignores candidate_item_ids: searches instead
-        async def retrieve(self, history, query, *, exclude, k, timeout_s, candidates=()):
+        async def retrieve(self, history, query, *, exclude, k, timeout_s, candidates=(), filters=()):
             return await super().retrieve(history, query, exclude=exclude, k=k or 20, timeout_s=timeout_s)
 
     stages = OldRetrieval()
