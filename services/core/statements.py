@@ -194,6 +194,21 @@ def contradictions(parsed: ParsedStatement) -> list[str]:
     return problems
 
 
+def repetitions(parsed: ParsedStatement) -> list[str]:
+    """Values or decades named twice in one list ("musical and musical", "the 1990s and 1990s"): not a
+    contradiction, but a degenerate statement the generator writes at times."""
+    problems = []
+    for sentence in parsed.sentences:
+        for clause in sentence.clauses:
+            problems += [f"{v!r} repeated in one list" for v in _unique(clause.values) if clause.values.count(v) > 1]
+        problems += [f"the {d}s repeated" for d in _unique(sentence.decades) if sentence.decades.count(d) > 1]
+    return problems
+
+
+# "the 1990s and 1990s" / "the 1990s, the 1990s" -> "the 1990s".
+_REPEATED_DECADE = re.compile(r"\b((?:1[0-9]|20)[0-9]0'?s)(?:(?:,\s*|,?\s+and\s+)(?:the\s+)?\1\b)+", re.IGNORECASE)
+
+
 def _join_like(surface: list[str], separators: list[str]) -> str:
     """Rejoin a list of values in the separators' style ("a, b and c"); ", " between, " and " before the last."""
     if len(surface) == 1:
@@ -228,7 +243,8 @@ def clean_statement(text: str, vocabulary: Sequence[str]) -> str | None:
 
     * a value both liked and disliked is removed from the dislike clauses; a dislike clause left with no value
       goes, and with it its sentence when that clause was the sentence's only content;
-    * "no clear preferences" sentences go when the statement names preferences.
+    * "no clear preferences" sentences go when the statement names preferences;
+    * a value or decade repeated in one list is named once (:func:`repetitions`).
 
     Args:
         text: The generated statement (already cut to whole sentences).
@@ -240,7 +256,7 @@ def clean_statement(text: str, vocabulary: Sequence[str]) -> str | None:
     parsed = parse_statement(text, vocabulary)
     if not parsed.sentences:
         return None
-    if not contradictions(parsed):
+    if not contradictions(parsed) and not repetitions(parsed):
         return " ".join(s.text for s in parsed.sentences)
     pattern, canonical = _value_pattern(vocabulary), _canonical(vocabulary)
     conflicted = {v for v in parsed.likes if v in parsed.dislikes}
@@ -252,17 +268,19 @@ def clean_statement(text: str, vocabulary: Sequence[str]) -> str | None:
         text_now: str | None = sentence.text
         # Right to left, so the clause offsets stay valid as the text before them is unchanged.
         for clause in reversed(sentence.clauses):
-            if text_now is None or clause.polarity != DISLIKE or not conflicted & set(clause.values):
+            conflicting = clause.polarity == DISLIKE and bool(conflicted & set(clause.values))
+            repeated = len(set(clause.values)) < len(clause.values)
+            if text_now is None or not (conflicting or repeated):
                 continue
-            edited = _drop_values(text_now, clause, conflicted, pattern, canonical)
+            edited = _drop_values(text_now, clause, conflicted if conflicting else set(), pattern, canonical)
             if edited is None:
                 text_now = _drop_clause(text_now, clause, sentence)
             else:
                 text_now = edited
         if text_now:
-            out.append(text_now)
+            out.append(_REPEATED_DECADE.sub(r"\1", text_now))
     cleaned = " ".join(out)
-    if not cleaned or contradictions(parse_statement(cleaned, vocabulary)):
+    if not cleaned or contradictions(check := parse_statement(cleaned, vocabulary)) or repetitions(check):
         return None
     return cleaned
 

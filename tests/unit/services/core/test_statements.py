@@ -7,7 +7,7 @@ import random
 import pytest
 
 from services.core.catalog import Item
-from services.core.statements import clean_statement, contradictions, parse_statement
+from services.core.statements import clean_statement, contradictions, parse_statement, repetitions
 from tools.teacher import explicit_preference
 
 GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
@@ -104,3 +104,18 @@ def test_the_teacher_never_contradicts_itself_and_parses_back_exactly() -> None:
         assert clean_statement(statement, GENRES) == statement
         liked = [g for g in GENRES if g.lower() in statement.split(" films")[0].lower()]
         assert set(parsed.likes) == set(liked) if statement.startswith("Enjoys") else not parsed.likes
+
+
+@pytest.mark.parametrize(("text", "expected"), [  # written by the tuned generator (docs/evaluation/faithfulness.json)
+    ("Enjoys comedy, romance and thriller films, mostly from the 1990s and 1990s.",
+     "Enjoys comedy, romance and thriller films, mostly from the 1990s."),
+    ("Enjoys drama, thriller and thriller films, mostly from the 1990s and 1980s.",
+     "Enjoys drama and thriller films, mostly from the 1990s and 1980s."),
+    ("Enjoys drama, comedy and romance films. Tends to rate children's, children's and comedy low.",
+     "Enjoys drama, comedy and romance films. Tends to rate children's low."),
+])
+def test_a_value_or_decade_named_twice_is_named_once(text: str, expected: str) -> None:
+    assert repetitions(parse_statement(text, GENRES))
+    cleaned = clean_statement(text, GENRES)
+    assert cleaned == expected
+    assert repetitions(parse_statement(cleaned, GENRES)) == [] == contradictions(parse_statement(cleaned, GENRES))
