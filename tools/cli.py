@@ -633,9 +633,10 @@ def fit_fusion_cmd(
 
 
 # `instructrec bench`: the serving benchmark (tools/bench/; heavy imports happen inside the command).
-from tools.bench.cli import bench_command  # noqa: E402
+from tools.bench.cli import bench_command, serving_command  # noqa: E402
 
 app.command("bench")(bench_command)
+app.command("bench-serving")(serving_command)
 
 if __name__ == "__main__":
     sys.exit(app())

@@ -33,7 +33,7 @@ from services.core.contracts import PROMPT_INPUT, TEXT_OUTPUT
 from services.instruction.preferences import PreferenceRequest, preference_request
 from services.instruction.service import generator_fn, served_generator_version, statement_finisher
 from services.instruction.settings import InstructionSettings
-from services.instruction.store import PreferenceStore, StatementRow
+from services.instruction.store import PreferenceStore, Snapshot, StatementRow
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ async def precompute_preferences(
     max_users: int | None = None,
     flush_every: int = 16,
     progress: bool = True,
+    snapshot: bool = False,
 ) -> PrecomputeReport:
     """Fill the store with the served generator's statements of every known user's recent history.
 
@@ -108,6 +109,8 @@ async def precompute_preferences(
         max_users: Only the first N users (by id), e.g. for a quick check.
         flush_every: Statements per store transaction.
         progress: Show a progress bar.
+        snapshot: Write a copy of the store and rename it over the old one at the end (the Kubernetes CronJob:
+            replicas read the file read-only and immutable, and reopen it when it is replaced).
     """
     s = settings or InstructionSettings()
     path = store_path or s.preference_store_path
@@ -117,7 +120,8 @@ async def precompute_preferences(
     users, requests = known_histories(catalog, InteractionStore.load(interactions_path),
                                       max_items=s.recent_history_items, noun=s.item_noun, max_users=max_users)
     model = TritonModel(tool_triton_settings(triton_addr), s.model_name, PROMPT_INPUT, TEXT_OUTPUT)
-    store = PreferenceStore(path)
+    copy = Snapshot(path) if snapshot else None
+    store = copy.store if copy is not None else PreferenceStore(path)
     try:
         version = await served_generator_version(model)
         if not version:
@@ -132,7 +136,10 @@ async def precompute_preferences(
         return report
     finally:
         await model.close()
-        store.close()
+        if copy is not None:
+            copy.publish()  # what was written is valid even if the run stopped early
+        else:
+            store.close()
 
 
 async def _generate_all(model: TritonModel, store: PreferenceStore, todo: list[PreferenceRequest], finish,
@@ -198,13 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-users", type=int, default=None)
     parser.add_argument("--report", type=Path, default=None, help="write the run's figures as JSON here")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="write a copy and rename it over the store at the end (read-only replicas)")
     args = parser.parse_args(argv)
     settings = InstructionSettings(**({"catalog_path": args.catalog} if args.catalog else {}))
     configure_logging("precompute", settings.log_level, settings.log_format)
     try:
         report = asyncio.run(precompute_preferences(
             triton_addr=args.triton, interactions_path=args.interactions, settings=settings, store_path=args.store,
-            concurrency=args.concurrency, max_users=args.max_users, progress=args.progress))
+            concurrency=args.concurrency, max_users=args.max_users, progress=args.progress,
+            snapshot=args.snapshot))
     except PrecomputeError as exc:
         log.error("precompute failed: %s", exc)
         return 1

@@ -23,6 +23,7 @@ from services.common.metrics import CACHE_EVENTS, PREFERENCE_EVENTS, PREFERENCE_
 from services.core import prompts
 from services.core.catalog import Item
 from services.core.deadlines import Budget
+from services.core.statements import complete_sentences
 from services.instruction.store import PreferenceStore, StatementRow, history_key
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,6 @@ log = logging.getLogger(__name__)
 GenerateFn = Callable[[str, float], Awaitable[tuple[str, str]]]
 # Turns the generator's raw text into the statement served ("" when nothing servable is left).
 FinishFn = Callable[[str], str]
-
-
-def tidy_statement(text: str) -> str:
-    """One line, cut after the last complete sentence (generation stops at a token budget, often mid-sentence)."""
-    text = " ".join(text.split())
-    end = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
-    return text[: end + 1] if end > 0 else text
 
 
 @dataclass(frozen=True)
@@ -107,7 +101,7 @@ class Preferences:
         generate: GenerateFn,
         store: PreferenceStore | None,
         *,
-        finish: FinishFn = tidy_statement,
+        finish: FinishFn = complete_sentences,
         cache_size: int,
         queue_size: int,
         workers: int,
@@ -126,6 +120,11 @@ class Preferences:
         self._generation_timeout_s = generation_timeout_s
         self.version = ""
         self.generations = 0  # generator calls made (a precomputed statement costs none)
+
+    def use_store(self, store: PreferenceStore | None) -> None:
+        """Read (and write) this store from now on (one that could not be opened at start)."""
+        if store is not None:
+            self._store = store
 
     def set_version(self, version: str) -> None:
         """The generator version Triton serves now (the newest ready one)."""

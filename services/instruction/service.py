@@ -13,10 +13,10 @@ from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog
 from services.core.contracts import PROMPT_INPUT, TEXT_OUTPUT
-from services.core.statements import clean_statement
+from services.core.statements import clean_statement, complete_sentences
 from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter
-from services.instruction.preferences import FinishFn, GenerateFn, Preferences, newer_version, tidy_statement
+from services.instruction.preferences import FinishFn, GenerateFn, Preferences, newer_version
 from services.instruction.servicer import InstructionServicer
 from services.instruction.settings import InstructionSettings
 from services.instruction.store import PreferenceStore, StoreError
@@ -40,7 +40,7 @@ def statement_finisher(catalog: Catalog) -> FinishFn:
     vocabulary = sorted({genre for item in catalog.items.values() for genre in item.genres})
 
     def finish(raw: str) -> str:
-        return clean_statement(tidy_statement(raw), vocabulary) or ""
+        return clean_statement(complete_sentences(raw), vocabulary) or ""
 
     return finish
 
@@ -92,7 +92,7 @@ class InstructionApp:
             InstructionServicer(self.writer, self.settings.model_name), server
         )
 
-    def _open_store(self) -> PreferenceStore | None:
+    def _open_store(self, quiet: bool = False) -> PreferenceStore | None:
         path = self.settings.preference_store_path
         if path is None:
             return None
@@ -100,7 +100,8 @@ class InstructionApp:
             store = PreferenceStore(path, readonly=self.settings.preference_store_readonly)
         except StoreError as exc:
             # Serving goes on without it: misses are generated into memory, requests get implicit preference.
-            log.error("preference store unavailable; statements kept in memory only", extra={"error": str(exc)})
+            if not quiet:
+                log.error("preference store unavailable; statements kept in memory only", extra={"error": str(exc)})
             return None
         log.info("preference store open", extra={"path": str(path), "statements": store.counts()})
         return store
@@ -109,9 +110,25 @@ class InstructionApp:
         self.preferences.set_version(await served_generator_version(self.generator))
 
     async def _poll_version(self) -> None:
+        """Every ``generator_version_poll_s``: the served generator version, and a replaced read-only store."""
         while True:
             await asyncio.sleep(self.settings.generator_version_poll_s)
             await self._refresh_version()
+            self._refresh_store()
+
+    def _refresh_store(self) -> None:
+        if self.settings.preference_store_path is None or not self.settings.preference_store_readonly:
+            return
+        if self.store is None:  # not there at start (the first CronJob run had not finished): try again
+            self.store = self._open_store(quiet=True)
+            self.preferences.use_store(self.store)
+            return
+        try:
+            if self.store.refresh():
+                log.info("preference store reopened (a new snapshot)", extra={"statements": self.store.counts()})
+        except StoreError as exc:
+            log.error("new preference store snapshot refused; the previous one keeps serving",
+                      extra={"error": str(exc)})
 
     async def is_ready(self) -> bool:
         return self.generator is None or await self.generator.is_ready()

@@ -7,7 +7,9 @@ fills it for every known user; the instruction service reads it on each request 
 its background queue generates for misses.
 
 Locally the database runs in WAL mode, so the service and the precompute tool read and write it at the same
-time. A service that only reads (Kubernetes replicas reading the file a CronJob writes) opens it read-only.
+time. Replicas that only read (Kubernetes, where a CronJob writes the file on a shared volume) open it
+read-only and immutable, with no file locking at all (network file systems lock badly): the job writes a copy
+and renames it over the old file (``snapshot``), and readers :meth:`PreferenceStore.refresh` onto the new one.
 An empty statement is a real entry: the generator ran and nothing servable came out (e.g. it contradicted
 itself), so the history gets the implicit instruction without being generated again.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -66,21 +70,50 @@ class PreferenceStore:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.Lock()
+        self._db = self._connect(journal_mode)
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
         try:
-            if readonly:
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def refresh(self) -> bool:
+        """Read-only stores: reopen when the file was replaced (a new snapshot). Returns whether it reopened.
+
+        Raises:
+            StoreError: the new file is not a readable store (the old connection keeps serving).
+        """
+        identity = self._file_identity()
+        if not self.readonly or identity is None or identity == self._identity:
+            return False
+        db = self._connect("wal")
+        with self._lock:
+            old, self._db, self._identity = self._db, db, identity
+        old.close()
+        return True
+
+    def _connect(self, journal_mode: str) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                # immutable: no locks and no journal reads; the file is only ever replaced whole.
+                db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                self._db.execute("PRAGMA busy_timeout = 5000")
-                self._db.execute(f"PRAGMA journal_mode = {journal_mode}")
-                self._db.executescript(_SCHEMA)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA busy_timeout = 5000")
+                db.execute(f"PRAGMA journal_mode = {journal_mode}")
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"preference store {self.path}: {exc}") from exc
         if row is None or row[0] != str(SCHEMA_VERSION):
+            db.close()
             raise StoreError(f"preference store {self.path}: schema {row and row[0]!r}, expected {SCHEMA_VERSION}")
+        return db
 
     def get(self, key: str, generator_version: str) -> str | None:
         """The statement of that history by that version; "" if it was written empty; None if not stored."""
@@ -127,3 +160,25 @@ class PreferenceStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class Snapshot:
+    """A writable copy of a store that replaces it whole when :meth:`publish` is called (readers of the old file
+    keep it until they refresh): how a job updates a store that read-only replicas share on a network volume."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.work_path = self.path.with_name(self.path.name + ".writing")
+        self.work_path.unlink(missing_ok=True)
+        if self.path.exists():
+            shutil.copyfile(self.path, self.work_path)
+        self.store = PreferenceStore(self.work_path, journal_mode="delete")
+
+    def publish(self) -> None:
+        """Close the copy and rename it over the store (atomic on one file system)."""
+        self.store.close()
+        os.replace(self.work_path, self.path)
+
+    def discard(self) -> None:
+        self.store.close()
+        self.work_path.unlink(missing_ok=True)

@@ -108,5 +108,48 @@ def bench_command(
         console.print(line, soft_wrap=True)
 
 
+def serving_command(
+    c1_requests: Annotated[int, typer.Option(help="Requests of the concurrency-1 phases.")] = 60,
+    anonymous_requests: Annotated[int, typer.Option(help="Requests with new anonymous histories.")] = 30,
+    c8_seconds: Annotated[float, typer.Option(help="Seconds of the 8-caller phase.")] = 60.0,
+    overload_callers: Annotated[int, typer.Option(help="Callers of the overload phase.")] = 64,
+    overload_seconds: Annotated[float, typer.Option(help="Seconds of the overload phase.")] = 30.0,
+    overload_deadline: Annotated[float, typer.Option(help="Deadline of each overload call, seconds.")] = 30.0,
+    recovery_wait: Annotated[float, typer.Option(help="Quiet seconds before the recovery phase.")] = 60.0,
+    sweep: Annotated[str, typer.Option(help="Concurrencies of the knee sweep ('' skips it).")] = "1,2,4,8,16,32",
+    sweep_seconds: Annotated[float, typer.Option(help="Seconds per sweep point.")] = 15.0,
+    shed_backoff: Annotated[float, typer.Option(
+        help="Seconds a caller refused with RESOURCE_EXHAUSTED waits before its next call.")] = 0.1,
+    gateway: Annotated[str, typer.Option(help="Gateway host:port.")] = "localhost:50051",
+    instruction: Annotated[str, typer.Option(help="Instruction service host:port (precomputed share).")]
+    = "localhost:50052",
+    data_dir: Annotated[Path, typer.Option(help="Data set the stack serves.")] = Path("var/data/movielens-100k"),
+    repository: Annotated[Path, typer.Option(help="Model repository (the ranker ONNX v1 for REF).")]
+    = Path("model_repository"),
+    seed: Annotated[int, typer.Option(help="Random seed of the request sequence.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output path without suffix (.json, .md).")] = None,
+) -> None:
+    """Serving cost against REF (one ranker-v1 forward over 480 tokens, ONNX Runtime alone, measured in the same
+    run): concurrency 1, new anonymous histories, 8 callers, overload (64 callers), recovery, and a knee sweep.
+
+    Needs the stack up (`instructrec run`) with the statements precomputed. See docs/performance.md.
+    """
+    from rich.console import Console
+
+    from tools.bench.serving import ServingConfig, markdown, run_serving
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    config = ServingConfig(
+        gateway_addr=gateway, instruction_addr=instruction, data_dir=data_dir, repository=repository,
+        c1_requests=c1_requests, anonymous_requests=anonymous_requests, c8_seconds=c8_seconds,
+        overload_callers=overload_callers, overload_seconds=overload_seconds, overload_deadline_s=overload_deadline,
+        recovery_wait_s=recovery_wait, sweep=parse_int_list(sweep) if sweep else [], sweep_seconds=sweep_seconds,
+        shed_backoff_s=shed_backoff, seed=seed,
+        out=out or Path("var/bench") / f"serving-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}",
+    )
+    report = asyncio.run(run_serving(config))
+    Console().print(markdown(report), soft_wrap=True)
+
+
 app = typer.Typer(add_completion=False)
 app.command()(bench_command)

@@ -37,10 +37,11 @@ async def call_recommend(stub: Any, spec: RequestSpec, timeout_s: float, t0: flo
 
 
 async def drive(stub: Any, mix: RequestMix, concurrency: int, *, duration_s: float, max_requests: int,
-                timeout_s: float, on_record: Any = None) -> tuple[list[CallRecord], float]:
+                timeout_s: float, on_record: Any = None, shed_backoff_s: float = 0.0) -> tuple[list[CallRecord], float]:
     """``concurrency`` closed-loop callers until ``duration_s`` has passed (or ``max_requests`` were sent).
 
-    Calls in flight at the end complete and count; the elapsed time runs to the last completion.
+    Calls in flight at the end complete and count; the elapsed time runs to the last completion. A caller
+    refused with RESOURCE_EXHAUSTED waits ``shed_backoff_s`` before its next call (a well-behaved client).
     """
     records: list[CallRecord] = []
     t0 = time.perf_counter()
@@ -58,6 +59,8 @@ async def drive(stub: Any, mix: RequestMix, concurrency: int, *, duration_s: flo
             records.append(record)
             if on_record is not None:
                 on_record(record)
+            if shed_backoff_s > 0 and record.code == "RESOURCE_EXHAUSTED":
+                await asyncio.sleep(shed_backoff_s)
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     return records, time.perf_counter() - t0

@@ -757,3 +757,32 @@ def test_the_gateways_peers_are_headless_so_its_channels_balance_requests_over_t
         # Callers reach the pods directly, so the Service port must be the container's.
         deployment = _objects(rendered, overlay, "Deployment")[peer]
         assert int(port) == _service_port(service, "grpc")["port"] == _port(_container(deployment, peer), "grpc")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_preference_cronjob_writes_the_store_the_instruction_replicas_read(rendered: dict, overlay: str) -> None:
+    from services.instruction.precompute import main as precompute_main
+
+    cron = _objects(rendered, overlay, "CronJob")["precompute-preferences"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = {"spec": cron["spec"]["jobTemplate"]["spec"]}
+    container = _container(job, "precompute-preferences")
+    module, *argv = container["args"]
+    assert module == "services.instruction.precompute" and "--snapshot" in argv  # replicas read it immutable
+    with pytest.raises(SystemExit) as help_exit:  # the module's own parser accepts these arguments
+        precompute_main([*argv, "--help"])
+    assert help_exit.value.code == 0
+    env = _env(container)
+    for name in env:
+        _field(SETTINGS["instruction"], name)  # every variable is an instruction setting
+    deployment, instruction, instruction_env = _service_deployments(rendered, overlay)["instruction"]
+    store = str(_setting("instruction", instruction_env, "INSTRUCTION_PREFERENCE_STORE_PATH"))
+    assert env["INSTRUCTION_PREFERENCE_STORE_PATH"] == store
+    assert env["INSTRUCTION_CATALOG_PATH"] == instruction_env["INSTRUCTION_CATALOG_PATH"]
+    assert _setting("instruction", instruction_env, "INSTRUCTION_PREFERENCE_STORE_READONLY") is True
+    job_mount, job_volume = _mount_of(job, container, store)
+    mount, volume = _mount_of(deployment, instruction, store)
+    assert _claim(job_volume) == _claim(volume) and job_mount == mount
+    interactions = argv[argv.index("--interactions") + 1]
+    gateway = _service_deployments(rendered, overlay)["gateway"][2]
+    assert interactions == gateway["GATEWAY_INTERACTIONS_PATH"]  # the histories the gateway serves

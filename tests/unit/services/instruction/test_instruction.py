@@ -4,9 +4,10 @@ import pytest
 
 from services.common.errors import InvalidArgument, Unavailable
 from services.core.catalog import Catalog, Item
+from services.core.statements import complete_sentences as tidy_statement
 from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter
-from services.instruction.preferences import Preferences, tidy_statement
+from services.instruction.preferences import Preferences
 
 CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 2000, ("Comedy",)) for i in range(30)})
 

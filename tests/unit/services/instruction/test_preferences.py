@@ -1,6 +1,7 @@
 """The preference store and the background queue: precomputed statements served, misses never waited for."""
 
 import asyncio
+import os
 import sqlite3
 
 import pytest
@@ -145,3 +146,26 @@ def test_the_request_keys_only_the_recent_history():
     many = preference_request([CATALOG[str(i)] for i in range(10)], max_items=5, noun="movie")
     assert many.item_ids == ("5", "6", "7", "8", "9") and many.key == history_key(["5", "6", "7", "8", "9"])
     assert "Movie 9 (2000)" in many.prompt and "Movie 4 (2000)" not in many.prompt
+
+
+def test_a_snapshot_replaces_the_store_whole_and_read_only_readers_reopen_onto_it(tmp_path):
+    from services.instruction.store import Snapshot
+
+    path = tmp_path / "s.sqlite"
+    first = Snapshot(path)
+    first.store.put_many([StatementRow(("1",), "2", "First.")])
+    first.publish()
+    reader = PreferenceStore(path, readonly=True)
+    assert reader.get(history_key(["1"]), "2") == "First." and not reader.refresh()
+    second = Snapshot(path)  # starts from a copy of the published store
+    second.store.put_many([StatementRow(("2",), "2", "Second.")])
+    assert reader.get(history_key(["2"]), "2") is None  # not published yet
+    second.publish()
+    assert reader.refresh()
+    assert reader.get(history_key(["1"]), "2") == "First." and reader.get(history_key(["2"]), "2") == "Second."
+    broken = tmp_path / "broken"
+    broken.write_bytes(b"not a database")
+    os.replace(broken, path)  # a broken snapshot: refused, the open one keeps serving
+    with pytest.raises(StoreError):
+        reader.refresh()
+    assert reader.get(history_key(["2"]), "2") == "Second."
