@@ -325,5 +325,20 @@ async def test_the_proto_fields_round_trip_and_bad_filters_are_invalid_argument(
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Recommend(no_condition, timeout=10)
             assert err.value.details() == "filters[0]: set value_set or range"
+            # Values no valid client sends (what the fuzz test generates) are INVALID_ARGUMENT too, never INTERNAL.
+            odd = [
+                (common_pb2.AttributeFilter(attribute="year", range=common_pb2.NumericRange(min=float("nan"))),
+                 "filters[0].range.min: must be a finite number, got nan"),
+                (common_pb2.AttributeFilter(attribute="year", range=common_pb2.NumericRange(max=float("inf"))),
+                 "filters[0].range.max: must be a finite number, got inf"),
+                (common_pb2.AttributeFilter(attribute="genres", value_set=common_pb2.ValueSet(values=["x"], match=7)),
+                 "filters[0].value_set.match: unknown value 7"),
+                (common_pb2.AttributeFilter(attribute="\x00\n" + "a" * 300, value_set=common_pb2.ValueSet(
+                    values=["x"])), "filters[0].attribute: 302 characters, at most 256"),
+            ]
+            for f, message in odd:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.Recommend(recommend_service_pb2.RecommendRequest(filters=[f]), timeout=10)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details() == message
     finally:
         await runner.stop()
