@@ -207,6 +207,9 @@ class ServingBench:
         report["phases"] = phases
         report["sweep"] = sweep
         report["acceptance"] = acceptance(phases, ref_ms)
+        from tools.bench.prompt import prompt_parts
+
+        report["prompt_tokens"] = [prompt_parts(c.data_dir, c.repository, num_candidates=n) for n in (20, 10)]
         report["meta"]["load_average_end"] = load_average()
         report["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat()
         return report
@@ -273,6 +276,14 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {p['concurrency']} | {p['throughput_rps']:.1f} | {p['latency'].get('p50', 0):.1f} | "
                      f"{p['latency'].get('p99', 0):.1f} | {p['errors_by_code'].get('RESOURCE_EXHAUSTED', 0)} | "
                      f"{p['load_average']} |")
+    if report.get("prompt_tokens"):
+        lines += ["", "Ranker prompt tokens per part (mean over 200 known users; the ranker is called only when "
+                  "RANKING_LM_WEIGHT > 0):", "", "| candidates | total | template | history | statement | candidates |",
+                  "|---|---|---|---|---|---|"]
+        for p in report["prompt_tokens"]:
+            m = p["mean"]
+            lines.append(f"| {p['num_candidates']} | {m['total']:.0f} | {m['template']:.0f} | {m['history']:.0f} | "
+                         f"{m['statement']:.0f} | {m['candidates']:.0f} |")
     k = knee(report["sweep"])
     lines += ["", f"Knee: throughput stops growing past {k} concurrent callers." if k else "Knee: not reached."]
     return "\n".join(lines) + "\n"
