@@ -56,7 +56,10 @@ def service_settings(
     name: str, triton_grpc_addr: str, data_dir: Path, index_dir: Path, peers: dict[str, int], overrides: dict
 ):
     """Settings of one service for a test stack on loopback (``overrides`` win, nested dicts merged)."""
-    common = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "health_poll_interval_s": 0.5, "shutdown_grace_s": 1.0}
+    # Admission control is sized for the tests' bursts (Triton batching tests send dozens at once on a loaded
+    # machine); test_load_shedding.py sets it tight on purpose.
+    common = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "health_poll_interval_s": 0.5, "shutdown_grace_s": 1.0,
+              "admission_max_inflight": 64, "admission_max_queue_wait_s": 30.0}
     triton = {"grpc_addr": triton_grpc_addr, **overrides.pop("triton", {})}
     catalog = data_dir / "items.jsonl"
     if name == "ranking":
