@@ -360,6 +360,32 @@ def models(
     console.print(table)
 
 
+def _parse_filter(text: str):
+    """``genres=Comedy,Romance`` (any of), ``genres&=Comedy,Romance`` (all of), ``year=1990..1999`` (range, either
+    end may be empty), a leading ``!`` excludes: the README's filter syntax -> an AttributeFilter."""
+    from instructrec.v1 import common_pb2
+
+    exclude = text.startswith("!")
+    body = text[1:] if exclude else text
+    match_all = "&=" in body
+    attribute, sep, value = body.partition("&=" if match_all else "=")
+    if not sep or not attribute.strip() or not value.strip():
+        raise typer.BadParameter(f"{text!r}: expected ATTRIBUTE=VALUES or ATTRIBUTE=MIN..MAX", param_hint="--filter")
+    f = common_pb2.AttributeFilter(attribute=attribute.strip(), exclude=exclude)
+    if ".." in value and not match_all:
+        low, _, high = value.partition("..")
+        try:
+            bounds = {k: float(v) for k, v in (("min", low), ("max", high)) if v.strip()}
+        except ValueError:
+            raise typer.BadParameter(f"{text!r}: range bounds must be numbers", param_hint="--filter") from None
+        f.range.CopyFrom(common_pb2.NumericRange(**bounds))
+    else:
+        match = common_pb2.VALUE_MATCH_ALL if match_all else common_pb2.VALUE_MATCH_ANY
+        f.value_set.CopyFrom(common_pb2.ValueSet(values=[v.strip() for v in value.split(",") if v.strip()],
+                                                 match=match))
+    return f
+
+
 def _split_ids(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -381,6 +407,11 @@ def recommend(
     tls_key: Annotated[Path | None, typer.Option(help="Client private key (PEM) for mutual TLS.")] = None,
     token: Annotated[str, typer.Option(help="Bearer token, sent as 'authorization: Bearer <token>'.",
                                        envvar="INSTRUCTREC_TOKEN")] = "",
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", help="Attribute filter, repeatable: genres=Comedy,Romance (any of), genres&=Comedy,Romance "
+                         "(all of), year=1990..1999 (range; an end may be empty); a leading ! excludes.")] = None,
+    diversity: Annotated[str, typer.Option(help="At most N items per value of an attribute: genres:2.")] = "",
+    caller: Annotated[str, typer.Option(help="caller_id: selects the caller's defaults in the rules file.")] = "",
 ) -> None:
     """Call Recommend on the gateway and print the items and the instruction the ranker followed."""
     import grpc
@@ -390,7 +421,14 @@ def recommend(
     request = recommend_service_pb2.RecommendRequest(
         user_id=user, query=query, history_item_ids=_split_ids(history), num_items=num,
         exclude_item_ids=_split_ids(exclude), candidate_item_ids=_split_ids(candidates),
+        filters=[_parse_filter(f) for f in filters or []], caller_id=caller,
     )
+    if diversity:
+        attribute, _, cap = diversity.rpartition(":")
+        if not attribute or not cap.isdigit():
+            raise typer.BadParameter(f"{diversity!r}: expected ATTRIBUTE:N", param_hint="--diversity")
+        request.diversity.CopyFrom(recommend_service_pb2.DiversityRule(attribute=attribute,
+                                                                       max_items_per_value=int(cap)))
 
     metadata = [("authorization", f"Bearer {token}")] if token else None
 
@@ -434,6 +472,15 @@ def recommend(
         console.print("[yellow]degraded:[/yellow] " + "; ".join(response.degraded_reasons))
     if response.unknown_history_item_ids:
         console.print("unknown history ids skipped: " + ", ".join(response.unknown_history_item_ids))
+    for applied in response.applied_filters:
+        console.print(f"filter ({applied.source}): {applied.description}")
+    for rule in response.applied_rules:
+        console.print(f"rule{' v' + response.rules_version if response.rules_version else ''}: {rule}")
+    if response.removed_items:
+        console.print(f"removed {len(response.removed_items)}: " + "; ".join(
+            f"{r.item_id} ({r.detail})" for r in response.removed_items[:10]))
+    if response.fewer_items:
+        console.print("[yellow]fewer items than asked: the filters and rules leave fewer[/yellow]")
 
 
 @app.command()
