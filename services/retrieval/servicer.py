@@ -5,23 +5,8 @@ from __future__ import annotations
 import grpc
 from instructrec.v1 import common_pb2, retrieval_service_pb2, retrieval_service_pb2_grpc
 
-from services.core.filters import ALL, ANY, RANGE, VALUES, AttributeFilter
+from services.common.filters_proto import filter_from_proto
 from services.retrieval.retriever import Retriever
-
-_MATCH = {common_pb2.VALUE_MATCH_UNSPECIFIED: ANY, common_pb2.VALUE_MATCH_ANY: ANY, common_pb2.VALUE_MATCH_ALL: ALL}
-
-
-def filter_from_proto(f: common_pb2.AttributeFilter) -> AttributeFilter:
-    """The domain filter, unchecked (the retriever validates it); an unknown match value is kept as its number."""
-    which = f.WhichOneof("condition")
-    if which == "value_set":
-        return AttributeFilter(f.attribute, VALUES, tuple(f.value_set.values),
-                               _MATCH.get(f.value_set.match, str(f.value_set.match)), exclude=f.exclude)
-    if which == "range":
-        r = f.range
-        return AttributeFilter(f.attribute, RANGE, min=r.min if r.HasField("min") else None,
-                               max=r.max if r.HasField("max") else None, exclude=f.exclude)
-    return AttributeFilter(f.attribute, "", exclude=f.exclude)
 
 
 class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
