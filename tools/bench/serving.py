@@ -107,8 +107,8 @@ def _phase(records, elapsed_s: float, ref_ms: float) -> dict[str, Any]:
     lat = summary["latency"]
     summary["load_average"] = load_average()
     if lat.get("count"):
-        summary["p50_ref"] = lat["p50"] / ref_ms
-        summary["p99_ref"] = lat["p99"] / ref_ms
+        summary["p50_ref"] = lat["p50_ms"] / ref_ms
+        summary["p99_ref"] = lat["p99_ms"] / ref_ms
     summary["answers_per_ref"] = summary["throughput_rps"] * ref_ms / 1000
     all_ms = [r.latency_ms for r in records]
     summary["max_any_ms"] = max(all_ms) if all_ms else 0.0
@@ -228,8 +228,8 @@ def acceptance(phases: dict[str, Any], ref_ms: float) -> list[dict[str, Any]]:
         ("anonymous p50 <= 2 REF", anon["p50_ref"], anon["p50_ref"] <= 2.0),
         ("overload: every call ends within 10 REF", over["max_any_ref"], over["max_any_ref"] <= 10.0),
         ("overload: none at its deadline", over["at_deadline"], over["at_deadline"] == 0),
-        ("recovery c1 p50 within 10 % of before", rec["latency"]["p50"] / c1["latency"]["p50"],
-         rec["latency"]["p50"] <= 1.1 * c1["latency"]["p50"]),
+        ("recovery c1 p50 within 10 % of before", rec["latency"]["p50_ms"] / c1["latency"]["p50_ms"],
+         rec["latency"]["p50_ms"] <= 1.1 * c1["latency"]["p50_ms"]),
     ]
     return [{"target": t, "value": v, "holds": bool(ok)} for t, v, ok in rows]
 
@@ -263,7 +263,8 @@ def markdown(report: dict[str, Any]) -> str:
         lat = p["latency"]
         lines.append(
             f"| {name} | {p['requests']} | {p['ok']} | {p['degraded']} | {p['errors_by_code'] or '-'} | "
-            f"{p['throughput_rps']:.2f} | {lat.get('p50', float('nan')):.1f} | {lat.get('p99', float('nan')):.1f} | "
+            f"{p['throughput_rps']:.2f} | {lat.get('p50_ms', float('nan')):.1f} | "
+            f"{lat.get('p99_ms', float('nan')):.1f} | "
             f"{p['max_any_ms']:.0f} | {p.get('p50_ref', float('nan')):.3f} | {p.get('p99_ref', float('nan')):.3f} | "
             f"{p['load_average']} |")
     lines += ["", "| target | measured | holds |", "|---|---|---|"]
@@ -273,8 +274,8 @@ def markdown(report: dict[str, Any]) -> str:
               "| callers | answers/s | p50 ms | p99 ms | shed (RESOURCE_EXHAUSTED) | load |",
               "|---|---|---|---|---|---|"]
     for p in report["sweep"]:
-        lines.append(f"| {p['concurrency']} | {p['throughput_rps']:.1f} | {p['latency'].get('p50', 0):.1f} | "
-                     f"{p['latency'].get('p99', 0):.1f} | {p['errors_by_code'].get('RESOURCE_EXHAUSTED', 0)} | "
+        lines.append(f"| {p['concurrency']} | {p['throughput_rps']:.1f} | {p['latency'].get('p50_ms', 0):.1f} | "
+                     f"{p['latency'].get('p99_ms', 0):.1f} | {p['errors_by_code'].get('RESOURCE_EXHAUSTED', 0)} | "
                      f"{p['load_average']} |")
     if report.get("prompt_tokens"):
         lines += ["", "Ranker prompt tokens per part (mean over 200 known users; the ranker is called only when "
@@ -292,7 +293,8 @@ def markdown(report: dict[str, Any]) -> str:
 async def run_serving(config: ServingConfig) -> dict[str, Any]:
     report = await ServingBench(config).run()
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    config.out.with_suffix(".json").write_text(json.dumps(jsonable(report), indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(jsonable(report), indent=2, default=str)
+    config.out.with_suffix(".json").write_text(text + "\n", encoding="utf-8")
     config.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
     return report
 

@@ -6,7 +6,7 @@ from tools.bench.serving import acceptance, knee, markdown
 def _phase(p50: float, p99: float, rps: float, ref: float, *, ok: int = 100, requests: int = 100, degraded: int = 0,
            max_ms: float | None = None, at_deadline: int = 0) -> dict:
     return {"requests": requests, "ok": ok, "degraded": degraded, "errors_by_code": {}, "throughput_rps": rps,
-            "latency": {"p50": p50, "p99": p99, "count": ok}, "p50_ref": p50 / ref, "p99_ref": p99 / ref,
+            "latency": {"p50_ms": p50, "p99_ms": p99, "count": ok}, "p50_ref": p50 / ref, "p99_ref": p99 / ref,
             "answers_per_ref": rps * ref / 1000, "max_any_ms": max_ms or p99, "max_any_ref": (max_ms or p99) / ref,
             "at_deadline": at_deadline, "load_average": 1.0}
 
@@ -40,7 +40,7 @@ def test_the_markdown_names_ref_the_cpu_and_every_phase():
               "ref": {"ms": ref, "ms_after": [410.0], "model": "ranker v1", "tokens": 480, "threads": 2},
               "precomputed": {"precomputed": 99, "sample": 100}, "phases": phases,
               "acceptance": acceptance(phases, ref),
-              "sweep": [{"concurrency": 1, "throughput_rps": 40, "latency": {"p50": 20, "p99": 40},
+              "sweep": [{"concurrency": 1, "throughput_rps": 40, "latency": {"p50_ms": 20, "p99_ms": 40},
                          "errors_by_code": {}, "load_average": 1.0}]}
     text = markdown(report)
     assert "REF = 400.0 ms" in text and "avx512_vnni" in text and "| overload |" in text and "99 of 100" in text
