@@ -37,7 +37,7 @@ PY
 
 # 7.5 minutes at most for the run itself; the trainer also stops its training loop after --max-minutes and
 # validates + checkpoints before exiting, so a slow feature stage still leaves a record.
-timeout 450 nice -n 0 .venv/bin/python -m tools.train.intent_ranker \
+timeout 450 .venv/bin/python -m tools.train.intent_ranker \
     --device cuda --out "$OUT" --cache-dir "$CACHE" \
     --train-examples 12000 --validation-users 0 --candidates 10 --history-items 5 \
     --top-layers 4 --read-layers 15 --head mlp --head-hidden 256 \

@@ -838,6 +838,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[IntentRankerConfig, b
                    help="comma-separated frozen layers also read at each candidate ('' for none)")
     p.add_argument("--head", choices=("mlp", "linear"), default=d.head, help="residual head")
     p.add_argument("--head-hidden", type=int, default=d.head_hidden, help="MLP head width")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="MLP head dropout")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="lists per step")
     p.add_argument("--lr", type=float, default=d.lr, help="head learning rate")
@@ -855,7 +857,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[IntentRankerConfig, b
                      validation_users=a.validation_users, candidates=a.candidates, history_items=a.history_items,
                      top_layers=a.top_layers,
                      read_layers=tuple(int(x) for x in a.read_layers.split(",") if x.strip()),
-                     head=a.head, head_hidden=a.head_hidden, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+                     head=a.head, head_hidden=a.head_hidden, dropout=a.dropout,
+                     weight_decay=a.weight_decay, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                      layer_lr=a.layer_lr, eval_every=a.eval_every, feature_batch=a.feature_batch, seed=a.seed,
                      device=a.device, threads=a.threads, max_minutes=a.max_minutes)
     return config, a.resume
