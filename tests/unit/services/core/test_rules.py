@@ -200,7 +200,8 @@ def test_no_ordered_answer_breaks_a_filter_or_rule(rules, filters, diversity, ra
         # Without a cap nothing allowed is lost: the answer is full unless fewer items are allowed.
         assert len(ids) >= min(num_items, len(allowed))
     for pin in rules.pins:
-        if pin.item_id in ids and diversity is None:
+        # A pin past the answer's length does not apply: the item keeps its own rank (it is not demoted).
+        if pin.item_id in ids and diversity is None and pin.position <= num_items:
             placed = ids.index(pin.item_id) + 1
             # At its position, or higher when too few other items were there to fill the places above it.
             pinned = {p.item_id for p in rules.pins}
