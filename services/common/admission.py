@@ -8,8 +8,8 @@ with RESOURCE_EXHAUSTED, before any work, when the wait it can expect would outl
 with *service time* a moving average of the RPCs served here (time from admission to the end). It is refused
 when that wait exceeds ``max_queue_wait_s`` (the latency the service promises not to exceed by queueing), or
 exceeds the caller's remaining deadline less one service time (it would time out in the queue or right after),
-or when ``max_waiting`` RPCs already wait. An admitted RPC that still waits longer than its share (the estimate
-was low) is refused when its time is up, again before any work. So past capacity callers learn it in
+or when ``max_waiting`` RPCs already wait. An admitted RPC that waits past that same limit (the estimate was low)
+is refused when it is reached, again before any work. So past capacity callers learn it in
 milliseconds instead of at their deadline, and what is admitted is served at the latency it was admitted for.
 """
 
@@ -91,14 +91,13 @@ class Admission:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            # Twice the expected wait (bounded by the limit): an estimate that was low is found out in time.
-            await asyncio.wait_for(asyncio.shield(waiter), timeout=max(limit, 2 * wait))
+            # Never longer than the limit it was admitted against: an estimate that was low is found out then.
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=limit)
         except TimeoutError:
             if waiter.done() and not waiter.cancelled():
                 return time.monotonic()  # the slot came with the timeout: keep it
             waiter.cancel()
-            raise Shed(f"overloaded: waited {max(limit, 2 * wait):.2f} s for a slot; retry later",
-                       SHED_WAITED_TOO_LONG) from None
+            raise Shed(f"overloaded: waited {limit:.2f} s for a slot; retry later", SHED_WAITED_TOO_LONG) from None
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self.release(None)  # cancelled while the slot was handed over: pass it on

@@ -20,7 +20,6 @@ STAGE_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 DEGRADED = Counter("instructrec_degraded_responses_total", "Responses with a skipped stage.", ["service", "stage"])
-CACHE_EVENTS = Counter("instructrec_cache_events_total", "Cache hits and misses.", ["service", "cache", "event"])
 PREFERENCE_EVENTS = Counter(
     "instructrec_preference_events_total",
     "Preference statements: memory_hit, store_hit, miss, enqueued, deduplicated, dropped_queue_full, written, "

@@ -15,9 +15,9 @@ from instructrec.v1 import (
 )
 
 from services.common.errors import from_rpc_error
+from services.common.filters_proto import filter_to_proto
 from services.common.grpc_client import is_serving, open_channel
 from services.core.filters import AttributeFilter
-from services.gateway.convert import filter_to_proto
 from services.gateway.settings import GatewaySettings
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from instructrec.v1 import recommend_service_pb2
 
-from services.common.filters_proto import filter_from_proto, filter_to_proto
+from services.common.filters_proto import filter_to_proto
 from services.core.filters import DiversityRule
 from services.core.rules import (
     REMOVED_BLOCKED,
@@ -39,6 +39,3 @@ def applied_filter_to_proto(s: SourcedFilter) -> recommend_service_pb2.AppliedFi
 def removal_to_proto(r: Removal) -> recommend_service_pb2.RemovedItem:
     return recommend_service_pb2.RemovedItem(item_id=r.item_id, reason=_REASONS[r.reason], detail=r.detail)
 
-
-__all__ = ["applied_filter_to_proto", "diversity_from_proto", "filter_from_proto", "filter_to_proto",
-           "removal_to_proto"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 from instructrec.v1 import common_pb2, recommend_service_pb2, recommend_service_pb2_grpc
 
-from services.gateway.convert import applied_filter_to_proto, diversity_from_proto, filter_from_proto, removal_to_proto
+from services.common.filters_proto import filter_from_proto
+from services.gateway.convert import applied_filter_to_proto, diversity_from_proto, removal_to_proto
 from services.gateway.recommender import Recommender, RecommendQuery
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,8 +10,6 @@ from services.core import prompts
 from services.core.catalog import Catalog
 from services.core.validation import Limits, require_known_items
 from services.instruction.preferences import Preferences, preference_request
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

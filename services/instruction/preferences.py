@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import ServiceError
-from services.common.metrics import CACHE_EVENTS, PREFERENCE_EVENTS, PREFERENCE_QUEUE
+from services.common.metrics import PREFERENCE_EVENTS, PREFERENCE_QUEUE
 from services.core import prompts
 from services.core.catalog import Item
 from services.core.deadlines import Budget
@@ -144,7 +144,6 @@ class Preferences:
             return None
         found = self._cache.get((request.key, version))
         if found is not None:
-            CACHE_EVENTS.labels("instruction", "preference", "hit").inc()
             PREFERENCE_EVENTS.labels("memory_hit").inc()
             return found
         if self._store is not None:
@@ -155,10 +154,8 @@ class Preferences:
                 found = None
             if found is not None:
                 self._cache.put((request.key, version), found)
-                CACHE_EVENTS.labels("instruction", "preference", "hit").inc()
                 PREFERENCE_EVENTS.labels("store_hit").inc()
                 return found
-        CACHE_EVENTS.labels("instruction", "preference", "miss").inc()
         PREFERENCE_EVENTS.labels("miss").inc()
         return None
 
