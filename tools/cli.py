@@ -472,6 +472,9 @@ def recommend(
         console.print("[yellow]degraded:[/yellow] " + "; ".join(response.degraded_reasons))
     if response.unknown_history_item_ids:
         console.print("unknown history ids skipped: " + ", ".join(response.unknown_history_item_ids))
+    if response.understood_intent:
+        console.print("understood from the query (soft preferences): " + ", ".join(
+            f"{u.attribute}={u.value} (p {u.probability:.2f})" for u in response.understood_intent))
     for applied in response.applied_filters:
         console.print(f"filter ({applied.source}): {applied.description}")
     for rule in response.applied_rules:
@@ -507,6 +510,9 @@ def evaluate(
         help="Add this served system to OUT_DIR's existing report (same users and seed), e.g. the zero-shot "
              "models next to the tuned ones; the baselines are not recomputed (they are in the report) and "
              "protocol 2 ranks the report's stored lists.")] = False,
+    paired_with: Annotated[list[Path] | None, typer.Option(
+        help="Protocols 4-5: an earlier search.json of another served system (an ablation) on the same users and "
+             "seed, added to the tables with paired differences; repeatable.")] = None,
 ) -> None:
     """Evaluate the served system and the baselines (random, popularity, SASRec) on the three protocols."""
     from tools.eval.evaluate import EvalConfig, write_report
@@ -522,6 +528,7 @@ def evaluate(
         data_dir=data_dir, gateway_addr=gateway or None, retrieval_addr=retrieval or None, served_name=name,
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
         seed=seed, sasrec=SASRecConfig(seed=seed), baselines=not append, hard_negative_lists=lists,
+        paired_with=tuple(paired_with or ()),
     )
     report = asyncio.run(run_evaluation(config))
     path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]), append=append)

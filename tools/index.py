@@ -1,4 +1,5 @@
-"""Build the retrieval indexes: the text index (every catalog item embedded by Triton's ``text_encoder``)
+"""Build the retrieval indexes: the text index (every catalog item embedded by Triton's ``text_encoder``, with
+the intent heads fitted on the same encoder's embeddings of the training phrase bank, ``tools/train/intent.py``)
 and the sequence index (the item vectors of the ``sequence_encoder`` version Triton serves).
 
 Items are sent as many concurrent single-item requests rather than client-side batches: Triton's dynamic
@@ -9,6 +10,7 @@ build exercises the same request shape (``text`` ``[1, 1]`` BYTES) as the retrie
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +32,10 @@ from services.core.contracts import (
 )
 from services.core.index import DOT, write_item_index
 from tools.data import atomic_output_dir
+from tools.train.intent import choose_l2, fit_intent_model, intent_examples
 
 TEXT_ENCODER_MODEL = TEXT_ENCODER
+log = logging.getLogger(__name__)
 
 
 class IndexBuildError(RuntimeError):
@@ -180,11 +184,28 @@ async def build_index_async(
             timeout_s=timeout_s,
             progress=progress,
         )
+        # The intent heads read query embeddings of this same encoder version (retrieval pins it).
+        examples, heads = intent_examples(catalog)
+        intent_vectors, intent_version = (await encode_texts(
+            client, [e.text for e in examples], model_name=model_name, model_version=version,
+            concurrency=batch_concurrency, timeout_s=timeout_s, progress=False,
+        )) if heads else (None, version)
     finally:
         await client.close()
+    if intent_version != version:
+        raise IndexBuildError(f"{model_name} answered version {intent_version} for the intent examples, "
+                              f"{version} for the items")
+    intent = None
+    if heads:
+        l2, accuracy = choose_l2(intent_vectors, examples, heads)
+        log.info("intent heads: L2 %g (held-out paraphrase accuracy %s)", l2,
+                 {k: round(v, 3) for k, v in accuracy.items()})
+        intent = fit_intent_model(intent_vectors, examples, heads, encoder_version=version, l2=l2)
     with atomic_output_dir(out_dir) as tmp:
         write_item_index(tmp, [item.item_id for item in catalog], vectors, model_version=version,
                          popularity=popularity)
+        if intent is not None:
+            intent.save(tmp)
     return Path(out_dir)
 
 

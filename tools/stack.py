@@ -36,6 +36,7 @@ from services.common.server import LIVENESS_SERVICE
 from services.common.settings import MODEL_CONTROL_HEADER, ROOT, TritonSettings
 from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS, TEXT_ENCODER
 from services.core.index import IndexFormatError, ItemIndex
+from services.core.intent import INTENT_FILE
 from services.gateway.settings import GatewaySettings
 from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
@@ -220,12 +221,14 @@ def pin_versions(grpc_addr: str, versions: dict[str, int], model_control_key: st
         client.close()
 
 
-def index_is_current(index_dir: Path, encoder_version: str) -> bool:
-    """Whether the index exists, is readable and was built with the model version Triton serves."""
+def index_is_current(index_dir: Path, encoder_version: str, *, with_intent: bool = False) -> bool:
+    """Whether the index exists, is readable and was built with the model version Triton serves (and, with
+    ``with_intent``, holds the intent heads today's build writes beside the text index)."""
     try:
-        return ItemIndex.load(index_dir).model_version == encoder_version
+        current = ItemIndex.load(index_dir).model_version == encoder_version
     except IndexFormatError:
         return False
+    return current and (not with_intent or (index_dir / INTENT_FILE).exists())
 
 
 # The services that repair a crashed model (unload + load on Triton), so need the model-control key.
@@ -306,7 +309,7 @@ def precompute_summary(report) -> str:
 def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]) -> None:
     """(Re)build the text index and the sequence index unless they hold the served versions' vectors."""
     data = config.data_dir
-    if not index_is_current(config.index_dir, str(versions[TEXT_ENCODER])):
+    if not index_is_current(config.index_dir, str(versions[TEXT_ENCODER]), with_intent=True):
         build_index(data / "items.jsonl", data / "train.csv", config.index_dir, grpc_addr)
     if config.custom_data_dir is not None:
         # The committed sequence model knows MovieLens ids; train one on your data (`instructrec train

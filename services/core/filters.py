@@ -185,6 +185,11 @@ class CatalogAttributes:
         return self._catalog
 
     @property
+    def all_items(self) -> frozenset[str]:
+        """Every catalog item id."""
+        return self._all
+
+    @property
     def kinds(self) -> dict[str, str]:
         """Attribute name -> ``"numeric"`` or ``"text"``, by name."""
         return dict(self._kinds)

@@ -61,7 +61,8 @@ class GrpcStages:
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error("retrieval", err) from err
-        return [(c.item_id, c.score) for c in r.candidates], _versions(r)
+        understood = [(u.attribute, u.value, u.probability) for u in r.understood_intent]
+        return [(c.item_id, c.score) for c in r.candidates], _versions(r), understood
 
     async def instruct(self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float):
         try:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Scored = list[tuple[str, float]]
 Versions = list[tuple[str, str]]
+Understood = list[tuple[str, str, float]]  # (attribute, value, probability) read off the query
 
 
 class Stages(Protocol):
@@ -31,8 +32,9 @@ class Stages(Protocol):
     async def retrieve(
         self, history: Sequence[str], query: str, *, exclude: Sequence[str], k: int, timeout_s: float,
         candidates: Sequence[str] = (), filters: Sequence[AttributeFilter] = (),
-    ) -> tuple[Scored, Versions]:
-        """Top k (or the given candidates, scored) that every filter allows, never history or exclusions."""
+    ) -> tuple[Scored, Versions, Understood]:
+        """Top k (or the given candidates, scored) that every filter allows, never history or exclusions;
+        and what retrieval understood the query to ask for."""
 
     async def instruct(
         self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float
@@ -78,6 +80,7 @@ class RecommendResult:
     applied_rules: list[str] = field(default_factory=list)
     removed: list[Removal] = field(default_factory=list)
     fewer_items: bool = False  # fewer than num_items passed the filters and rules
+    understood_intent: Understood = field(default_factory=list)
 
 
 class Recommender:
@@ -162,7 +165,7 @@ class Recommender:
                 try:
                     with self._timed(result, "retrieval"):
                         timeout_s = budget.hop("retrieval", s.retrieval_timeout_s, reserve_s=s.degrade_reserve_s)
-                        scored, versions = await self._stages.retrieve(
+                        scored, versions, result.understood_intent = await self._stages.retrieve(
                             history, q.query, exclude=[], k=0, timeout_s=timeout_s, candidates=candidate_ids,
                             filters=filters,
                         )
@@ -187,7 +190,7 @@ class Recommender:
             k = s.num_candidates if policy.diversity is None else max(s.num_candidates, s.diversity_pool_candidates)
             with self._timed(result, "retrieval"):
                 timeout_s = budget.hop("retrieval", s.retrieval_timeout_s)
-                candidates, versions = await self._stages.retrieve(
+                candidates, versions, result.understood_intent = await self._stages.retrieve(
                     history, q.query, exclude=exclude, k=k, timeout_s=timeout_s, filters=filters
                 )
             result.model_versions += versions

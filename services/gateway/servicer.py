@@ -46,4 +46,6 @@ class RecommendServicer(recommend_service_pb2_grpc.RecommendServiceServicer):
             applied_rules=r.applied_rules,
             removed_items=[removal_to_proto(x) for x in r.removed],
             fewer_items=r.fewer_items,
+            understood_intent=[common_pb2.UnderstoodIntent(attribute=a, value=v, probability=p)
+                               for a, v, p in r.understood_intent],
         )

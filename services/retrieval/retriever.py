@@ -17,6 +17,13 @@ allowed items; when it is small (``exact_filter_max_items``) every allowed item 
 how selective the filters are and keeps the allowed items, falling back to exact scoring if that still
 leaves fewer than K. The popularity fallback is filtered the same way.
 
+A query is also read for what it asks of the items' attributes (``services/core/intent.py``): the text
+encoder embeds the query alone (concurrently with the request text), the snapshot's intent model names the
+values it asks for ("something that will make me laugh" -> genres=Comedy), and every item's fused score gains
+``intent_weight`` x (log p(its value) - log p(the likeliest value)). The whole catalog is then scored exactly
+(up to ``exact_filter_max_items``), so items the two indexes would not have fetched for the query's wording
+are found; a soft preference, not a filter.
+
 A request reads one :class:`Snapshot`, the pair of indexes, each with the model version that built it,
 and asks Triton for exactly those versions, so a user vector is never searched against an index built by
 another version; :meth:`Retriever.install` switches every later request to a new pair at once.
@@ -24,6 +31,7 @@ another version; :meth:`Retriever.install` switches every later request to a new
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -39,6 +47,7 @@ from services.core.deadlines import Budget
 from services.core.filters import AttributeFilter, CatalogAttributes, FilterLimits
 from services.core.fusion import RetrievalFusion, SourceWeights, fuse_retrieval
 from services.core.index import IndexFormatError, ItemIndex, user_vector
+from services.core.intent import IntentModel, Understood
 from services.core.validation import Limits, require_known_items
 
 log = logging.getLogger(__name__)
@@ -49,6 +58,8 @@ EncodeTextFn = Callable[[str, float, str], Awaitable[tuple[np.ndarray, str]]]
 EncodeHistoryFn = Callable[[Sequence[str], float, str], Awaitable[tuple[np.ndarray, str]]]
 
 HYBRID, SEQUENCE, TEXT, POPULARITY = "hybrid", "sequence", "text", "popularity"
+# The intention's contribution to each item's fused score: item ids -> scores (aligned).
+IntentScores = Callable[[Sequence[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -58,14 +69,17 @@ class Retrieved:
     candidates: list[tuple[str, float]]
     strategy: str  # "hybrid" | "sequence" | "text" | "popularity"
     model_versions: list[tuple[str, str]] = field(default_factory=list)
+    understood: list[Understood] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The indexes one request searches: the text encoder's, and the sequence model's if it is served."""
+    """The indexes one request searches: the text encoder's, and the sequence model's if it is served; the
+    intent model trained against the text index's encoder version, if the index has one."""
 
     text: ItemIndex
     sequence: ItemIndex | None = None
+    intent: IntentModel | None = None
 
 
 class Retriever:
@@ -93,6 +107,8 @@ class Retriever:
         filter_limits: FilterLimits = FilterLimits(),
         exact_filter_max_items: int = 5_000,
         filter_overfetch: float = 1.5,
+        intent_weight: float = 0.0,
+        intent_min_confidence: float = 0.5,
     ) -> None:
         self._snapshot = snapshot
         self._catalog = catalog
@@ -116,6 +132,8 @@ class Retriever:
         self._filter_limits = filter_limits
         self._exact_max = exact_filter_max_items
         self._overfetch = filter_overfetch
+        self._intent_weight = intent_weight
+        self._intent_min_confidence = intent_min_confidence
 
     @property
     def snapshot(self) -> Snapshot:
@@ -163,6 +181,17 @@ class Retriever:
         history_vectors = index.vectors_for(indexed) if indexed else None
         return user_vector(embedding, history_vectors, self._history_weight), (index.model_name, version)
 
+    async def _understand(self, snap: Snapshot, query: str, budget: Budget) -> list[Understood]:
+        """What the query alone asks of the items' attributes (nothing when intention understanding is off)."""
+        if snap.intent is None or self._intent_weight <= 0 or not query.strip():
+            return []
+        index = snap.text
+        embedding, version = await self._encode_text(query.strip(),
+                                                     budget.hop(index.model_name, self._text_timeout_s),
+                                                     index.model_version)
+        _check(index, embedding, version)
+        return snap.intent.understand(np.asarray(embedding).reshape(-1), self._intent_min_confidence)
+
     async def _sequence_vector(self, snap: Snapshot, history_ids: Sequence[str],
                                budget: Budget) -> tuple[np.ndarray, tuple[str, str]]:
         index = snap.sequence
@@ -197,24 +226,31 @@ class Retriever:
                 # The text side can still answer; the strategy tells the caller which sources ran.
                 log.warning("sequence model unavailable; retrieving by text", extra={"error": str(exc)})
                 w = self._weights(has_sequence=False, has_query=has_query)
-        if w.text > 0:
-            text_vector, version = await self._text_vector(snap, history_ids, query, budget)
-            if text_vector is not None:
-                versions.append(version)
+        async def text_side() -> tuple[np.ndarray | None, tuple[str, str]]:
+            return await self._text_vector(snap, history_ids, query, budget) if w.text > 0 else (None, ("", ""))
+
+        # One query, two texts: the request text (query + history) and the query alone; Triton batches them.
+        (text_vector, version), understood = await asyncio.gather(text_side(), self._understand(snap, query, budget))
+        if text_vector is not None:
+            versions.append(version)
+        intent = (lambda ids: self._intent_weight * snap.intent.item_scores(understood, self._catalog, ids)) \
+            if understood else None
         strategy = _strategy(seq_vector is not None, text_vector is not None)
         if candidate_ids:
             if allowed is not None:
                 candidate_ids = [i for i in candidate_ids if i in allowed]
             if not candidate_ids:
-                return Retrieved([], strategy, versions)
-            scores = self._score(snap, w, list(candidate_ids), seq_vector, text_vector)
+                return Retrieved([], strategy, versions, understood)
+            scores = self._score(snap, w, list(candidate_ids), seq_vector, text_vector, intent)
             order = sorted(range(len(candidate_ids)), key=lambda n: -scores[n])
-            return Retrieved([(candidate_ids[n], float(scores[n])) for n in order], strategy, versions)
+            return Retrieved([(candidate_ids[n], float(scores[n])) for n in order], strategy, versions, understood)
         k = k or self._default_k
         exclude = set(history_ids) | set(exclude_ids)
+        if intent is not None and allowed is None:
+            allowed = self._attributes.all_items
         if allowed is not None:
-            found = self._filtered(snap, w, allowed, exclude, k, seq_vector, text_vector)
-            return Retrieved(found, strategy, versions)
+            found = self._filtered(snap, w, allowed, exclude, k, seq_vector, text_vector, intent)
+            return Retrieved(found, strategy, versions, understood)
         if strategy == POPULARITY:
             ids = [i for i, _ in snap.text.popular(k, exclude)]
             return Retrieved(list(zip(ids, self._score(snap, w, ids, None, None).tolist())), strategy, versions)
@@ -231,7 +267,8 @@ class Retriever:
         return Retrieved([(ids[n], float(scores[n])) for n in order], strategy, versions)
 
     def _filtered(self, snap: Snapshot, w: SourceWeights, allowed: Collection[str], exclude: Collection[str], k: int,
-                  seq_vector: np.ndarray | None, text_vector: np.ndarray | None) -> list[tuple[str, float]]:
+                  seq_vector: np.ndarray | None, text_vector: np.ndarray | None,
+                  intent: IntentScores | None = None) -> list[tuple[str, float]]:
         """The top k of the items in ``allowed`` (and not in ``exclude``) that a running source can reach."""
         def reachable(item_id: str) -> bool:
             # What the unfiltered search could find: the text index's items; the sequence index's when its
@@ -240,7 +277,7 @@ class Retriever:
                 item_id in snap.text or (seq_vector is not None and item_id in snap.sequence))
 
         if len(allowed) <= self._exact_max:
-            return self._top(snap, w, [i for i in allowed if reachable(i)], k, seq_vector, text_vector)
+            return self._top(snap, w, [i for i in allowed if reachable(i)], k, seq_vector, text_vector, intent)
         # Over-fetch in proportion to the share of the catalog the filters allow; a search returns at most
         # ``fetch`` items of which about ``fetch * share`` pass.
         share = max(len(allowed) / max(len(self._catalog), 1), 1e-9)
@@ -260,28 +297,29 @@ class Retriever:
         if len(ids) < k:
             # Unlucky draw (the allowed items rank low for this user): score them all, so that K still come back.
             ids = [i for i in allowed if reachable(i)]
-        return self._top(snap, w, ids, k, seq_vector, text_vector)
+        return self._top(snap, w, ids, k, seq_vector, text_vector, intent)
 
     def _top(self, snap: Snapshot, w: SourceWeights, ids: list[str], k: int, seq_vector: np.ndarray | None,
-             text_vector: np.ndarray | None) -> list[tuple[str, float]]:
+             text_vector: np.ndarray | None, intent: IntentScores | None = None) -> list[tuple[str, float]]:
         """The k best of ``ids`` by the fused score; ties in catalog order."""
         if not ids:
             return []
         ids = sorted(ids, key=self._attributes.order)
-        scores = self._score(snap, w, ids, seq_vector, text_vector)
+        scores = self._score(snap, w, ids, seq_vector, text_vector, intent)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(ids[n], float(scores[n])) for n in order]
 
     def _score(self, snap: Snapshot, w: SourceWeights, ids: list[str], seq_vector: np.ndarray | None,
-               text_vector: np.ndarray | None) -> np.ndarray:
-        """The fused score of each of ``ids`` (aligned)."""
+               text_vector: np.ndarray | None, intent: IntentScores | None = None) -> np.ndarray:
+        """The fused score of each of ``ids`` (aligned), plus the intention's item scores when it named any."""
         sequence = text = None
         if seq_vector is not None:
             sequence = _scores_or_nan(snap.sequence, seq_vector, ids)
         if text_vector is not None:
             text = _scores_or_nan(snap.text, text_vector, ids)
-        return fuse_retrieval(w, sequence=sequence, text=text, log_popularity=snap.text.log_popularity(ids),
-                              temperature=self._temperature)
+        fused = fuse_retrieval(w, sequence=sequence, text=text, log_popularity=snap.text.log_popularity(ids),
+                               temperature=self._temperature)
+        return fused + intent(ids) if intent is not None else fused
 
 
 def _strategy(sequence: bool, text: bool) -> str:

@@ -15,6 +15,7 @@ from services.common.triton import TritonModel
 from services.core.catalog import Catalog
 from services.core.contracts import EMBEDDING_OUTPUT, HISTORY_INPUT, TEXT_INPUT, USER_VECTOR_OUTPUT
 from services.core.index import META_FILE, IndexFormatError, ItemIndex
+from services.core.intent import IntentFormatError, IntentModel
 from services.core.validation import Limits
 from services.retrieval.retriever import Retriever, Snapshot
 from services.retrieval.servicer import RetrievalServicer
@@ -58,7 +59,19 @@ class RetrievalApp:
                 log.error("sequence index unreadable; serving text retrieval", extra={"error": str(exc)})
         else:
             log.warning("no sequence index; serving text retrieval", extra={"dir": str(s.sequence_index_dir)})
-        return Snapshot(text, sequence)
+        intent = None
+        try:
+            intent = IntentModel.load(s.index_dir)
+        except IntentFormatError as exc:
+            log.error("intent model unreadable; queries are not read for attributes", extra={"error": str(exc)})
+        if intent is not None and intent.encoder_version != text.model_version:
+            log.error("intent model was trained against another text_encoder version than the index; not used",
+                      extra={"intent": intent.encoder_version, "index": text.model_version})
+            intent = None
+        elif intent is None:
+            log.warning("no intent model beside the text index; queries are not read for attributes",
+                        extra={"dir": str(s.index_dir)})
+        return Snapshot(text, sequence, intent)
 
     async def start(self) -> None:
         s = self.settings
@@ -96,6 +109,8 @@ class RetrievalApp:
             filter_limits=s.filter_limits(),
             exact_filter_max_items=s.exact_filter_max_items,
             filter_overfetch=s.filter_overfetch,
+            intent_weight=s.intent_weight,
+            intent_min_confidence=s.intent_min_confidence,
         )
         if s.index_poll_s > 0:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch())

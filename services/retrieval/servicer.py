@@ -31,4 +31,6 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             candidates=[common_pb2.ScoredItem(item_id=i, score=s) for i, s in result.candidates],
             model_versions=[common_pb2.ModelVersion(model_name=n, version=v) for n, v in result.model_versions],
             strategy=result.strategy,
+            understood_intent=[common_pb2.UnderstoodIntent(attribute=u.attribute, value=u.value,
+                                                           probability=u.probability) for u in result.understood],
         )

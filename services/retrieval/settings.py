@@ -91,6 +91,12 @@ class RetrievalSettings(ServiceSettings):
     filter_overfetch: float = Field(1.5, ge=1.0)
     """Safety factor of that over-fetch: a source fetches ``source_candidates * filter_overfetch / share``
     items, ``share`` the fraction of the catalog the filters allow."""
+    intent_weight: float = Field(2.0, ge=0.0)
+    """Weight of the query's understood attribute values in the fused score (``services/core/intent.py``:
+    ``weight * (log p(item's value) - log p(likeliest value))`` per named attribute); 0 turns intention
+    understanding off (no extra text-encoder call). Needs the intent model the index build writes."""
+    intent_min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    """An attribute counts as named by the query when 1 - p(NONE) is at least this."""
 
     def filter_limits(self) -> FilterLimits:
         """Bounds on one request's filters."""

@@ -61,6 +61,8 @@ class EvalConfig:
     """Protocol 2's candidate lists per user (``report["protocol2_lists"]["lists"]`` of an earlier run): reused
     so that every system in one report ranks the same lists. ``None`` retrieves them from the served
     retriever."""
+    paired_with: tuple[Path, ...] = ()
+    """Earlier ``search.json`` reports whose served system joins protocols 4-5 as a paired method."""
 
 
 async def _gather_bounded(coros, concurrency: int, desc: str) -> list:
@@ -249,8 +251,9 @@ async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, con
             scores = (model(seq) @ model.item_vectors().T)[0].numpy()
         return {item: float(scores[n]) for item, n in rows.items()}
 
+    paired = [json.loads(Path(p).read_text()) for p in config.paired_with]
     evaluation = SearchEvaluation(split, served, sequence_scores, seed=config.seed,
-                                  concurrency=config.concurrency, name=config.served_name)
+                                  concurrency=config.concurrency, name=config.served_name, paired=paired)
     out = {}
     for protocol, personalized in (("4", True), ("5", False)):
         if int(protocol) in config.protocols:

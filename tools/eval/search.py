@@ -30,6 +30,21 @@ def _rank(order: Sequence[str], target: str) -> int | None:
     return order.index(target) if target in order else None
 
 
+def _join_paired(rows: list[dict], report: dict, protocol: str, kind: str, users: list[str]) -> None:
+    """Add an earlier served system's stored ranks to ``rows`` (aligned by user) as one more method."""
+    name = report["system"]
+    try:
+        ranks = report[protocol][kind]["ranks"]
+    except KeyError as exc:
+        raise ValueError(f"the paired report of {name!r} has no per-user ranks for protocol {protocol} {kind}; "
+                         f"rerun it with this version of the evaluation") from exc
+    if ranks["users"] != users:
+        raise ValueError(f"the paired report of {name!r} evaluated other users: same data, users and seed needed")
+    for row, full, sampled in zip(rows, ranks["full"], ranks["sampled"]):
+        row["full"][name] = full
+        row["sampled"][name] = sampled
+
+
 def bootstrap(served: np.ndarray, other: np.ndarray, seed: int = 0, rounds: int = BOOTSTRAP) -> dict[str, float]:
     """Mean of ``served - other`` over users and its 95 % paired-bootstrap interval."""
     rng = np.random.default_rng(seed)
@@ -44,9 +59,15 @@ class SearchEvaluation:
     """Runs protocols 4 and 5 for one served system against the in-process baselines."""
 
     def __init__(self, split: Split, served, sequence_scores: Callable[[Sequence[str]], dict[str, float]], *,
-                 seed: int, concurrency: int, name: str) -> None:
+                 seed: int, concurrency: int, name: str, paired: Sequence[dict] = ()) -> None:
+        """
+        Args:
+            paired: Earlier ``search.json`` reports of other served systems (e.g. an ablation) on the same users
+                and seed: their stored per-user ranks join the tables as methods, with paired differences.
+        """
         self.split, self.served, self.sequence_scores = split, served, sequence_scores
         self.seed, self.concurrency, self.name = seed, concurrency, name
+        self.paired = list(paired)
         self.filter = StringFilter(split.catalog)
         self.items = list(split.catalog.items)
         self.popularity = {i: float(split.popularity.get(i, 0)) for i in self.items}
@@ -96,6 +117,8 @@ class SearchEvaluation:
 
     async def run(self, cases: Sequence[Case], *, personalized: bool, progress=None) -> dict:
         out: dict[str, dict] = {}
+        protocol = "4" if personalized else "5"
+        users = [c.user_id for c in cases]
         semaphore = asyncio.Semaphore(self.concurrency)
 
         async def bounded(case: Case, kind: str) -> dict:
@@ -107,7 +130,11 @@ class SearchEvaluation:
 
         for kind in (SPECIFIC, VAGUE):
             rows = await asyncio.gather(*(bounded(c, kind) for c in cases))
+            for report in self.paired:
+                _join_paired(rows, report, protocol, kind, users)
             out[kind] = self._summarize(rows)
+            out[kind]["ranks"] = {"users": users, "full": [r["full"][self.name] for r in rows],
+                                  "sampled": [r["sampled"][self.name] for r in rows]}
         return out
 
     def _summarize(self, rows: list[dict]) -> dict:

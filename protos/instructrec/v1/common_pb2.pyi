@@ -67,3 +67,13 @@ class NumericRange(_message.Message):
     min: float
     max: float
     def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class UnderstoodIntent(_message.Message):
+    __slots__ = ("attribute", "value", "probability")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    value: str
+    probability: float
+    def __init__(self, attribute: _Optional[str] = ..., value: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...

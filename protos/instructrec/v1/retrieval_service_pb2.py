@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from instructrec.v1 import common_pb2 as instructrec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&instructrec/v1/retrieval_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"\xc4\x01\n\x19RetrieveCandidatesRequest\x12\x18\n\x10history_item_ids\x18\x01 \x03(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x16\n\x0enum_candidates\x18\x04 \x01(\x05\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x05 \x03(\t\x12\x30\n\x07\x66ilters\x18\x06 \x03(\x0b\x32\x1f.instructrec.v1.AttributeFilter\"\x94\x01\n\x1aRetrieveCandidatesResponse\x12.\n\ncandidates\x18\x01 \x03(\x0b\x32\x1a.instructrec.v1.ScoredItem\x12\x34\n\x0emodel_versions\x18\x02 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x10\n\x08strategy\x18\x03 \x01(\t2\x7f\n\x10RetrievalService\x12k\n\x12RetrieveCandidates\x12).instructrec.v1.RetrieveCandidatesRequest\x1a*.instructrec.v1.RetrieveCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&instructrec/v1/retrieval_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"\xc4\x01\n\x19RetrieveCandidatesRequest\x12\x18\n\x10history_item_ids\x18\x01 \x03(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x16\n\x0enum_candidates\x18\x04 \x01(\x05\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x05 \x03(\t\x12\x30\n\x07\x66ilters\x18\x06 \x03(\x0b\x32\x1f.instructrec.v1.AttributeFilter\"\xd1\x01\n\x1aRetrieveCandidatesResponse\x12.\n\ncandidates\x18\x01 \x03(\x0b\x32\x1a.instructrec.v1.ScoredItem\x12\x34\n\x0emodel_versions\x18\x02 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12;\n\x11understood_intent\x18\x04 \x03(\x0b\x32 .instructrec.v1.UnderstoodIntent2\x7f\n\x10RetrievalService\x12k\n\x12RetrieveCandidates\x12).instructrec.v1.RetrieveCandidatesRequest\x1a*.instructrec.v1.RetrieveCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVECANDIDATESREQUEST']._serialized_start=88
   _globals['_RETRIEVECANDIDATESREQUEST']._serialized_end=284
   _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_start=287
-  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=435
-  _globals['_RETRIEVALSERVICE']._serialized_start=437
-  _globals['_RETRIEVALSERVICE']._serialized_end=564
+  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=496
+  _globals['_RETRIEVALSERVICE']._serialized_start=498
+  _globals['_RETRIEVALSERVICE']._serialized_end=625
 # @@protoc_insertion_point(module_scope)

@@ -24,11 +24,13 @@ class RetrieveCandidatesRequest(_message.Message):
     def __init__(self, history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., num_candidates: _Optional[int] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ...) -> None: ...
 
 class RetrieveCandidatesResponse(_message.Message):
-    __slots__ = ("candidates", "model_versions", "strategy")
+    __slots__ = ("candidates", "model_versions", "strategy", "understood_intent")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    UNDERSTOOD_INTENT_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredItem]
     model_versions: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelVersion]
     strategy: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., strategy: _Optional[str] = ...) -> None: ...
+    understood_intent: _containers.RepeatedCompositeFieldContainer[_common_pb2.UnderstoodIntent]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., strategy: _Optional[str] = ..., understood_intent: _Optional[_Iterable[_Union[_common_pb2.UnderstoodIntent, _Mapping]]] = ...) -> None: ...

@@ -13,6 +13,7 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 
 from services.core.catalog import Catalog, DataFormatError, Interaction, Item, item_text, write_interactions
 from services.core.index import INDEX_FILE, META_FILE, ItemIndex
+from services.core.intent import INTENT_FILE, IntentModel
 from tools import index as index_tool
 from tools.index import IndexBuildError, build_index_async, encode_texts
 
@@ -120,7 +121,9 @@ async def test_build_index_writes_a_loadable_index(tmp_path: Path, monkeypatch: 
     await build_index_async(cat_path, train_path, out, "triton:8001", batch_concurrency=4, progress=False)
     (client,) = FakeTriton.instances
     assert client.url == "triton:8001" and client.closed
-    assert sorted(p.name for p in out.iterdir()) == [INDEX_FILE, META_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [INTENT_FILE, INDEX_FILE, META_FILE]
+    intent = IntentModel.load(out)  # the heads, fitted on the same encoder version's embeddings
+    assert intent.encoder_version == "4" and [h.attribute for h in intent.heads] == ["year"]  # one genre: no head
     idx = ItemIndex.load(out)
     assert idx.item_ids == tuple(catalog.items) and idx.text_encoder_version == "4"
     item = catalog["7"]

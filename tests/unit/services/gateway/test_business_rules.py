@@ -46,10 +46,10 @@ class FilteringStages:
                                     "candidates": list(candidates)})
         allowed = None if self.leaky else ATTRS.eligible(list(filters))
         if candidates:
-            return [(c, 1.0 - int(c) / 1000) for c in candidates if allowed is None or c in allowed], []
+            return [(c, 1.0 - int(c) / 1000) for c in candidates if allowed is None or c in allowed], [], []
         skip = set(history) | set(exclude)
         ids = [i for i in CATALOG.items if i not in skip and (allowed is None or i in allowed)]
-        return [(i, 1.0 - int(i) / 1000) for i in ids[:k]], [("text_encoder", "1")]
+        return [(i, 1.0 - int(i) / 1000) for i in ids[:k]], [("text_encoder", "1")], []
 
     async def instruct(self, history, query, *, candidates, timeout_s):
         return f"rank {len(candidates)}", "P1-I0-T3-0", [], False

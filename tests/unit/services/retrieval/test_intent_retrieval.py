@@ -1,0 +1,98 @@
+"""Retrieval reads the query for attribute values: they raise the items that have them, as soft preferences."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.core.catalog import Catalog, Item
+from services.core.filters import AttributeFilter
+from services.core.fusion import RetrievalFusion, SourceWeights
+from services.core.index import ItemIndex, write_item_index
+from services.core.intent import NONE, AttributeHead, IntentModel
+from services.core.validation import Limits
+from services.retrieval.retriever import Retriever, Snapshot
+
+N, DIM = 400, 8
+GENRES = ("Comedy", "Drama", "Horror", "Western")
+CATALOG = Catalog({str(i): Item(str(i), f"Item {i}", 1950 + i % 50, (GENRES[i % 4],)) for i in range(N)})
+RNG = np.random.default_rng(5)
+USER = RNG.normal(size=DIM).astype(np.float32)
+SEQ = RNG.normal(size=(N, DIM)).astype(np.float32)
+SEQ[[i for i in range(N) if i % 4 == 0]] -= USER * 0.3  # the user's taste leans away from comedies
+QUERY_VECTOR = np.eye(DIM, dtype=np.float32)[0]  # what the encoder returns for the query alone
+HEAD = AttributeHead("genres", (*GENRES, NONE), np.vstack([np.eye(DIM)[0] * 12, np.zeros((4, DIM))]), np.zeros(5))
+FUSION = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=0.5, popularity=0.1),
+                         without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.1))
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    base: Path = tmp_path_factory.mktemp("intent")
+    ids = list(CATALOG.items)
+    (base / "seq").mkdir()
+    (base / "text").mkdir()
+    write_item_index(base / "seq", ids, SEQ, model_version="1", model_name="sequence_encoder", metric="dot")
+    write_item_index(base / "text", ids, RNG.normal(size=(N, DIM)), model_version="1", model_name="text_encoder",
+                     metric="cosine")
+    return Snapshot(ItemIndex.load(base / "text"), ItemIndex.load(base / "seq"),
+                    IntentModel([HEAD], encoder_version="1"))
+
+
+class Encoder:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def __call__(self, text: str, timeout_s: float, version: str):
+        self.texts.append(text)
+        return (QUERY_VECTOR if text == "make me laugh" else np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)), "1"
+
+
+async def _history(ids, timeout_s, version):
+    return USER, "1"
+
+
+def _retriever(snapshot: Snapshot, encoder: Encoder, weight: float) -> Retriever:
+    return Retriever(snapshot, CATALOG, encode_text=encoder, encode_history=_history, fusion=FUSION,
+                     text_only_popularity_weight=0.05, history_weight=0.5, recent_history_items=10,
+                     sequence_history_items=50, source_candidates=20, text_timeout_s=5.0, sequence_timeout_s=5.0,
+                     default_k=20, max_k=400, limits=Limits(), intent_weight=weight)
+
+
+def _comedies(found) -> int:
+    return sum(CATALOG[i].genres == ("Comedy",) for i, _ in found)
+
+
+def test_the_query_s_genre_raises_its_items_and_is_reported(snapshot: Snapshot) -> None:
+    encoder = Encoder()
+    off = asyncio.run(_retriever(snapshot, Encoder(), 0.0).retrieve(["1", "2"], "make me laugh", [], 20, None))
+    on = asyncio.run(_retriever(snapshot, encoder, 2.0).retrieve(["1", "2"], "make me laugh", [], 20, None))
+    assert off.understood == [] and [u.value for u in on.understood] == ["Comedy"]
+    assert _comedies(on.candidates) == 20 > _comedies(off.candidates)
+    assert "make me laugh" in encoder.texts and len(encoder.texts) == 2  # the query alone, and query + history
+    scores = [s for _, s in on.candidates]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_it_is_a_preference_not_a_filter_and_filters_still_hold(snapshot: Snapshot) -> None:
+    weak = asyncio.run(_retriever(snapshot, Encoder(), 0.01).retrieve(["1"], "make me laugh", [], 40, None))
+    assert 0 < _comedies(weak.candidates) < 40  # a small weight only nudges
+    drama = [AttributeFilter.any_of("genres", ["Drama"])]
+    found = asyncio.run(_retriever(snapshot, Encoder(), 2.0).retrieve(["1"], "make me laugh", [], 20, None,
+                                                                        filters=drama))
+    assert len(found.candidates) == 20 and all(CATALOG[i].genres == ("Drama",) for i, _ in found.candidates)
+
+
+def test_without_a_query_or_with_the_weight_off_nothing_changes(snapshot: Snapshot) -> None:
+    encoder = Encoder()
+    plain = asyncio.run(_retriever(snapshot, encoder, 2.0).retrieve(["1", "2"], "", [], 20, None))
+    assert plain.understood == [] and encoder.texts == []  # no query: no text call at all (text weight 0)
+    snapshot_without = Snapshot(snapshot.text, snapshot.sequence)
+    same = asyncio.run(_retriever(snapshot_without, Encoder(), 2.0).retrieve(["1", "2"], "", [], 20, None))
+    assert same.candidates == plain.candidates
+    encoder = Encoder()
+    asyncio.run(_retriever(snapshot, encoder, 0.0).retrieve(["1"], "make me laugh", [], 20, None))
+    assert encoder.texts == ["make me laugh. Recently watched: Item 1 (1951)"]  # weight off: no second call

@@ -1,0 +1,51 @@
+"""The intent heads' training data comes from the training bank and the fit reads held-out wording."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.core.catalog import Catalog, Item
+from services.core.intent import NONE
+from tools.eval import intentions
+from tools.train.intent import choose_l2, fit_intent_model, intent_examples, training_phrases
+
+CATALOG = Catalog({i.item_id: i for i in [
+    Item("1", "A", 1994, ("Comedy",)), Item("2", "B", 1975, ("Horror",)), Item("3", "C", 1996, ("Comedy", "Horror")),
+]})
+
+
+def test_examples_label_every_head_and_cover_values_buckets_and_none() -> None:
+    examples, heads = intent_examples(CATALOG)
+    assert heads == {"genres": (("Comedy", "Horror"), None), "year": (("1970", "1990"), 10.0)}
+    assert all(set(e.labels) == set(heads) for e in examples)
+    texts = {e.text: e.labels for e in examples}
+    assert texts["a comedy movie from the 1990s"] == {"genres": "Comedy", "year": "1990"}
+    assert texts["a movie from the 1970s"] == {"genres": NONE, "year": "1970"}
+    assert texts["a good laugh"] == {"genres": "Comedy", "year": NONE}  # a training paraphrase
+    assert texts["something good to watch tonight"] == {"genres": NONE, "year": NONE}
+
+
+def test_the_evaluation_wording_is_not_among_the_heads_training_texts() -> None:
+    training = training_phrases(CATALOG)
+    vague = {p for bank in intentions.EVAL_VAGUE_BANK.values() for p in bank}
+    assert not any(v in t or t in v for v in vague for t in training)
+    specific = {t.format(genre=g, decade=d) for t in intentions.EVAL_SPECIFIC_TEMPLATES
+                for g in ("comedy", "horror") for d in (1970, 1990)}
+    assert not specific & training
+
+
+def _bag_of_words(texts: list[str], vocabulary: list[str]) -> np.ndarray:
+    x = np.array([[float(w in t.lower().split()) for w in vocabulary] for t in texts])
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+
+def test_the_fit_reads_values_and_buckets_it_was_taught() -> None:
+    examples, heads = intent_examples(CATALOG)
+    vocabulary = sorted({w for e in examples for w in e.text.lower().split()})
+    model = fit_intent_model(_bag_of_words([e.text for e in examples], vocabulary), examples, heads)
+    read = {u.attribute: u.value for u in model.understand(_bag_of_words(["a horror movie from the 1970s"],
+                                                                          vocabulary)[0])}
+    assert read == {"genres": "Horror", "year": "1970"}
+    l2, accuracy = choose_l2(_bag_of_words([e.text for e in examples], vocabulary), examples, heads,
+                             grid=(1e-4, 1e-1))
+    assert l2 in accuracy and set(accuracy) == {1e-4, 1e-1}
