@@ -510,6 +510,9 @@ def evaluate(
         help="Add this served system to OUT_DIR's existing report (same users and seed), e.g. the zero-shot "
              "models next to the tuned ones; the baselines are not recomputed (they are in the report) and "
              "protocol 2 ranks the report's stored lists.")] = False,
+    validation: Annotated[bool, typer.Option(
+        help="Validation users instead of test users, intentions in the training bank's wording (for choosing "
+             "settings such as RETRIEVAL_INTENT_WEIGHT without the test users).")] = False,
     paired_with: Annotated[list[Path] | None, typer.Option(
         help="Protocols 4-5: an earlier search.json of another served system (an ablation) on the same users and "
              "seed, added to the tables with paired differences; repeatable.")] = None,
@@ -528,7 +531,7 @@ def evaluate(
         data_dir=data_dir, gateway_addr=gateway or None, retrieval_addr=retrieval or None, served_name=name,
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
         seed=seed, sasrec=SASRecConfig(seed=seed), baselines=not append, hard_negative_lists=lists,
-        paired_with=tuple(paired_with or ()),
+        paired_with=tuple(paired_with or ()), validation=validation,
     )
     report = asyncio.run(run_evaluation(config))
     path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]), append=append)

@@ -61,6 +61,10 @@ class EvalConfig:
     """Protocol 2's candidate lists per user (``report["protocol2_lists"]["lists"]`` of an earlier run): reused
     so that every system in one report ranks the same lists. ``None`` retrieves them from the served
     retriever."""
+    validation: bool = False
+    """Evaluate validation users (history before their validation item) instead of test users, with protocols
+    4-5's intentions in the training bank's wording: for choosing settings (the intent weight) without touching
+    the test users or the evaluation wording."""
     paired_with: tuple[Path, ...] = ()
     """Earlier ``search.json`` reports whose served system joins protocols 4-5 as a paired method."""
 
@@ -172,9 +176,10 @@ async def evaluate(config: EvalConfig) -> dict:
     """Run the protocols; returns {protocol: {method: metrics}} plus a record of the run."""
     started = time.time()
     split = load_split(config.data_dir)
-    cases = split.test_cases[: config.max_users] if config.max_users else split.test_cases
+    pool = split.valid_cases if config.validation else split.test_cases
+    cases = pool[: config.max_users] if config.max_users else pool
     sasrec, record = None, None
-    if config.baselines:
+    if config.baselines and {1, 2, 3} & set(config.protocols):  # protocols 4-5 have their own baselines
         sasrec = SASRecRecommender(list(split.catalog.items), config.sasrec)
         record = sasrec.fit(list(split.train.values()), [(c.history, c.target) for c in split.valid_cases])
     served = ServedSystem(config.gateway_addr, config.retrieval_addr)
@@ -223,6 +228,7 @@ async def evaluate(config: EvalConfig) -> dict:
     out = {
         "results": results,
         "users": len(cases),
+        "cases": "validation" if config.validation else "test",
         "data_dir": str(config.data_dir),
         "seed": config.seed,
         "sasrec": record,
@@ -252,8 +258,8 @@ async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, con
         return {item: float(scores[n]) for item, n in rows.items()}
 
     paired = [json.loads(Path(p).read_text()) for p in config.paired_with]
-    evaluation = SearchEvaluation(split, served, sequence_scores, seed=config.seed,
-                                  concurrency=config.concurrency, name=config.served_name, paired=paired)
+    evaluation = SearchEvaluation(split, served, sequence_scores, seed=config.seed, concurrency=config.concurrency,
+                                  name=config.served_name, paired=paired, training_wording=config.validation)
     out = {}
     for protocol, personalized in (("4", True), ("5", False)):
         if int(protocol) in config.protocols:
@@ -275,6 +281,12 @@ def _reuse_lists(lists: dict[str, list[str]], cases: Sequence[Case]) -> list[lis
     return [list(lists[c.user_id]) for c in cases]
 
 
+def _cases(report: dict) -> str:
+    if report.get("cases") == "validation":
+        return "validation users (intentions in the training bank's wording)"
+    return "test users"
+
+
 def merge_reports(previous: dict, report: dict) -> dict:
     """Add ``report``'s served system to an earlier report of the same split, seed and users.
 
@@ -284,6 +296,8 @@ def merge_reports(previous: dict, report: dict) -> dict:
     Raises:
         ValueError: the two runs evaluated different users, data or seeds.
     """
+    if previous.get("cases", "test") != report.get("cases", "test"):
+        raise ValueError("cannot merge: one report is of validation users, the other of test users")
     for key in ("users", "data_dir", "seed"):
         if previous.get(key) != report.get(key):
             raise ValueError(f"cannot merge: {key} differs ({previous.get(key)!r} vs {report.get(key)!r})")
@@ -352,7 +366,7 @@ def write_report(report: dict, out_dir: Path, command: str, append: bool = False
     titles = {"1": "Protocol 1: target + 9 random negatives", "2": "Protocol 2: target + 9 hard negatives",
               "3": "Protocol 3: full ranking (retrieve 20 -> rank)"}
     lines = ["# Evaluation report", "", "Commands:", "", *[f"    {c}" for c in report["commands"]], "",
-             f"{report['users']} test users; seed {report['seed']}; {report['seconds']} s.", ""]
+             f"{report['users']} {_cases(report)}; seed {report['seed']}; {report['seconds']} s.", ""]
     for protocol, methods in report["results"].items():
         lines += [f"## {titles[protocol]}", ""]
         if protocol == "2" and report.get("protocol2_lists"):
@@ -384,7 +398,8 @@ def write_report(report: dict, out_dir: Path, command: str, append: bool = False
         (out_dir / "search.json").write_text(json.dumps(report["search"], indent=2) + "\n")
         (out_dir / "search.md").write_text("\n".join(["# Evaluation with intentions", "", "Command:", "",
                                                       f"    {command}", "",
-                                                      f"{report['users']} test users; seed {report['seed']}.", "",
+                                                      f"{report['users']} {_cases(report)}; seed {report['seed']}.",
+                                                      "",
                                                       *search_lines(report["search"])]))
         lines += ["Protocols 4-5 (with intentions): [search.md](search.md).", ""]
     path = out_dir / "report.md"

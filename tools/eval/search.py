@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tools import teacher
 from tools.eval.intentions import SPECIFIC, VAGUE, StringFilter, intention
 from tools.eval.metrics import ndcg
 from tools.eval.protocols import Case, Split
@@ -59,20 +60,27 @@ class SearchEvaluation:
     """Runs protocols 4 and 5 for one served system against the in-process baselines."""
 
     def __init__(self, split: Split, served, sequence_scores: Callable[[Sequence[str]], dict[str, float]], *,
-                 seed: int, concurrency: int, name: str, paired: Sequence[dict] = ()) -> None:
+                 seed: int, concurrency: int, name: str, paired: Sequence[dict] = (),
+                 training_wording: bool = False) -> None:
         """
         Args:
             paired: Earlier ``search.json`` reports of other served systems (e.g. an ablation) on the same users
                 and seed: their stored per-user ranks join the tables as methods, with paired differences.
+            training_wording: Word the intentions as training does (``tools/teacher.py``), for validation runs.
         """
         self.split, self.served, self.sequence_scores = split, served, sequence_scores
         self.seed, self.concurrency, self.name = seed, concurrency, name
         self.paired = list(paired)
+        self.training_wording = training_wording
         self.filter = StringFilter(split.catalog)
         self.items = list(split.catalog.items)
         self.popularity = {i: float(split.popularity.get(i, 0)) for i in self.items}
 
     def _query(self, case: Case, kind: str) -> str:
+        if self.training_wording:
+            item = self.split.catalog[case.target]
+            rng = random.Random(f"{self.seed}:{case.user_id}:{kind}")
+            return teacher.vague_intention(item, rng) if kind == VAGUE else teacher.specific_intention(item)
         return intention(self.split.catalog[case.target], kind, random.Random(f"{self.seed}:{case.user_id}:{kind}"))
 
     def _lists(self, case: Case) -> list[list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from services.core.catalog import Catalog, Item
 from tools import teacher
@@ -45,3 +46,18 @@ def test_paired_bootstrap_interval_covers_a_clear_gain() -> None:
     assert d["diff"] == 1.0 and d["ci_low"] == d["ci_high"] == 1.0
     noisy = bootstrap(np.random.default_rng(1).random(300), np.random.default_rng(2).random(300))
     assert noisy["ci_low"] < 0 < noisy["ci_high"]
+
+
+def test_an_earlier_run_joins_the_tables_by_user_and_other_users_are_refused() -> None:
+    from tools.eval.search import _join_paired
+
+    rows = [{"full": {"served": 0}, "sampled": {"served": [0, 1]}},
+            {"full": {"served": None}, "sampled": {"served": [3]}}]
+    report = {"system": "ablation", "4": {"I2": {"ranks": {"users": ["a", "b"], "full": [5, None],
+                                                           "sampled": [[2, 2], [0]]}}}}
+    _join_paired(rows, report, "4", "I2", ["a", "b"])
+    assert [r["full"]["ablation"] for r in rows] == [5, None] and rows[1]["sampled"]["ablation"] == [0]
+    with pytest.raises(ValueError, match="other users"):
+        _join_paired(rows, report, "4", "I2", ["b", "a"])
+    with pytest.raises(ValueError, match="no per-user ranks"):
+        _join_paired(rows, report, "5", "I1", ["a", "b"])

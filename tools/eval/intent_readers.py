@@ -1,0 +1,158 @@
+"""Which model reads an intention best: the language model or the 22M text encoder (issue #15's question).
+
+Every reader is judged on the evaluation bank (``tools/eval/intentions.py``: 36 vague paraphrases, 432 specific
+"genre + decade" requests), and every trained one learns from the training bank only (the examples the served
+intent heads train on, ``tools/train/intent.py``):
+
+* **SmolLM2, zero-shot lettered choice**: the ranker's own format (the genres as lettered candidates, the label
+  logits after "Answer:"), base model and with the committed ranker adapter;
+* **SmolLM2 features + heads**: the served heads' softmax regression on the LM's mean-pooled last hidden state;
+* **MiniLM features + heads**: the same on the base all-MiniLM-L6-v2 sentence embedding (the served heads use
+  the *tuned* text encoder through Triton; the served stack's figures are in search.md).
+
+Scores: genre read right (named with 1 - p(NONE) >= 0.5 and the top value right), decade read right on the
+specific requests, and on the vague ones the share where the decade head rightly says NONE.
+
+    python -m tools.eval.intent_readers --out docs/evaluation/intent-readers
+
+About 3 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from services.core.catalog import Catalog
+from services.core.intent import IntentModel
+from tools.eval.intentions import EVAL_SPECIFIC_TEMPLATES, EVAL_VAGUE_BANK
+from tools.train.intent import choose_l2, fit_intent_model, intent_examples
+
+Reader = Callable[[Sequence[str]], np.ndarray]
+
+
+def evaluation_requests(catalog: Catalog) -> dict[str, list[tuple[str, str, str | None]]]:
+    """(text, genre, decade or None) per kind, from the evaluation bank only."""
+    decades = sorted({str(i.year // 10 * 10) for i in catalog if i.year}, key=int)
+    vague = [(p, g, None) for g, ps in EVAL_VAGUE_BANK.items() for p in ps]
+    specific = [(t.format(genre=g.lower(), decade=d), g, d)
+                for t in EVAL_SPECIFIC_TEMPLATES for g in sorted(EVAL_VAGUE_BANK) for d in decades]
+    return {"vague": vague, "specific": specific}
+
+
+def score_heads(model: IntentModel, embed: Reader, requests: dict) -> dict[str, float]:
+    out = {}
+    for kind, rows in requests.items():
+        x = embed([t for t, _, _ in rows])
+        genre = decade = 0
+        for (_, g, d), e in zip(rows, x):
+            read = {u.attribute: u.value for u in model.understand(e)}
+            genre += read.get("genres") == g
+            decade += (read.get("year") == d) if d else ("year" not in read)
+        out[f"{kind} genre"] = genre / len(rows)
+        out[f"{kind} decade" if kind == "specific" else "vague decade NONE"] = decade / len(rows)
+    return out
+
+
+def _mean_pool(hidden, mask) -> np.ndarray:
+    m = mask.unsqueeze(-1).float()
+    return ((hidden * m).sum(1) / m.sum(1)).numpy()
+
+
+def main(
+    out: Path = typer.Option(Path("docs/evaluation/intent-readers"), help="Writes OUT.json and OUT.md."),
+    data_dir: Path = typer.Option(Path("var/data/movielens-100k")),
+    base_dir: Path = typer.Option(Path("var/base_models/smollm2-135m-instruct")),
+    adapter_dir: Path = typer.Option(Path("tools/train/adapters/ranker")),
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from tools.base_models import minilm_dir
+
+    torch.set_num_threads(2)
+    started = time.time()
+    catalog = Catalog.load(data_dir / "items.jsonl")
+    requests = evaluation_requests(catalog)
+    examples, heads = intent_examples(catalog)
+    genres = list(heads["genres"][0])
+    results: dict[str, dict[str, float]] = {}
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    lm = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    letters = [chr(65 + i) for i in range(len(genres))]
+    label_ids = [tok(" " + a, add_special_tokens=False)["input_ids"][0] for a in letters]
+
+    def lettered(model) -> dict[str, float]:
+        choices = "\n".join(f"{a}. {g}" for a, g in zip(letters, genres))
+        out = {}
+        for kind, rows in requests.items():
+            right = 0
+            for start in range(0, len(rows), 16):
+                batch = rows[start:start + 16]
+                texts = [tok.apply_chat_template([{"role": "user", "content": (
+                    f'The user is looking for: "{t}".\nWhich genre fits that request best?\nCandidates:\n{choices}\n'
+                    "Answer with the letter of the one genre that fits.")}], add_generation_prompt=True,
+                    tokenize=False) + "Answer:" for t, _, _ in batch]
+                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False, padding_side="left")
+                with torch.no_grad():
+                    logits = model(**enc).logits[:, -1, label_ids]
+                right += sum(genres[int(r.argmax())] == g for r, (_, g, _) in zip(logits, batch))
+            out[f"{kind} genre"] = right / len(rows)
+        return out
+
+    results["SmolLM2 base, zero-shot lettered choice"] = lettered(lm)
+    if adapter_dir.exists():
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter_dir)).eval()
+        results["SmolLM2 + ranker adapter, zero-shot lettered choice"] = lettered(tuned)
+        del tuned
+
+    def lm_features(texts: Sequence[str]) -> np.ndarray:
+        rows = []
+        for start in range(0, len(texts), 32):
+            enc = tok([f'Request: "{t}"' for t in texts[start:start + 32]], return_tensors="pt", padding=True,
+                      add_special_tokens=False)
+            with torch.no_grad():
+                rows.append(_mean_pool(lm.model(**enc).last_hidden_state, enc["attention_mask"]))
+        return np.concatenate(rows)
+
+    mtok = AutoTokenizer.from_pretrained(minilm_dir())
+    mini = AutoModel.from_pretrained(minilm_dir()).eval()
+
+    def minilm_features(texts: Sequence[str]) -> np.ndarray:
+        enc = mtok(list(texts), return_tensors="pt", padding=True)
+        with torch.no_grad():
+            v = _mean_pool(mini(**enc).last_hidden_state, enc["attention_mask"])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    for name, embed in (("SmolLM2 features + heads", lm_features), ("MiniLM (base) features + heads", minilm_features)):
+        x = embed([e.text for e in examples])
+        l2, _ = choose_l2(x, examples, heads)
+        model = fit_intent_model(x, examples, heads, l2=l2)
+        results[name] = score_heads(model, embed, requests) | {"L2 (chosen by training-bank CV)": l2}
+
+    record = {"results": results, "requests": {k: len(v) for k, v in requests.items()},
+              "training_examples": len(examples), "seconds": round(time.time() - started, 1),
+              "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    columns = ["vague genre", "specific genre", "specific decade", "vague decade NONE"]
+    lines = ["# Intention readers: LM against the text encoder", "", "    python -m tools.eval.intent_readers", "",
+             f"Evaluation bank: {record['requests']['vague']} vague, {record['requests']['specific']} specific "
+             f"requests; heads trained on {len(examples)} training-bank examples; {record['seconds']} s.", "",
+             "| reader | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" if c in r else "" for c in columns) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    typer.run(main)
