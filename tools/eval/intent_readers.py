@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from services.core.contracts import RANKER_ANSWER_PREFIX
 from services.core.catalog import Catalog
 from services.core.intent import IntentModel
 from tools.eval.intentions import EVAL_SPECIFIC_TEMPLATES, EVAL_VAGUE_BANK
@@ -100,7 +101,7 @@ def main(
                 texts = [tok.apply_chat_template([{"role": "user", "content": (
                     f'The user is looking for: "{t}".\nWhich genre fits that request best?\nCandidates:\n{choices}\n'
                     "Answer with the letter of the one genre that fits.")}], add_generation_prompt=True,
-                    tokenize=False) + "Answer:" for t, _, _ in batch]
+                    tokenize=False) + RANKER_ANSWER_PREFIX for t, _, _ in batch]
                 enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False, padding_side="left")
                 with torch.no_grad():
                     logits = model(**enc).logits[:, -1, label_ids]
