@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from services.core.contracts import RANKER_ANSWER_PREFIX
 from services.core.catalog import Catalog
+from services.core.contracts import RANKER_ANSWER_PREFIX
 from services.core.intent import IntentModel
 from tools.eval.intentions import EVAL_SPECIFIC_TEMPLATES, EVAL_VAGUE_BANK
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
