@@ -321,8 +321,9 @@ def merge_reports(previous: dict, report: dict) -> dict:
 
 SEARCH_TITLES = {"4": "Protocol 4: personalized search (history + intention)",
                  "5": "Protocol 5: search (intention only, anonymous caller)"}
-KIND_TITLES = {"I2": "specific intention (one genre + decade, evaluation wording)",
-               "I1": "vague intention (evaluation paraphrases)"}
+# The wording (evaluation bank, or the training bank for --validation) is stated once, in the report's header.
+KIND_TITLES = {"I2": "specific intention (one genre + decade)",
+               "I1": "vague intention (paraphrases a string filter cannot match)"}
 
 
 def search_lines(search: dict) -> list[str]:
