@@ -15,13 +15,12 @@ specific requests, and on the vague ones the share where the decade head rightly
 
     python -m tools.eval.intent_readers --out docs/evaluation/intent-readers
 
-About 3 minutes on 2 cores.
+About 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from services.core.catalog import Catalog
 from services.core.contracts import RANKER_ANSWER_PREFIX
 from services.core.intent import IntentModel
 from tools.eval.intentions import EVAL_SPECIFIC_TEMPLATES, EVAL_VAGUE_BANK
+from tools.train.common import machine
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
 
 Reader = Callable[[Sequence[str]], np.ndarray]
@@ -141,13 +141,14 @@ def main(
 
     record = {"results": results, "requests": {k: len(v) for k, v in requests.items()},
               "training_examples": len(examples), "seconds": round(time.time() - started, 1),
-              "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+              "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     columns = ["vague genre", "specific genre", "specific decade", "vague decade NONE"]
     lines = ["# Intention readers: LM against the text encoder", "", "    python -m tools.eval.intent_readers", "",
              f"Evaluation bank: {record['requests']['vague']} vague, {record['requests']['specific']} specific "
-             f"requests; heads trained on {len(examples)} training-bank examples; {record['seconds']} s.", "",
+             f"requests; heads trained on {len(examples)} training-bank examples; {record['seconds']} s on "
+             f"{record['machine']['cpus']} CPUs ({', '.join(record['machine']['cpu_flags'])}), {record['date']}.", "",
              "| reader | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, r in results.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" if c in r else "" for c in columns) + " |")
