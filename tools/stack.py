@@ -34,9 +34,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.server import LIVENESS_SERVICE
 from services.common.settings import MODEL_CONTROL_HEADER, ROOT, TritonSettings
+from services.core.catalog import Catalog
 from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS, TEXT_ENCODER
 from services.core.index import IndexFormatError, ItemIndex
-from services.core.intent import INTENT_FILE
+from services.core.intent import IntentFormatError, IntentModel
 from services.gateway.settings import GatewaySettings
 from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
@@ -47,6 +48,7 @@ from tools.export import METADATA_FILE, ensure_default_repository, export_model,
 from tools.index import build_index, build_sequence_index_async
 from tools.supervise import RestartPolicy, Supervisor
 from tools.train.fusion import read_fusion, stale_fusion
+from tools.train.intent import examples_digest, intent_examples
 from tools.triton_server import TritonServer
 
 log = logging.getLogger("instructrec.run")
@@ -221,14 +223,20 @@ def pin_versions(grpc_addr: str, versions: dict[str, int], model_control_key: st
         client.close()
 
 
-def index_is_current(index_dir: Path, encoder_version: str, *, with_intent: bool = False) -> bool:
+def index_is_current(index_dir: Path, encoder_version: str, *, intent_digest: str | None = None) -> bool:
     """Whether the index exists, is readable and was built with the model version Triton serves (and, with
-    ``with_intent``, holds the intent heads today's build writes beside the text index)."""
+    ``intent_digest``, holds intent heads fitted on the examples of that digest, the ones today's build fits)."""
     try:
         current = ItemIndex.load(index_dir).model_version == encoder_version
     except IndexFormatError:
         return False
-    return current and (not with_intent or (index_dir / INTENT_FILE).exists())
+    if not current or intent_digest is None:
+        return current
+    try:
+        intent = IntentModel.load(index_dir)
+    except IntentFormatError:
+        return False
+    return intent is not None and intent.examples_digest == intent_digest
 
 
 # The services that repair a crashed model (unload + load on Triton), so need the model-control key.
@@ -309,7 +317,8 @@ def precompute_summary(report) -> str:
 def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]) -> None:
     """(Re)build the text index and the sequence index unless they hold the served versions' vectors."""
     data = config.data_dir
-    if not index_is_current(config.index_dir, str(versions[TEXT_ENCODER]), with_intent=True):
+    digest = examples_digest(intent_examples(Catalog.load(data / "items.jsonl"))[0])
+    if not index_is_current(config.index_dir, str(versions[TEXT_ENCODER]), intent_digest=digest):
         build_index(data / "items.jsonl", data / "train.csv", config.index_dir, grpc_addr)
     if config.custom_data_dir is not None:
         # The committed sequence model knows MovieLens ids; train one on your data (`instructrec train

@@ -44,6 +44,19 @@ VAGUE_BANK: dict[str, tuple[str, ...]] = {
     "Western": ("a western", "cowboys and the frontier", "a classic shoot-out in the desert"),
 }
 GENERIC_VAGUE = ("something good to watch tonight", "a movie I will like", "anything worth my evening")
+# Ways people ask for one genre from one decade; varied syntax so that whatever learns to read a request (the
+# intent heads, ``tools/train/intent.py``) does not learn one sentence shape. {genre} is lower case.
+SPECIFIC_TEMPLATES: tuple[str, ...] = (
+    "a {genre} movie from the {decade}s",
+    "{genre} films made in the {decade}s",
+    "I'd like to watch a {genre} picture from the {decade}s",
+    "{decade}s {genre} movies",
+    "in the mood for a {decade}s {genre}",
+    "a good {genre} flick, {decade}s please",
+    "what {genre} came out in the {decade}s?",
+    "{genre} from around {decade}",
+    "something {genre} shot in the {decade}s",
+)
 
 
 def _decade(year: int | None) -> int | None:
@@ -94,6 +107,17 @@ def vague_intention(item: Item, rng: random.Random) -> str:
     if not genres:
         return rng.choice(GENERIC_VAGUE)
     return rng.choice(VAGUE_BANK[rng.choice(genres)])
+
+
+def specific_request(item: Item, rng: random.Random) -> str:
+    """A specific request in the shape of InstructRec's I2: one of the item's genres and its decade, in one of
+    :data:`SPECIFIC_TEMPLATES`' wordings (the genre alone when the year is unknown)."""
+    genres = [g for g in item.genres if g in VAGUE_BANK] or list(item.genres)
+    genre = rng.choice(genres).lower() if genres else "movie"
+    decade = _decade(item.year)
+    if decade is None:
+        return f"a {genre} movie" if genres else "a movie"
+    return rng.choice(SPECIFIC_TEMPLATES).format(genre=genre, decade=decade)
 
 
 def specific_intention(item: Item, noun: str = "movie") -> str:

@@ -82,7 +82,8 @@ def _number(value: float) -> str:
 class IntentModel:
     """The heads, the encoder version they were trained against, and each catalog item's classes."""
 
-    def __init__(self, heads: Sequence[AttributeHead], *, encoder_version: str = "", trained_on: int = 0) -> None:
+    def __init__(self, heads: Sequence[AttributeHead], *, encoder_version: str = "", trained_on: int = 0,
+                 examples_digest: str = "") -> None:
         if not heads:
             raise IntentFormatError("an intent model needs at least one attribute head")
         dims = {h.weight.shape[1] for h in heads}
@@ -95,6 +96,7 @@ class IntentModel:
         self.dim = dims.pop()
         self.encoder_version = encoder_version
         self.trained_on = trained_on
+        self.examples_digest = examples_digest  # what it was trained on; a build with other examples refits
         self._memberships: dict[tuple[int, str], np.ndarray] = {}
 
     # ---- what an intention names ------------------------------------------------------------------------
@@ -163,6 +165,7 @@ class IntentModel:
             "format": FORMAT_VERSION,
             "encoder_version": self.encoder_version,
             "trained_on": self.trained_on,
+            "examples_digest": self.examples_digest,
             "heads": [
                 {"attribute": h.attribute, "classes": list(h.classes), "bucket": h.bucket,
                  "weight": np.asarray(h.weight, dtype=np.float32).tolist(),
@@ -189,7 +192,8 @@ class IntentModel:
                 for h in doc["heads"]
             ]
             return cls(heads, encoder_version=str(doc.get("encoder_version", "")),
-                       trained_on=int(doc.get("trained_on", 0)))
+                       trained_on=int(doc.get("trained_on", 0)),
+                       examples_digest=str(doc.get("examples_digest", "")))
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, IntentFormatError):
                 raise

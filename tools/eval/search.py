@@ -80,7 +80,7 @@ class SearchEvaluation:
         if self.training_wording:
             item = self.split.catalog[case.target]
             rng = random.Random(f"{self.seed}:{case.user_id}:{kind}")
-            return teacher.vague_intention(item, rng) if kind == VAGUE else teacher.specific_intention(item)
+            return teacher.vague_intention(item, rng) if kind == VAGUE else teacher.specific_request(item, rng)
         return intention(self.split.catalog[case.target], kind, random.Random(f"{self.seed}:{case.user_id}:{kind}"))
 
     def _lists(self, case: Case) -> list[list[str]]:

@@ -6,7 +6,8 @@ Examples come from the catalog's attributes and ``tools/teacher.py``'s banks, ne
 * a categorical value named plainly ("a comedy movie", "comedy movies") or by a training paraphrase of it
   ("a good laugh");
 * a numeric bucket (``year`` in decades: "a movie from the 1990s", "movies of the 1970s");
-* both at once ("a comedy movie from the 1990s", "a good laugh from the 1990s");
+* both at once, in three of ``teacher.SPECIFIC_TEMPLATES``' wordings per (value, bucket) pair ("a comedy movie
+  from the 1990s", "1990s comedy movies") and with a paraphrase ("a good laugh from the 1990s");
 * neither ("something good to watch tonight"): every head's NONE class.
 
 Each head is a softmax regression on the frozen text-encoder embedding of the text (the encoder version the
@@ -16,6 +17,8 @@ Fitting takes about a second; embedding the few hundred examples is most of the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +37,8 @@ MAX_VALUES = 64
 
 _PLAIN = ("a {value} {noun}", "{value} {nouns}")
 _BUCKET = ("a {noun} from the {value}s", "{nouns} of the {value}s")
-_BOTH = "a {value} {noun} from the {bucket}s"
+BOTH_WORDINGS = 3
+"""Wordings of ``teacher.SPECIFIC_TEMPLATES`` drawn per (genre, decade) pair."""
 _PARAPHRASE_BUCKET = "{phrase} from the {bucket}s"
 
 
@@ -42,6 +46,7 @@ _PARAPHRASE_BUCKET = "{phrase} from the {bucket}s"
 class Example:
     text: str
     labels: dict[str, str]  # attribute -> value, NONE for the others
+    wording: str = ""  # the bank phrase or template it was made from (held out together in cross-validation)
 
 
 def _heads(catalog: Catalog) -> dict[str, tuple[tuple[str, ...], float | None]]:
@@ -80,22 +85,32 @@ def intent_examples(catalog: Catalog, noun: str = "movie", seed: int = 0) -> tup
             phrases = [p.format(value=value.lower(), noun=noun, nouns=nouns) for p in _PLAIN]
             if attribute == GENRES:
                 phrases += list(teacher.VAGUE_BANK.get(value, ()))
-            out += [Example(p, {**none, attribute: value}) for p in phrases]
+            out += [Example(p, {**none, attribute: value}, p) for p in phrases]
             for bucket_attr in numeric:
                 for bucket in heads[bucket_attr][0]:
-                    out.append(Example(_BOTH.format(value=value.lower(), noun=noun, bucket=bucket),
-                                       {**none, attribute: value, bucket_attr: bucket}))
+                    for template in rng.sample(teacher.SPECIFIC_TEMPLATES, BOTH_WORDINGS):
+                        out.append(Example(template.format(genre=value.lower(), decade=bucket),
+                                           {**none, attribute: value, bucket_attr: bucket}, template))
                 if attribute == GENRES:
                     for phrase in teacher.VAGUE_BANK.get(value, ()):
                         bucket = rng.choice(heads[bucket_attr][0])
                         out.append(Example(_PARAPHRASE_BUCKET.format(phrase=phrase, bucket=bucket),
-                                           {**none, attribute: value, bucket_attr: bucket}))
+                                           {**none, attribute: value, bucket_attr: bucket}, phrase))
     for attribute in numeric:
         for bucket in heads[attribute][0]:
             out += [Example(p.format(value=bucket, noun=noun, nouns=nouns), {**none, attribute: bucket})
                     for p in _BUCKET]
     out += [Example(p, dict(none)) for p in teacher.GENERIC_VAGUE]
     return out, heads
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """A fingerprint of the training examples (texts and labels): an index whose heads were fitted on other
+    examples (an older bank) is refitted (``tools/stack.py``)."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.text, sorted(e.labels.items())]).encode("utf-8"))
+    return h.hexdigest()[:16]
 
 
 def fit_intent_model(embeddings: np.ndarray, examples: Sequence[Example], heads: dict, *, encoder_version: str = "",
@@ -123,7 +138,8 @@ def fit_intent_model(embeddings: np.ndarray, examples: Sequence[Example], heads:
             optimiser.step()
         fitted.append(AttributeHead(attribute, classes, weight.detach().double().numpy(),
                                     bias.detach().double().numpy(), bucket))
-    return IntentModel(fitted, encoder_version=encoder_version, trained_on=len(examples))
+    return IntentModel(fitted, encoder_version=encoder_version, trained_on=len(examples),
+                       examples_digest=examples_digest(examples))
 
 
 L2_GRID = (1e-5, 1e-4, 3e-4, 1e-3, 1e-2)
@@ -131,17 +147,18 @@ L2_GRID = (1e-5, 1e-4, 3e-4, 1e-3, 1e-2)
 
 def choose_l2(embeddings: np.ndarray, examples: Sequence[Example], heads: dict, grid: Sequence[float] = L2_GRID,
               ) -> tuple[float, dict[float, float]]:
-    """The L2 weight that reads held-out paraphrases best: fold ``f`` holds out the ``f``-th paraphrase of every
-    genre (alone and with a decade) and scores the share of (example, head) pairs read right (the value when one
-    is named, NONE otherwise). Only the training bank is used: the evaluation's wording is never looked at."""
+    """The L2 weight that reads held-out wording best: fold ``f`` holds out the ``f``-th paraphrase of every
+    genre (alone and with a decade) and every ``folds``-th specific template from the ``f``-th, and scores the
+    share of (example, head) pairs read right (the value when one is named, NONE otherwise). Only the training
+    bank is used: the evaluation's wording is never looked at."""
     x = np.asarray(embeddings)
     folds = min(len(v) for v in teacher.VAGUE_BANK.values())
     accuracy: dict[float, float] = {}
     for l2 in grid:
         scores = []
         for fold in range(folds):
-            held = tuple(ps[fold] for ps in teacher.VAGUE_BANK.values())
-            test = [n for n, e in enumerate(examples) if e.text.startswith(held)]
+            held = {ps[fold] for ps in teacher.VAGUE_BANK.values()} | set(teacher.SPECIFIC_TEMPLATES[fold::folds])
+            test = [n for n, e in enumerate(examples) if e.wording in held]
             train = [n for n in range(len(examples)) if n not in set(test)]
             if not test:
                 continue

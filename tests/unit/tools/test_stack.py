@@ -169,3 +169,19 @@ def test_committed_training_records_hold_no_machine_paths():
     for record in [*adapters.glob("*/record.json"), adapters / "fusion.json"]:
         assert str(ROOT) not in record.read_text(), record
     assert repo_path(ROOT / "var" / "data") == "var/data" and repo_path(Path("/elsewhere/x")) == "/elsewhere/x"
+
+
+def test_an_index_is_rebuilt_when_its_intent_heads_were_fitted_on_other_examples(tmp_path):
+    import numpy as np
+
+    from services.core.index import write_item_index
+    from services.core.intent import NONE, AttributeHead, IntentModel
+    from tools.stack import index_is_current
+
+    write_item_index(tmp_path, ["1", "2"], np.eye(2, dtype=np.float32), model_version="3", popularity=[1, 1])
+    assert index_is_current(tmp_path, "3") and not index_is_current(tmp_path, "4")
+    assert not index_is_current(tmp_path, "3", intent_digest="abc")  # no heads beside it
+    head = AttributeHead("genres", ("Comedy", NONE), np.zeros((2, 2)), np.zeros(2))
+    IntentModel([head], encoder_version="3", examples_digest="abc").save(tmp_path)
+    assert index_is_current(tmp_path, "3", intent_digest="abc")
+    assert not index_is_current(tmp_path, "3", intent_digest="new bank")

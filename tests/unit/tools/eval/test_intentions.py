@@ -14,7 +14,8 @@ from tools.eval.search import bootstrap
 
 
 def _training_phrases() -> set[str]:
-    return {p for bank in teacher.VAGUE_BANK.values() for p in bank} | set(teacher.GENERIC_VAGUE)
+    return ({p for bank in teacher.VAGUE_BANK.values() for p in bank} | set(teacher.GENERIC_VAGUE)
+            | set(teacher.SPECIFIC_TEMPLATES))
 
 
 def test_the_evaluation_and_training_banks_share_no_phrase() -> None:
@@ -26,6 +27,10 @@ def test_the_evaluation_and_training_banks_share_no_phrase() -> None:
     rng = random.Random(0)
     assert all(intentions.intention(item, intentions.SPECIFIC, rng) != teacher.specific_intention(item)
                for _ in range(10))
+    # Nor does any request the training side words (one genre + decade, as evaluation's I2) match one of its.
+    requests = {teacher.specific_request(item, random.Random(n)) for n in range(50)}
+    assert len(requests) > 3
+    assert not requests & {intentions.intention(item, intentions.SPECIFIC, random.Random(n)) for n in range(50)}
 
 
 def test_the_string_filter_reads_genre_and_decade_and_orders_matches_first() -> None:
