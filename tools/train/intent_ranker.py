@@ -22,7 +22,16 @@ target train. Validation uses the split's validation cases, with intentions from
 intention; metrics are NDCG@10 and HR@1 of the reranked top-K list (the target outside the list counts as a
 miss, so they are full-ranking metrics of a retrieve-K-then-rerank system).
 
+``--lists random`` asks the other question (#15's "the LM alone on validation 1+9 random lists"): each list is the
+target and ``candidates - 1`` random unseen items, the scorer has no fused score under it (``0 + r``: the LM
+alone, and the MiniLM head alone), and it is judged against popularity, the sequence model and the fused
+retrieval score on the same lists. ``--distil D`` adds D x the KL divergence from the fused retrieval score's
+softmax over the list (the teacher: SASRec + text + popularity) to the scorer's, ten soft labels per list
+besides the one hard label.
+
     python -m tools.train.intent_ranker --out var/intent-ranker/tiny --train-examples 200 --validation-users 50
+    python -m tools.train.intent_ranker --lists random --out var/intent-ranker/random --train-examples 1000 \
+        --validation-users 300 --distil 1
 """
 
 from __future__ import annotations
@@ -63,6 +72,9 @@ KINDS = (SPECIFIC, VAGUE, NONE)
 KIND_NAMES = {SPECIFIC: "specific (I2)", VAGUE: "vague (I1)", NONE: "no intention (I0)"}
 METHODS = ("retrieval order", "LM residual", "MiniLM residual", "filter + sequence model (list)",
            "filter + sequence model (full catalog)")
+RANDOM_METHODS = ("popularity (list)", "fused retrieval score (list)", "sequence model (list)", "LM alone",
+                  "MiniLM alone", "filter + popularity (list)", "filter + sequence model (list)")
+LISTS = ("retrieval", "random")
 CHECKPOINT_FILE = "checkpoint.pt"
 RECORD_FILE = "record.json"
 BEST_FILE = "best_heads.pt"
@@ -107,6 +119,22 @@ class IntentRankerConfig:
     threads: int = 2
     max_minutes: float = 0.0
     """Stop training (after a validation and a checkpoint) after this much wall time; 0: no limit."""
+    lists: str = "retrieval"
+    """"retrieval": retrieval's top K, scored fused + r; "random": the target + K-1 random unseen items, scored r
+    alone (no fusion under it)."""
+    distil: float = 0.0
+    """Weight of the KL term towards the fused retrieval score's softmax over each list (0: the hard label only)."""
+    distil_temperature: float = 1.0
+
+    @property
+    def alone(self) -> bool:
+        return self.lists == "random"
+
+    def names(self) -> dict[str, str]:
+        """Method names of the two scorers and the order under them, in this mode."""
+        if self.alone:
+            return {"lm": "LM alone", "minilm": "MiniLM alone", "base": "popularity (list)"}
+        return {"lm": "LM residual", "minilm": "MiniLM residual", "base": "retrieval order"}
 
 
 # ---- retrieval (the served hybrid rule, computed in-process) ---------------------------------------------
@@ -192,6 +220,14 @@ class ListExample:
     """Index of the target in ``candidates``; -1 when retrieval's top-K missed it (validation only)."""
     full_filter_rank: int | None = None
     """Validation: the target's rank under filter + sequence model over the whole unseen catalog."""
+    teacher: list[float] | None = None
+    """The fused retrieval score of each candidate (the distillation teacher); ``fused`` itself when None."""
+    popularity: list[float] | None = None
+    """log(1 + training interactions) of each candidate."""
+
+    @property
+    def teacher_scores(self) -> list[float]:
+        return self.fused if self.teacher is None else self.teacher
 
 
 def prompt_segments(catalog, history: Sequence[str], query: str, candidates: Sequence[str],
@@ -268,6 +304,37 @@ def _lists(retrieval: HybridRetrieval, samples: Sequence[Sample], kinds: Sequenc
     return out
 
 
+def _random_lists(retrieval: HybridRetrieval, samples: Sequence[Sample], kinds: Sequence[str],
+                  queries: Sequence[str], k: int, rng: random.Random, batch: int = 256) -> list[ListExample]:
+    """The target and ``k - 1`` random items the sample has not seen (a training cut point's later items are
+    seen: never negatives), shuffled; scored from nothing (``fused`` 0), the fused retrieval score kept as the
+    teacher and baseline."""
+    out = []
+    for start in range(0, len(samples), batch):
+        chunk = samples[start: start + batch]
+        fused, seq = retrieval.fused([s.history for s in chunk], queries[start: start + batch])
+        for row, sample in enumerate(chunk):
+            pool = [i for i in retrieval.ids if i not in sample.seen and i != sample.target]
+            ids = [sample.target, *rng.sample(pool, k - 1)]
+            rng.shuffle(ids)
+            cols = [retrieval.position[i] for i in ids]
+            s = seq[row, cols]
+            out.append(ListExample(sample.user, sample.history, sample.target, kinds[start + row],
+                                   queries[start + row], ids, [0.0] * k,
+                                   [float(x) if np.isfinite(x) else -math.inf for x in s], ids.index(sample.target),
+                                   teacher=[float(x) for x in np.nan_to_num(fused[row, cols], nan=-1e4,
+                                                                             neginf=-1e4)],
+                                   popularity=[float(retrieval.log_pop[c]) for c in cols]))
+    return out
+
+
+def _make_lists(config: IntentRankerConfig, retrieval: HybridRetrieval, samples, kinds, queries, rng,
+                exclude_future: bool) -> list[ListExample]:
+    if config.alone:
+        return _random_lists(retrieval, samples, kinds, queries, config.candidates, rng)
+    return _lists(retrieval, samples, kinds, queries, config.candidates, rng, exclude_future=exclude_future)
+
+
 DRAW_CHUNK = 256
 
 
@@ -282,7 +349,7 @@ def training_examples(data: TrainingData, retrieval: HybridRetrieval, config: In
         samples = draw_samples(data, DRAW_CHUNK, rng)
         kinds = [_draw_kind(rng, config) for _ in samples]
         queries = [_training_query(k, data.catalog[s.target], rng) for k, s in zip(kinds, samples)]
-        for example in _lists(retrieval, samples, kinds, queries, config.candidates, rng, exclude_future=True):
+        for example in _make_lists(config, retrieval, samples, kinds, queries, rng, exclude_future=True):
             if len(kept) >= config.train_examples:
                 break
             drawn += 1
@@ -302,8 +369,8 @@ def validation_examples(data: TrainingData, retrieval: HybridRetrieval, config: 
     for kind in KINDS:
         queries = [evaluation._query(Case(s.user, s.history, s.target, s.seen), kind) if kind != NONE else ""
                    for s in samples]
-        examples = _lists(retrieval, samples, [kind] * len(samples), queries, config.candidates, rng,
-                          exclude_future=False)
+        examples = _make_lists(config, retrieval, samples, [kind] * len(samples), queries, rng,
+                               exclude_future=False)
         seq = retrieval.sequence_scores([s.history for s in samples])
         for example, sample, row in zip(examples, samples, seq):
             history = set(sample.history)
@@ -538,6 +605,23 @@ def _fused(examples: Sequence[ListExample], rows: Sequence[int], device) -> torc
     return torch.tensor([examples[r].fused for r in rows], dtype=torch.float32, device=device)
 
 
+def _teacher(examples: Sequence[ListExample], rows: Sequence[int], device) -> torch.Tensor:
+    return torch.tensor([examples[r].teacher_scores for r in rows], dtype=torch.float32, device=device)
+
+
+def list_loss(scores: torch.Tensor, answers: torch.Tensor, teacher: torch.Tensor | None,
+              config: IntentRankerConfig) -> torch.Tensor:
+    """Cross-entropy on the target, plus ``distil`` x KL(softmax(teacher / T) || softmax(scores / T)) x T^2."""
+    loss = nn.functional.cross_entropy(scores, answers)
+    if teacher is not None and config.distil > 0:
+        t = config.distil_temperature
+        kl = nn.functional.kl_div(nn.functional.log_softmax(scores / t, dim=-1),
+                                  nn.functional.log_softmax(teacher / t, dim=-1), log_target=True,
+                                  reduction="batchmean")
+        loss = loss + config.distil * kl * t * t
+    return loss
+
+
 def _answers(examples: Sequence[ListExample], rows: Sequence[int], device) -> torch.Tensor:
     return torch.tensor([examples[r].answer for r in rows], dtype=torch.long, device=device)
 
@@ -573,21 +657,34 @@ class TextResidual(nn.Module):
 
 
 def evaluate(lm_model: LMResidual, text_model: TextResidual, val: list[ListExample], val_lm: LMFeatures,
-             val_text: TextFeatures, string_filter: StringFilter, device) -> tuple[dict, dict]:
-    """Per-kind mean metrics of every method and the per-user arrays (for the bootstrap)."""
+             val_text: TextFeatures, string_filter: StringFilter, device, alone: bool = False) -> tuple[dict, dict]:
+    """Per-kind mean metrics of every method and the per-user arrays (for the bootstrap); ``alone``: random
+    lists, the scorers without fusion, against the list baselines."""
     lm_model.eval()
     text_model.eval()
     lm_scores = scores_of(lm_model, val, val_lm, device)
     text_scores = scores_of(text_model, val, val_text, device)
     lm_model.train()
     text_model.train()
-    ranks = {
-        "retrieval order": [list_rank(e.fused, e.answer) for e in val],
-        "LM residual": [list_rank(s, e.answer) for s, e in zip(lm_scores, val)],
-        "MiniLM residual": [list_rank(s, e.answer) for s, e in zip(text_scores, val)],
-        "filter + sequence model (list)": filter_ranks(string_filter, val),
-        "filter + sequence model (full catalog)": [e.full_filter_rank for e in val],
-    }
+    if alone:
+        ranks = {
+            "popularity (list)": [_first_rank(e.popularity, e.candidates, e.target) for e in val],
+            "fused retrieval score (list)": [list_rank(e.teacher_scores, e.answer) for e in val],
+            "sequence model (list)": [_first_rank(e.sequence, e.candidates, e.target) for e in val],
+            "LM alone": [list_rank(s, e.answer) for s, e in zip(lm_scores, val)],
+            "MiniLM alone": [list_rank(s, e.answer) for s, e in zip(text_scores, val)],
+            "filter + popularity (list)": [string_filter.order(e.query, e.candidates, e.popularity).index(e.target)
+                                           for e in val],
+            "filter + sequence model (list)": filter_ranks(string_filter, val),
+        }
+    else:
+        ranks = {
+            "retrieval order": [list_rank(e.fused, e.answer) for e in val],
+            "LM residual": [list_rank(s, e.answer) for s, e in zip(lm_scores, val)],
+            "MiniLM residual": [list_rank(s, e.answer) for s, e in zip(text_scores, val)],
+            "filter + sequence model (list)": filter_ranks(string_filter, val),
+            "filter + sequence model (full catalog)": [e.full_filter_rank for e in val],
+        }
     table, per_user = {}, {}
     for kind in KINDS:
         idx = [n for n, e in enumerate(val) if e.kind == kind]
@@ -597,11 +694,22 @@ def evaluate(lm_model: LMResidual, text_model: TextResidual, val: list[ListExamp
     return table, per_user
 
 
-def comparisons(per_user: dict, seed: int) -> dict:
+def _first_rank(scores: Sequence[float], candidates: Sequence[str], target: str) -> int:
+    """The target's rank when ``candidates`` are sorted by ``scores``, ties in list order (as the baselines of
+    ``tools/eval/search.py`` break them)."""
+    order = [i for _, _, i in sorted((-s, n, i) for n, (i, s) in enumerate(zip(candidates, scores)))]
+    return order.index(target)
+
+
+def comparisons(per_user: dict, seed: int, alone: bool = False) -> dict:
     pairs = (("LM residual", "retrieval order"), ("LM residual", "MiniLM residual"),
              ("MiniLM residual", "retrieval order"), ("LM residual", "filter + sequence model (list)"),
              ("LM residual", "filter + sequence model (full catalog)"),
              ("MiniLM residual", "filter + sequence model (full catalog)"))
+    if alone:
+        pairs = (("LM alone", "popularity (list)"), ("LM alone", "MiniLM alone"), ("MiniLM alone", "popularity (list)"),
+                 ("LM alone", "fused retrieval score (list)"), ("LM alone", "sequence model (list)"),
+                 ("LM alone", "filter + sequence model (list)"))
     out = {}
     for kind, methods in per_user.items():
         out[kind] = {}
@@ -618,7 +726,10 @@ FEATURE_CHUNK = 100
 def _cache_key(config: IntentRankerConfig, *extra: object) -> str:
     keys = ("data_dir", "base_model", "encoder", "sequence", "candidates", "history_items", "specific_share",
             "vague_share", "top_layers", "read_layers", "seed")
-    raw = json.dumps({k: str(getattr(config, k)) for k in keys} | {"extra": [str(x) for x in extra]}, sort_keys=True)
+    # Retrieval-list caches of earlier runs keep their keys: the list kind joins the key only when it is new.
+    extra_keys = {"lists": config.lists} if config.alone else {}
+    raw = json.dumps({k: str(getattr(config, k)) for k in keys} | extra_keys | {"extra": [str(x) for x in extra]},
+                     sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -694,6 +805,7 @@ def train(config: IntentRankerConfig, resume: bool = False) -> dict:
     train_text, val_text = cached["train_text"], cached["val_text"]
     prepare_s = time.monotonic() - run_started
     string_filter = StringFilter(data.catalog)
+    names = config.names()
 
     lm_model = LMResidual(lm, config).to(device)
     text_model = TextResidual(train_text.items.shape[1], config).to(device)
@@ -737,15 +849,16 @@ def train(config: IntentRankerConfig, resume: bool = False) -> dict:
 
     def validate_and_checkpoint() -> None:
         t0 = time.monotonic()
-        table, per_user = evaluate(lm_model, text_model, val, val_lm, val_text, string_filter, device)
+        table, per_user = evaluate(lm_model, text_model, val, val_lm, val_text, string_filter, device, config.alone)
         entry = {"step": step, "validation_s": round(time.monotonic() - t0, 1), "metrics": table}
         record["validations"].append(entry)
-        record["comparison"] = comparisons(per_user, config.seed)
+        record["comparison"] = comparisons(per_user, config.seed, config.alone)
         record["comparison_step"] = step
-        means = {k: table[k]["LM residual"]["NDCG@10"] for k in (SPECIFIC, VAGUE)}
-        log.info("step %d: LM NDCG@10 %s | MiniLM %s | retrieval %s", step, means,
-                 {k: table[k]["MiniLM residual"]["NDCG@10"] for k in (SPECIFIC, VAGUE)},
-                 {k: table[k]["retrieval order"]["NDCG@10"] for k in (SPECIFIC, VAGUE)})
+        metric = "HR@1" if config.alone else "NDCG@10"
+        log.info("step %d: %s LM %s | MiniLM %s | %s %s", step, metric,
+                 {k: table[k][names["lm"]][metric] for k in KINDS},
+                 {k: table[k][names["minilm"]][metric] for k in KINDS}, names["base"],
+                 {k: table[k][names["base"]][metric] for k in KINDS})
         state = {"step": step, "lm": lm_model.state_dict() if lm_model.trains_layers else
                  {k: v for k, v in lm_model.state_dict().items() if k.startswith("head.")},
                  "text": text_model.state_dict(), "lm_opt": lm_opt.state_dict(), "text_opt": text_opt.state_dict(),
@@ -767,11 +880,12 @@ def train(config: IntentRankerConfig, resume: bool = False) -> dict:
         rows = batch_rows(len(train_ex), config.batch_size, step, config.seed)
         t0 = time.monotonic()
         fused, answers = _fused(train_ex, rows, device), _answers(train_ex, rows, device)
-        loss = nn.functional.cross_entropy(lm_model(fused, train_lm, rows), answers)
+        teacher = _teacher(train_ex, rows, device) if config.distil > 0 else None
+        loss = list_loss(lm_model(fused, train_lm, rows), answers, teacher, config)
         loss.backward()
         lm_opt.step()
         lm_opt.zero_grad(set_to_none=True)
-        text_loss = nn.functional.cross_entropy(text_model(fused, train_text, rows), answers)
+        text_loss = list_loss(text_model(fused, train_text, rows), answers, teacher, config)
         text_loss.backward()
         text_opt.step()
         text_opt.zero_grad(set_to_none=True)
@@ -802,9 +916,10 @@ def plot_curves(records: dict[str, Path], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(KINDS), figsize=(5 * len(KINDS), 4), sharey=False)
-    styles = {"retrieval order": ":", "LM residual": "-", "MiniLM residual": "--"}
     for name, path in records.items():
         record = json.loads(Path(path).read_text())
+        names = replace(IntentRankerConfig(), lists=record["config"].get("lists", "retrieval")).names()
+        styles = {names["base"]: ":", names["lm"]: "-", names["minilm"]: "--"}
         steps = [v["step"] for v in record["validations"]]
         for ax, kind in zip(axes, KINDS):
             for method, style in styles.items():
@@ -850,6 +965,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[IntentRankerConfig, b
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="training wall-time limit (0: none)")
+    p.add_argument("--lists", choices=LISTS, default=d.lists,
+                   help="retrieval: rerank retrieval's top K (fused + r); random: target + K-1 random, r alone")
+    p.add_argument("--distil", type=float, default=d.distil, help="weight of the KL term to the fused score's softmax")
+    p.add_argument("--distil-temperature", type=float, default=d.distil_temperature)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     a = p.parse_args(argv)
     config = replace(d, data_dir=a.data_dir, base_model=a.base_model, encoder=a.encoder, sequence=a.sequence,
@@ -860,7 +979,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[IntentRankerConfig, b
                      head=a.head, head_hidden=a.head_hidden, dropout=a.dropout,
                      weight_decay=a.weight_decay, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                      layer_lr=a.layer_lr, eval_every=a.eval_every, feature_batch=a.feature_batch, seed=a.seed,
-                     device=a.device, threads=a.threads, max_minutes=a.max_minutes)
+                     device=a.device, threads=a.threads, max_minutes=a.max_minutes, lists=a.lists,
+                     distil=a.distil, distil_temperature=a.distil_temperature)
     return config, a.resume
 
 
@@ -873,7 +993,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     config, resume = parse_args(argv)
     record = train(config, resume)
     best = record["validations"][-1]["metrics"]
-    print(json.dumps({k: {m: best[k][m] for m in METHODS} for k in KINDS}, indent=2))
+    methods = RANDOM_METHODS if config.alone else METHODS
+    print(json.dumps({k: {m: best[k][m] for m in methods} for k in KINDS}, indent=2))
 
 
 if __name__ == "__main__":

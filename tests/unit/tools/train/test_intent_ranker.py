@@ -139,3 +139,44 @@ def test_the_minilm_comparator_starts_at_the_retrieval_order() -> None:
     with torch.no_grad():
         assert torch.equal(model(fused, features, [0, 1, 2, 3]), fused)
         assert torch.equal(residual_scores(fused, model.head, [torch.zeros(4, K, 8)] * 3), fused)
+
+
+def test_distillation_adds_the_teachers_list_order_and_nothing_when_the_scorer_matches_it() -> None:
+    from tools.train.intent_ranker import list_loss
+
+    teacher = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
+    answers = torch.tensor([0])
+    plain = IntentRankerConfig()
+    distilled = IntentRankerConfig(distil=2.0, distil_temperature=1.0)
+    ce = torch.nn.functional.cross_entropy(teacher, answers)
+    assert torch.allclose(list_loss(teacher, answers, teacher, plain), ce)
+    assert torch.allclose(list_loss(teacher, answers, teacher, distilled), ce)  # KL(p || p) = 0
+    flat = torch.zeros(1, 4)
+    assert list_loss(flat, answers, teacher, distilled) > list_loss(flat, answers, None, distilled)
+
+
+def test_random_lists_are_judged_against_popularity_and_the_sequence_model_on_the_same_lists() -> None:
+    from tools.eval.intentions import StringFilter
+    from tools.train.intent_ranker import RANDOM_METHODS, evaluate
+
+    catalog = toy_catalog()
+    config = IntentRankerConfig(lists="random")
+    assert config.names() == {"lm": "LM alone", "minilm": "MiniLM alone", "base": "popularity (list)"}
+    rng = random.Random(3)
+    val = []
+    for n in range(6):
+        candidates = rng.sample(list(catalog.items), K)
+        target = candidates[n % K]
+        popularity = [float(K - j) for j in range(K)]  # the first candidate is the most popular
+        val.append(ListExample(str(n), (), target, "I0", "", candidates, [0.0] * K, [0.0] * K,
+                               candidates.index(target), teacher=[0.0] * K, popularity=popularity))
+
+    class Zero(torch.nn.Module):
+        def forward(self, fused, features, rows):
+            return torch.zeros(len(rows), K)
+
+    table, per_user = evaluate(Zero(), Zero(), val, None, None, StringFilter(catalog), torch.device("cpu"),
+                               alone=True)
+    assert set(table["I0"]) == set(RANDOM_METHODS) | {"target in list"}
+    assert per_user["I0"]["popularity (list)"]["HR@1"].tolist() == [1.0, 0, 0, 0, 0, 0]  # its target came first
+    assert table["I0"]["LM alone"]["HR@1"] == 0.0  # all scores tied: no credit for a tie
