@@ -662,7 +662,9 @@ def _fit_retrieval_fusion(models: Models, data_dir: Path, *, seed: int, write: b
     record = retrieval_fusion.fit(retrieval_fusion.RetrievalFitConfig(data_dir, encoder, sequential.PUBLISHED_DIR,
                                                                       seed=seed))
     for situation, figures in record["reference"].items():
-        _say(f"{situation}: " + "; ".join(f"{k} NDCG@10 {v['NDCG@10']:.4f}" for k, v in figures.items()))
+        _say(f"{situation}: " + "; ".join(f"{k} NDCG@10 {v['NDCG@10']:.4f}" if "NDCG@10" in v else
+                                          f"{k} {v['gain']:+.4f} (s.e. {v['gain_stderr']:.4f})"
+                                          for k, v in figures.items()))
     _say(f"weights: {record['fusion']}")
     if write:
         _say(f"written to {retrieval_fusion.write(record, 'instructrec fit-fusion ' + ' '.join(sys.argv[2:]))}")
@@ -681,8 +683,8 @@ def fit_fusion_cmd(
     ] = False,
     workspace: WorkspaceOption = Path("var"),
     stage: Annotated[FusionStage, typer.Option(
-        help="retrieval: the retrieval service's source weights (sequence model, text, popularity; with and "
-             "without a query) on all validation users, written to tools/train/adapters/retrieval_fusion.json; "
+        help="retrieval: the retrieval service's source weights (sequence model, text, popularity, intent "
+             "heads; with a query, without one, without the sequence model) on all validation users, written to tools/train/adapters/retrieval_fusion.json; "
              "ranking: the LM weight against the retrieval score.")] = FusionStage.ranking,
 ) -> None:
     """Fit the fusion weights of the retrieval or the ranking stage on validation users (no test items)."""

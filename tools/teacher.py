@@ -112,12 +112,18 @@ def vague_intention(item: Item, rng: random.Random) -> str:
 def specific_request(item: Item, rng: random.Random) -> str:
     """A specific request in the shape of InstructRec's I2: one of the item's genres and its decade, in one of
     :data:`SPECIFIC_TEMPLATES`' wordings (the genre alone when the year is unknown)."""
+    return specific_request_and_template(item, rng)[0]
+
+
+def specific_request_and_template(item: Item, rng: random.Random) -> tuple[str, str]:
+    """:func:`specific_request` and the template it used ("" for the genre-alone fallback)."""
     genres = [g for g in item.genres if g in VAGUE_BANK] or list(item.genres)
     genre = rng.choice(genres).lower() if genres else "movie"
     decade = _decade(item.year)
     if decade is None:
-        return f"a {genre} movie" if genres else "a movie"
-    return rng.choice(SPECIFIC_TEMPLATES).format(genre=genre, decade=decade)
+        return (f"a {genre} movie" if genres else "a movie"), ""
+    template = rng.choice(SPECIFIC_TEMPLATES)
+    return template.format(genre=genre, decade=decade), template
 
 
 def specific_intention(item: Item, noun: str = "movie") -> str:

@@ -81,6 +81,9 @@ RETRIEVAL_POPULARITY_WEIGHT = RETRIEVAL_TEMPERATURE
 """Weight of the log-popularity prior added to the cosine (the logQ correction: the training temperature)."""
 RECENT_HISTORY_ITEMS = 10
 """Most recent history items in the request text, the history vector and the implicit preference."""
+INTENT_MIN_CONFIDENCE = 0.5
+"""An attribute counts as named by a query when its intent head's 1 - p(NONE) is at least this (the service's
+setting defaults to it; the fusion fit reads queries the same way)."""
 FUSE_RETRIEVAL_SCORES = True
 """Whether the gateway passes each candidate's retrieval score to the ranker to fuse with the LM's (caller-
 supplied candidates are scored by the retrieval service first); the gateway's setting defaults to it, and the

@@ -24,18 +24,21 @@ def fuse(lm_logprobs: np.ndarray, retrieval_scores: np.ndarray | None, lm_weight
 class SourceWeights:
     """Weights of the retrieval sources in one situation; every term is on the scale of a logit.
 
-    ``score = sequence * s_seq + text * cos / temperature + popularity * log(1 + count)``: ``s_seq`` is the
-    sequence model's logit (user vector . item vector, trained with a softmax over the catalog), ``cos`` the
-    text encoder's cosine (its InfoNCE logits are ``cos / temperature``), ``count`` the item's training
-    interactions (the log-popularity prior the text encoder's popularity-sampled negatives took out).
+    ``score = sequence * s_seq + text * cos / temperature + popularity * log(1 + count) + intent * b``:
+    ``s_seq`` is the sequence model's logit (user vector . item vector, trained with a softmax over the catalog),
+    ``cos`` the text encoder's cosine (its InfoNCE logits are ``cos / temperature``), ``count`` the item's
+    training interactions (the log-popularity prior the text encoder's popularity-sampled negatives took out),
+    ``b`` the query's understood attribute values (``services/core/intent.py``: the sum over the attributes it
+    names of log(p(item's value | query) x V), V the attribute's number of values; 0 without a query).
     """
 
     sequence: float = 1.0
     text: float = 0.0
     popularity: float = 0.0
+    intent: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("sequence", "text", "popularity"):
+        for name in ("sequence", "text", "popularity", "intent"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} weight must be finite and >= 0, got {value}")
@@ -43,37 +46,53 @@ class SourceWeights:
 
 @dataclass(frozen=True)
 class RetrievalFusion:
-    """The retrieval rule's weights per situation, fitted on validation users by `instructrec fit-fusion`."""
+    """The retrieval rule's weights per situation, fitted on validation users by `instructrec fit-fusion`.
+
+    ``with_query`` / ``without_query``: the sequence model runs (a history it knows). ``without_sequence``: it
+    cannot (an anonymous caller with a query, history of items newer than the model, or the model failed), so
+    the text, popularity and the query's understood attributes rank alone; its sequence weight is 0.
+    """
 
     with_query: SourceWeights
     without_query: SourceWeights
+    without_sequence: SourceWeights
 
-    def weights(self, *, has_query: bool) -> SourceWeights:
+    def __post_init__(self) -> None:
+        if self.without_sequence.sequence != 0:
+            raise ValueError("without_sequence: the sequence weight must be 0 (the sequence model does not run)")
+
+    def weights(self, *, has_query: bool, has_sequence: bool = True) -> SourceWeights:
+        if not has_sequence:
+            return self.without_sequence
         return self.with_query if has_query else self.without_query
 
     def to_json(self) -> dict:
-        return {"with_query": asdict(self.with_query), "without_query": asdict(self.without_query)}
+        return {name: asdict(getattr(self, name)) for name in SITUATIONS}
 
     @classmethod
     def from_json(cls, raw: dict) -> RetrievalFusion:
-        return cls(SourceWeights(**raw["with_query"]), SourceWeights(**raw["without_query"]))
+        return cls(**{name: SourceWeights(**raw[name]) for name in SITUATIONS})
+
+
+SITUATIONS = ("with_query", "without_query", "without_sequence")
 
 
 # The committed fit (tools/train/adapters/retrieval_fusion.json, `instructrec fit-fusion --stage retrieval`):
 # what `make run` and the k8s deployment serve; a unit test keeps the two equal.
 SERVED_RETRIEVAL_FUSION = RetrievalFusion(
-    with_query=SourceWeights(sequence=1.0, text=2.0, popularity=0.75),
+    with_query=SourceWeights(sequence=1.0, text=0.5, popularity=1.0, intent=8.0),
     without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.5),
+    without_sequence=SourceWeights(sequence=0.0, text=0.1, popularity=0.5, intent=4.0),
 )
 
 
 def fuse_retrieval(weights: SourceWeights, *, sequence: np.ndarray | None, text: np.ndarray | None,
-                   log_popularity: np.ndarray, temperature: float) -> np.ndarray:
+                   log_popularity: np.ndarray, temperature: float, intent: np.ndarray | None = None) -> np.ndarray:
     """The fused retrieval score of each candidate (aligned arrays; a source that did not run is None).
 
     A candidate a source cannot score (an item the sequence model has never seen, marked NaN) gets the mean
     of that source's scores over the other candidates: neither favoured nor buried, so new catalog items
-    stay reachable through the text.
+    stay reachable through the text. ``intent``: each candidate's understood-attribute score (``b`` above).
     """
     total = weights.popularity * np.asarray(log_popularity, dtype=np.float64)
     for values, weight, scale in ((sequence, weights.sequence, 1.0), (text, weights.text, 1.0 / temperature)):
@@ -83,4 +102,6 @@ def fuse_retrieval(weights: SourceWeights, *, sequence: np.ndarray | None, text:
         known = np.isfinite(v)
         fill = float(v[known].mean()) if known.any() else 0.0
         total = total + weight * scale * np.where(known, v, fill)
+    if intent is not None and weights.intent > 0:
+        total = total + weights.intent * np.asarray(intent, dtype=np.float64)
     return total

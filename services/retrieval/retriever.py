@@ -20,7 +20,8 @@ leaves fewer than K. The popularity fallback is filtered the same way.
 A query is also read for what it asks of the items' attributes (``services/core/intent.py``): the text
 encoder embeds the query alone (concurrently with the request text), the snapshot's intent model names the
 values it asks for ("something that will make me laugh" -> genres=Comedy), and every item's fused score gains
-``intent_weight`` x (log p(its value) - log p(the likeliest value)). The whole catalog is then scored exactly
+the situation's fitted ``intent`` weight x log(p(its value | query) x V) per attribute named (``intent_weight``
+overrides the fitted weights; 0 turns intention understanding off). The whole catalog is then scored exactly
 (up to ``exact_filter_max_items``), so items the two indexes would not have fetched for the query's wording
 are found; a soft preference, not a filter.
 
@@ -35,7 +36,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -58,7 +59,7 @@ EncodeTextFn = Callable[[str, float, str], Awaitable[tuple[np.ndarray, str]]]
 EncodeHistoryFn = Callable[[Sequence[str], float, str], Awaitable[tuple[np.ndarray, str]]]
 
 HYBRID, SEQUENCE, TEXT, POPULARITY = "hybrid", "sequence", "text", "popularity"
-# The intention's contribution to each item's fused score: item ids -> scores (aligned).
+# The intention's understood-attribute score of each item, before its weight: item ids -> scores (aligned).
 IntentScores = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -93,7 +94,6 @@ class Retriever:
         encode_text: EncodeTextFn,
         encode_history: EncodeHistoryFn | None,
         fusion: RetrievalFusion,
-        text_only_popularity_weight: float,
         history_weight: float,
         recent_history_items: int,
         sequence_history_items: int,
@@ -107,7 +107,7 @@ class Retriever:
         filter_limits: FilterLimits = FilterLimits(),
         exact_filter_max_items: int = 5_000,
         filter_overfetch: float = 1.5,
-        intent_weight: float = 0.0,
+        intent_weight: float | None = None,
         intent_min_confidence: float = 0.5,
     ) -> None:
         self._snapshot = snapshot
@@ -115,9 +115,6 @@ class Retriever:
         self._encode_text = encode_text
         self._encode_history = encode_history
         self._fusion = fusion
-        # The text rule in logit units: cos / temperature + (w / temperature) * log(1 + count), w the setting
-        # in cosine units (services/core/index.ItemIndex.search's prior).
-        self._text_only = SourceWeights(sequence=0.0, text=1.0, popularity=text_only_popularity_weight / temperature)
         self._history_weight = history_weight
         self._max_history = recent_history_items
         self._sequence_history = sequence_history_items
@@ -161,11 +158,10 @@ class Retriever:
             require_known_items(self._catalog, "candidate_item_ids", candidate_ids)
 
     def _weights(self, *, has_sequence: bool, has_query: bool) -> SourceWeights:
-        """The fitted weights of the situation; the text-only rule when the sequence side cannot run (no
-        sequence index, no history it knows, or the model failed)."""
-        if not has_sequence:
-            return self._text_only
-        return self._fusion.weights(has_query=has_query)
+        """The fitted weights of the situation (``without_sequence`` when the sequence side cannot run: no
+        sequence index, no history it knows, or the model failed), with the intent weight override if set."""
+        w = self._fusion.weights(has_query=has_query, has_sequence=has_sequence)
+        return w if self._intent_weight is None else replace(w, intent=self._intent_weight)
 
     async def _text_vector(self, snap: Snapshot, history_ids: Sequence[str], query: str,
                            budget: Budget) -> tuple[np.ndarray | None, tuple[str, str]]:
@@ -181,9 +177,9 @@ class Retriever:
         history_vectors = index.vectors_for(indexed) if indexed else None
         return user_vector(embedding, history_vectors, self._history_weight), (index.model_name, version)
 
-    async def _understand(self, snap: Snapshot, query: str, budget: Budget) -> list[Understood]:
+    async def _understand(self, snap: Snapshot, w: SourceWeights, query: str, budget: Budget) -> list[Understood]:
         """What the query alone asks of the items' attributes (nothing when intention understanding is off)."""
-        if snap.intent is None or self._intent_weight <= 0 or not query.strip():
+        if snap.intent is None or w.intent <= 0 or not query.strip():
             return []
         index = snap.text
         embedding, version = await self._encode_text(query.strip(),
@@ -230,11 +226,10 @@ class Retriever:
             return await self._text_vector(snap, history_ids, query, budget) if w.text > 0 else (None, ("", ""))
 
         # One query, two texts: the request text (query + history) and the query alone; Triton batches them.
-        (text_vector, version), understood = await asyncio.gather(text_side(), self._understand(snap, query, budget))
+        (text_vector, version), understood = await asyncio.gather(text_side(), self._understand(snap, w, query, budget))
         if text_vector is not None:
             versions.append(version)
-        intent = (lambda ids: self._intent_weight * snap.intent.item_scores(understood, self._catalog, ids)) \
-            if understood else None
+        intent = (lambda ids: snap.intent.item_scores(understood, self._catalog, ids)) if understood else None
         strategy = _strategy(seq_vector is not None, text_vector is not None)
         if candidate_ids:
             if allowed is not None:
@@ -317,9 +312,8 @@ class Retriever:
             sequence = _scores_or_nan(snap.sequence, seq_vector, ids)
         if text_vector is not None:
             text = _scores_or_nan(snap.text, text_vector, ids)
-        fused = fuse_retrieval(w, sequence=sequence, text=text, log_popularity=snap.text.log_popularity(ids),
-                               temperature=self._temperature)
-        return fused + intent(ids) if intent is not None else fused
+        return fuse_retrieval(w, sequence=sequence, text=text, log_popularity=snap.text.log_popularity(ids),
+                              temperature=self._temperature, intent=intent(ids) if intent is not None else None)
 
 
 def _strategy(sequence: bool, text: bool) -> str:

@@ -96,7 +96,6 @@ class RetrievalApp:
             encode_text=encode_text,
             encode_history=encode_history,
             fusion=s.fusion(),
-            text_only_popularity_weight=s.popularity_weight,
             history_weight=s.history_weight,
             recent_history_items=s.recent_history_items,
             sequence_history_items=s.sequence_history_items,

@@ -10,9 +10,9 @@ from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEFAULT_DATA_DIR, ROOT, ServiceSettings, TritonSettings
 from services.core.contracts import (
+    INTENT_MIN_CONFIDENCE,
     RECENT_HISTORY_ITEMS,
     RETRIEVAL_HISTORY_WEIGHT,
-    RETRIEVAL_POPULARITY_WEIGHT,
     SEQUENCE_ENCODER,
     TEXT_ENCODER,
 )
@@ -29,6 +29,8 @@ class SourceWeightsSettings(BaseModel):
     """Weight of the text encoder's cosine / temperature."""
     popularity: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Weight of log(1 + training interactions)."""
+    intent: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Weight of the query's understood attribute values (services/core/intent.py; only with a query)."""
 
 
 class RetrievalSettings(ServiceSettings):
@@ -52,10 +54,6 @@ class RetrievalSettings(ServiceSettings):
     """Largest num_candidates accepted."""
     history_weight: float = Field(RETRIEVAL_HISTORY_WEIGHT, ge=0, le=1)
     """Weight of the mean of recent history item vectors against the encoded request text."""
-    popularity_weight: float = Field(RETRIEVAL_POPULARITY_WEIGHT, ge=0)
-    """Weight of the log-popularity prior added to the cosine score (0 = cosine only). The tuned encoder is
-    trained with in-batch negatives, which removes popularity from its scores; the default is the training
-    temperature, which puts it back on the scale of the logits (see docs/evaluation)."""
     recent_history_items: int = Field(RECENT_HISTORY_ITEMS, gt=0)
     """Most recent history items used for the request text and the history vector."""
     sequence_model_name: str = SEQUENCE_ENCODER
@@ -76,6 +74,11 @@ class RetrievalSettings(ServiceSettings):
         **asdict(SERVED_RETRIEVAL_FUSION.without_query))
     """Fused score weights for requests without a query. A text weight of 0 means such requests make no
     text-encoder call."""
+    fusion_without_sequence: SourceWeightsSettings = SourceWeightsSettings(
+        **asdict(SERVED_RETRIEVAL_FUSION.without_sequence))
+    """Fused score weights when the sequence model cannot run (an anonymous caller; a history of items newer
+    than the model; the model failed); the sequence weight must be 0. Fitted on anonymous requests with a
+    query."""
     index_poll_s: float = Field(5.0, ge=0)
     """How often the index folders are checked for a rebuilt index (0: never). A new index is served once
     Triton serves the model version it was built with; until then the previous pair keeps serving."""
@@ -91,11 +94,12 @@ class RetrievalSettings(ServiceSettings):
     filter_overfetch: float = Field(1.5, ge=1.0)
     """Safety factor of that over-fetch: a source fetches ``source_candidates * filter_overfetch / share``
     items, ``share`` the fraction of the catalog the filters allow."""
-    intent_weight: float = Field(2.0, ge=0.0)
-    """Weight of the query's understood attribute values in the fused score (``services/core/intent.py``:
-    ``weight * (log p(item's value) - log p(likeliest value))`` per named attribute); 0 turns intention
-    understanding off (no extra text-encoder call). Needs the intent model the index build writes."""
-    intent_min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    intent_weight: float | None = Field(None, ge=0.0)
+    """Overrides every situation's fitted ``intent`` weight (the query's understood attribute values,
+    ``services/core/intent.py``: ``weight * (log p(item's value) - log p(likeliest value))`` per named
+    attribute); unset: the fitted weights; 0 turns intention understanding off (no extra text-encoder call:
+    the heads-off ablation). Needs the intent model the index build writes."""
+    intent_min_confidence: float = Field(INTENT_MIN_CONFIDENCE, ge=0.0, le=1.0)
     """An attribute counts as named by the query when 1 - p(NONE) is at least this."""
 
     def filter_limits(self) -> FilterLimits:
@@ -105,4 +109,5 @@ class RetrievalSettings(ServiceSettings):
     def fusion(self) -> RetrievalFusion:
         """The fused rule's weights per situation."""
         return RetrievalFusion(with_query=SourceWeights(**self.fusion_with_query.model_dump()),
-                               without_query=SourceWeights(**self.fusion_without_query.model_dump()))
+                               without_query=SourceWeights(**self.fusion_without_query.model_dump()),
+                               without_sequence=SourceWeights(**self.fusion_without_sequence.model_dump()))

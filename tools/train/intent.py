@@ -143,6 +143,28 @@ def fit_intent_model(embeddings: np.ndarray, examples: Sequence[Example], heads:
 
 
 L2_GRID = (1e-5, 1e-4, 3e-4, 1e-3, 1e-2)
+# Cross-validation by wording: fold ``f`` holds out the ``f``-th paraphrase of every genre and every
+# WORDING_FOLDS-th specific template from the ``f``-th (``Example.wording``).
+WORDING_FOLDS = min(len(v) for v in teacher.VAGUE_BANK.values())
+
+
+def held_out_wordings(fold: int) -> set[str]:
+    """The bank phrases and templates fold ``fold`` holds out (heads fitted without them read them as unseen
+    wording; a phrase in no fold, such as the generic ones, is never held out)."""
+    return ({ps[fold] for ps in teacher.VAGUE_BANK.values()}
+            | set(teacher.SPECIFIC_TEMPLATES[fold::WORDING_FOLDS]))
+
+
+def cross_fitted_models(embeddings: np.ndarray, examples: Sequence[Example], heads: dict, l2: float,
+                        ) -> list[tuple[set[str], IntentModel]]:
+    """One model per fold, each fitted without its fold's wording: ``(held-out wording, model)``."""
+    x = np.asarray(embeddings)
+    out = []
+    for fold in range(WORDING_FOLDS):
+        held = held_out_wordings(fold)
+        keep = [n for n, e in enumerate(examples) if e.wording not in held]
+        out.append((held, fit_intent_model(x[keep], [examples[n] for n in keep], heads, l2=l2)))
+    return out
 
 
 def choose_l2(embeddings: np.ndarray, examples: Sequence[Example], heads: dict, grid: Sequence[float] = L2_GRID,
@@ -152,12 +174,11 @@ def choose_l2(embeddings: np.ndarray, examples: Sequence[Example], heads: dict, 
     share of (example, head) pairs read right (the value when one is named, NONE otherwise). Only the training
     bank is used: the evaluation's wording is never looked at."""
     x = np.asarray(embeddings)
-    folds = min(len(v) for v in teacher.VAGUE_BANK.values())
     accuracy: dict[float, float] = {}
     for l2 in grid:
         scores = []
-        for fold in range(folds):
-            held = {ps[fold] for ps in teacher.VAGUE_BANK.values()} | set(teacher.SPECIFIC_TEMPLATES[fold::folds])
+        for fold in range(WORDING_FOLDS):
+            held = held_out_wordings(fold)
             test = [n for n, e in enumerate(examples) if e.wording in held]
             train = [n for n in range(len(examples)) if n not in set(test)]
             if not test:

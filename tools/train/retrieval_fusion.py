@@ -1,25 +1,32 @@
-"""Fit the retrieval service's fusion weights: how the sequence model, the text and popularity combine.
+"""Fit the retrieval service's fusion weights: how the sequence model, the text, popularity and the query's
+understood attributes combine.
 
 The served retrieval score (:func:`services.core.fusion.fuse_retrieval`) is
-``sequence * s_seq + text * cos / temperature + popularity * log(1 + count)``, with one set of weights per
-situation: requests with a query and without. Scores rank the same under a positive scale, so the sequence
-weight is fixed at 1 and the text and popularity weights are searched on a grid, maximising NDCG@10 over the
-whole catalog (history excluded) on validation users: history = the training part, target = the validation
-item; the test items are never looked at. The queries of the "with query" situation are the teacher's
-intentions about the validation item (vague and specific in turn, from the training phrase bank).
+``sequence * s_seq + text * cos / temperature + popularity * log(1 + count) + intent * b``, with one set of
+weights per situation: with a query, without one (the sequence model runs in both), and without the sequence
+model (an anonymous caller with a query). Scores rank the same under a positive scale, so the sequence weight
+is fixed at 1 (0 without it) and the others are searched jointly on a grid, maximising NDCG@10 over the whole
+catalog (history excluded) on validation users: history = the training part, target = the validation item; the
+test items are never looked at. The queries are the teacher's intentions about the validation item, vague and
+specific in turn, from the TRAINING phrase bank (``tools/teacher.py``); the evaluation's bank is never used.
 
-Every part is the served one: the sequence model's user and item vectors, and the served text rule (request
-text = query + recent titles, blended with the history's item vectors) over the given text encoder's item
-vectors. The fitted weights are written to ``tools/train/adapters/retrieval_fusion.json``; the retrieval
-service's settings default to them (a unit test keeps the two equal).
+Every part is the served one: the sequence model's user and item vectors, the served text rule (request
+text = query + recent titles, blended with the history's item vectors; the query alone for an anonymous
+caller) over the given text encoder's item vectors, and the intent heads (``tools/train/intent.py``) on the
+query alone. The heads the service runs are fitted on every training phrase, so on those phrases they would
+read better than on a caller's unseen wording and the fit would trust them too much: here each query is read
+by heads fitted WITHOUT its wording (the cross-validation folds the index build chooses its L2 weight by).
+The fitted weights are written to ``tools/train/adapters/retrieval_fusion.json``; the retrieval service's
+settings default to them (a unit test keeps the two equal).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +34,20 @@ import torch
 
 from services.core import prompts
 from services.core.catalog import item_text
-from services.core.contracts import RECENT_HISTORY_ITEMS, RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_TEMPERATURE
-from services.core.fusion import RetrievalFusion, SourceWeights
+from services.core.contracts import (
+    INTENT_MIN_CONFIDENCE,
+    RECENT_HISTORY_ITEMS,
+    RETRIEVAL_HISTORY_WEIGHT,
+    RETRIEVAL_TEMPERATURE,
+)
+from services.core.fusion import SERVED_RETRIEVAL_FUSION, SITUATIONS, RetrievalFusion, SourceWeights
 from services.core.index import user_vector
 from services.core.modeltext import mean_pooled_encoder
 from tools import teacher
 from tools.train import sequential
 from tools.train.common import repo_path
 from tools.train.examples import load_training_data, validation_samples
+from tools.train.intent import choose_l2, cross_fitted_models, fit_intent_model, intent_examples
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +56,11 @@ TEXT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 # Without a query, the text weight is kept only if it raises validation NDCG@10 by more than this many standard
 # errors of the paired per-user gain: a gain within noise is not worth a text-encoder call on every such request.
 MIN_TEXT_GAIN_SE = 2.0
-POPULARITY_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+POPULARITY_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
+INTENT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+QUERY_SITUATIONS = ("with_query", "without_sequence")
+KINDS = ("vague", "specific")
+TOP_ROWS = 15
 
 
 @dataclass
@@ -60,10 +77,11 @@ class RetrievalFitConfig:
 
 
 def _per_user_ndcg(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NDCG@10 and HR@10 of each row's target over the row's scores, ``excluded`` masked out."""
+    """NDCG@10 and HR@10 of each row's target over the row's scores, ``excluded`` masked out. Ties count half
+    (the target's expected rank among equal scores), so a constant score is not a perfect one."""
     s = np.where(excluded, -np.inf, scores)
     target = s[np.arange(len(s)), targets]
-    ranks = (s > target[:, None]).sum(axis=1)
+    ranks = (s > target[:, None]).sum(axis=1) + ((s == target[:, None]).sum(axis=1) - 1) / 2.0
     hit = ranks < 10
     return hit / np.log2(ranks + 2.0), hit.astype(np.float64)
 
@@ -83,16 +101,67 @@ class ValidationScores:
     sequence: np.ndarray
     """Sequence model logits; items it does not know are filled with the row's mean."""
     cosines: dict[str, np.ndarray]
-    """Text rule cosines per situation ("with_query", "without_query")."""
+    """Text rule cosines per situation ("with_query", "without_query", "without_sequence")."""
     log_popularity: np.ndarray
     excluded: np.ndarray
     """The history of each row (never retrieved)."""
     targets: np.ndarray
+    intent: np.ndarray
+    """Each row's query read by cross-fitted intent heads: every item's understood-attribute score ``b``
+    (0 where the heads name nothing)."""
+    kinds: list[str]
+    """Each row's query kind ("vague" or "specific")."""
+    queries: list[str]
+    intent_record: dict = field(default_factory=dict)
+    """How the cross-fitted heads were fitted (L2 weight, examples) and how many queries they read."""
 
     def fused(self, weights: SourceWeights, situation: str) -> np.ndarray:
         """The served fused score of every item (without the history mask)."""
-        return (weights.sequence * self.sequence + weights.text * self.cosines[situation] / RETRIEVAL_TEMPERATURE
-                + weights.popularity * self.log_popularity)
+        total = (weights.sequence * self.sequence + weights.text * self.cosines[situation] / RETRIEVAL_TEMPERATURE
+                 + weights.popularity * self.log_popularity)
+        if situation in QUERY_SITUATIONS and weights.intent:
+            total = total + weights.intent * self.intent
+        return total
+
+
+def training_queries(catalog, samples, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """The teacher's intention about each sample's target from the training bank, vague and specific in turn:
+    (queries, kinds, wordings), the wording being the bank phrase or template (what a fold holds out)."""
+    rng = random.Random(f"retrieval-fusion:{seed}")
+    queries, kinds, wordings = [], [], []
+    for n, sample in enumerate(samples):
+        item = catalog[sample.target]
+        if n % 2 == 0:
+            query = teacher.vague_intention(item, rng)
+            queries.append(query), kinds.append("vague"), wordings.append(query)
+        else:
+            query, template = teacher.specific_request_and_template(item, rng)
+            queries.append(query), kinds.append("specific"), wordings.append(template)
+    return queries, kinds, wordings
+
+
+def cross_fitted_intent(catalog, ids: list[str], query_vectors: np.ndarray, wordings: list[str], pooled, tokenizer,
+                        device) -> tuple[np.ndarray, dict]:
+    """Each query's understood-attribute score of every item, read by heads fitted without its wording (the
+    L2 weight chosen as the index build chooses it); a wording in no fold is read by heads fitted on all."""
+    from tools.train.retriever import encode
+
+    examples, heads = intent_examples(catalog)
+    with torch.no_grad():
+        x = encode(pooled, tokenizer, [e.text for e in examples], device).numpy()
+    l2, _ = choose_l2(x, examples, heads)
+    folds = cross_fitted_models(x, examples, heads, l2)
+    everything = fit_intent_model(x, examples, heads, l2=l2)
+    out = np.zeros((len(wordings), len(ids)))
+    named = 0
+    for row, (vector, wording) in enumerate(zip(query_vectors, wordings)):
+        model = next((m for held, m in folds if wording in held), everything)
+        understood = model.understand(np.asarray(vector, dtype=np.float64), INTENT_MIN_CONFIDENCE)
+        if understood:
+            named += 1
+            out[row] = model.item_scores(understood, catalog, ids)
+    return out, {"l2": l2, "examples": len(examples), "queries read": len(wordings), "queries naming a value": named,
+                 "min_confidence": INTENT_MIN_CONFIDENCE}
 
 
 def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
@@ -126,76 +195,118 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
 
     encoder, tokenizer = load_encoder(config.encoder, device)
     pooled = mean_pooled_encoder(encoder)
-    rng = random.Random(f"retrieval-fusion:{config.seed}")
     recent = [[catalog[i] for i in s.history[-RECENT_HISTORY_ITEMS:]] for s in samples]
-    queries = [teacher.vague_intention(catalog[s.target], rng) if n % 2 == 0 else
-               teacher.specific_intention(catalog[s.target]) for n, s in enumerate(samples)]
+    queries, kinds, wordings = training_queries(catalog, samples, config.seed)
     with torch.no_grad():
         item_text_vectors = encode(pooled, tokenizer, [item_text(catalog[i]) for i in ids], device).numpy()
         texts = {
             "without_query": [prompts.retrieval_text("", r, RECENT_HISTORY_ITEMS) for r in recent],
             "with_query": [prompts.retrieval_text(q, r, RECENT_HISTORY_ITEMS) for q, r in zip(queries, recent)],
+            # An anonymous caller: the request text is the query alone (and there is no history to blend).
+            "without_sequence": [prompts.retrieval_text(q, [], RECENT_HISTORY_ITEMS) for q in queries],
         }
         encoded = {k: encode(pooled, tokenizer, v, device).numpy() for k, v in texts.items()}
+        query_vectors = encode(pooled, tokenizer, [q.strip() for q in queries], device).numpy()
     cosines = {}
     for situation, vectors in encoded.items():
+        history = recent if situation != "without_sequence" else [[] for _ in recent]
         blended = np.stack([user_vector(v, item_text_vectors[[position[i.item_id] for i in r]] if r else None,
-                                        RETRIEVAL_HISTORY_WEIGHT) for v, r in zip(vectors, recent)])
+                                        RETRIEVAL_HISTORY_WEIGHT) for v, r in zip(vectors, history)])
         cosines[situation] = blended @ item_text_vectors.T  # [N, items]
+    intent, intent_record = cross_fitted_intent(catalog, ids, query_vectors, wordings, pooled, tokenizer, device)
+    log.info("intent heads: %s", intent_record)
 
     seq_filled = np.where(np.isnan(seq), np.nanmean(seq, axis=1, keepdims=True), seq)
-    return ValidationScores(samples, ids, seq_filled, cosines, log_pop, excluded, targets)
+    return ValidationScores(samples, ids, seq_filled, cosines, log_pop, excluded, targets, intent, kinds, queries,
+                            intent_record)
+
+
+def _search(scores: ValidationScores, situation: str) -> list[dict]:
+    """Every grid point of the situation with its NDCG@10 / HR@10, per query kind too."""
+    sequence = 0.0 if situation == "without_sequence" else 1.0
+    intent_grid = INTENT_GRID if situation in QUERY_SITUATIONS else (0.0,)
+    masks = {kind: np.array([k == kind for k in scores.kinds]) for kind in KINDS}
+    rows = []
+    for tw, pw, iw in itertools.product(TEXT_GRID, POPULARITY_GRID, intent_grid):
+        w = SourceWeights(sequence=sequence, text=tw, popularity=pw, intent=iw)
+        ndcg, hit = _per_user_ndcg(scores.fused(w, situation), scores.targets, scores.excluded)
+        row = {"text": tw, "popularity": pw, "intent": iw, "NDCG@10": round(float(ndcg.mean()), 5),
+               "HR@10": round(float(hit.mean()), 5)}
+        if situation in QUERY_SITUATIONS:
+            row.update({f"NDCG@10 {kind}": round(float(ndcg[m].mean()), 5) for kind, m in masks.items()})
+        rows.append(row)
+    return rows
+
+
+def _best(rows: list[dict]) -> dict:
+    """The best NDCG@10; ties to the smaller weights (cheaper, and less reliant on one source)."""
+    return max(rows, key=lambda g: (g["NDCG@10"], -g["text"], -g["intent"], -g["popularity"]))
+
+
+def _paired_gain(scores: ValidationScores, situation: str, a: SourceWeights, b: SourceWeights) -> dict:
+    """Mean per-user NDCG@10 gain of ``a`` over ``b`` and its standard error."""
+    gain = (_per_user_ndcg(scores.fused(a, situation), scores.targets, scores.excluded)[0]
+            - _per_user_ndcg(scores.fused(b, situation), scores.targets, scores.excluded)[0])
+    return {"gain": float(gain.mean()), "gain_stderr": float(gain.std(ddof=1) / np.sqrt(len(gain)))}
 
 
 def fit(config: RetrievalFitConfig) -> dict:
-    """Grid-search the weights of both situations; returns the record (``fusion``: the chosen weights)."""
+    """Grid-search the weights of every situation; returns the record (``fusion``: the chosen weights)."""
     scores = validation_scores(config)
-    samples, seq_filled, log_pop = scores.samples, scores.sequence, scores.log_popularity
-    targets, excluded, seq = scores.targets, scores.excluded, scores.sequence
-    record: dict = {"validation_users": len(samples), "grid": {}, "reference": {}}
+    seq, log_pop, targets, excluded = scores.sequence, scores.log_popularity, scores.targets, scores.excluded
+    record: dict = {"validation_users": len(scores.samples), "grid": {}, "reference": {},
+                    "intent_heads": scores.intent_record,
+                    "grids": {"text": TEXT_GRID, "popularity": POPULARITY_GRID, "intent": INTENT_GRID}}
     chosen = {}
-    for situation, cos in scores.cosines.items():
-        grid = {}
-        for tw in TEXT_GRID:
-            for pw in POPULARITY_GRID:
-                ndcg, hr = _ndcg_at_10(seq_filled + tw * cos / RETRIEVAL_TEMPERATURE + pw * log_pop, targets,
-                                       excluded)
-                grid[f"text={tw},popularity={pw}"] = {"NDCG@10": round(ndcg, 5), "HR@10": round(hr, 5),
-                                                       "text": tw, "popularity": pw}
-        best = max(grid.values(), key=lambda g: (g["NDCG@10"], -g["text"], -g["popularity"]))
+    for situation in SITUATIONS:
+        rows = _search(scores, situation)
+        best = _best(rows)
+        sequence = 0.0 if situation == "without_sequence" else 1.0
+        weights = lambda g: SourceWeights(sequence=sequence, text=g["text"], popularity=g["popularity"],  # noqa: E731
+                                          intent=g["intent"])
         if situation == "without_query":
             # Without a query the text side costs a text-encoder call per request: it must earn it.
-            no_text = max((g for g in grid.values() if g["text"] == 0), key=lambda g: (g["NDCG@10"], -g["popularity"]))
-            gain = (_per_user_ndcg(seq_filled + best["text"] * cos / RETRIEVAL_TEMPERATURE + best["popularity"]
-                                   * log_pop, targets, excluded)[0]
-                    - _per_user_ndcg(seq_filled + no_text["popularity"] * log_pop, targets, excluded)[0])
-            stderr = float(gain.std(ddof=1) / np.sqrt(len(gain)))
-            record["text_without_query"] = {"best with text": best, "best without text": no_text,
-                                            "gain": float(gain.mean()), "gain_stderr": stderr,
+            no_text = _best([g for g in rows if g["text"] == 0])
+            gain = _paired_gain(scores, situation, weights(best), weights(no_text))
+            record["text_without_query"] = {"best with text": best, "best without text": no_text, **gain,
                                             "rule": f"text kept if its gain > {MIN_TEXT_GAIN_SE} standard errors"}
-            if gain.mean() <= MIN_TEXT_GAIN_SE * stderr:
+            if gain["gain"] <= MIN_TEXT_GAIN_SE * gain["gain_stderr"]:
                 best = no_text
-        chosen[situation] = SourceWeights(sequence=1.0, text=best["text"], popularity=best["popularity"])
-        record["grid"][situation] = grid
-        text_only = _ndcg_at_10(cos / RETRIEVAL_TEMPERATURE + log_pop, targets, excluded)
-        record["reference"][situation] = {
-            "sequence alone": dict(zip(("NDCG@10", "HR@10"), _ndcg_at_10(seq_filled, targets, excluded))),
-            "text rule alone (text 1, popularity 1)": dict(zip(("NDCG@10", "HR@10"), text_only)),
+        chosen[situation] = weights(best)
+        record["grid"][situation] = {"top": sorted(rows, key=lambda g: -g["NDCG@10"])[:TOP_ROWS]}
+        cos = scores.cosines[situation]
+        reference = {
             "popularity alone": dict(zip(("NDCG@10", "HR@10"), _ndcg_at_10(
                 np.broadcast_to(log_pop, seq.shape).copy(), targets, excluded))),
-            "fused (chosen)": {"NDCG@10": best["NDCG@10"], "HR@10": best["HR@10"]},
+            "text rule alone (text 1, popularity 1)": dict(zip(("NDCG@10", "HR@10"), _ndcg_at_10(
+                cos / RETRIEVAL_TEMPERATURE + log_pop, targets, excluded))),
+            "fused (chosen)": best,
+            # The weights the code served when this fit ran (the previous fit, on the first run after a change).
+            "served when fitted": dict(zip(("NDCG@10", "HR@10"), _ndcg_at_10(
+                scores.fused(getattr(SERVED_RETRIEVAL_FUSION, situation), situation), targets, excluded))),
         }
-        log.info("%s: text %s, popularity %s -> NDCG@10 %.4f (sequence alone %.4f)", situation, best["text"],
-                 best["popularity"], best["NDCG@10"], record["reference"][situation]["sequence alone"]["NDCG@10"])
-    fusion = RetrievalFusion(with_query=chosen["with_query"], without_query=chosen["without_query"])
+        if sequence:
+            reference["sequence alone"] = dict(zip(("NDCG@10", "HR@10"), _ndcg_at_10(seq, targets, excluded)))
+        if situation in QUERY_SITUATIONS:
+            # What the intent term adds: the best grid point without it, and the paired gain over it.
+            no_intent = _best([g for g in rows if g["intent"] == 0])
+            reference["best without intent"] = no_intent
+            reference["chosen over best without intent"] = _paired_gain(scores, situation, weights(best),
+                                                                        weights(no_intent))
+            record["grid"][situation]["best per intent weight"] = [
+                _best([g for g in rows if g["intent"] == iw]) for iw in INTENT_GRID]
+        record["reference"][situation] = reference
+        log.info("%s: %s -> NDCG@10 %.4f", situation, chosen[situation], best["NDCG@10"])
+    fusion = RetrievalFusion(**chosen)
     record.update({"fusion": fusion.to_json(), "config": {k: repo_path(v) if isinstance(v, Path) else v
                                                            for k, v in asdict(config).items()},
-                   "temperature": RETRIEVAL_TEMPERATURE, "history_weight": RETRIEVAL_HISTORY_WEIGHT})
+                   "temperature": RETRIEVAL_TEMPERATURE, "history_weight": RETRIEVAL_HISTORY_WEIGHT,
+                   "queries": "training bank: vague_intention (even rows) / specific_request (odd rows)"})
     return record
 
 
 def write(record: dict, command: str, path: Path = FUSION_FILE) -> Path:
-    path.write_text(json.dumps({**record, "command": command}, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps({**record, "command": command}, indent=1, sort_keys=True) + "\n")
     return path
 
 

@@ -18,13 +18,17 @@ from services.core.index import ItemIndex, write_item_index
 from services.core.validation import Limits
 from services.retrieval.retriever import POPULARITY, Retriever, Snapshot
 
+# When the sequence model cannot run: cos / 0.05 + log(1 + count).
+TEXT_ONLY = SourceWeights(sequence=0.0, text=1.0, popularity=1.0)
+
 N = 3_000
 COMMON = ("Comedy", "Drama", "Action", "Romance", "Thriller")
 RARE = "Western"  # 25 items: far fewer than the sources' 20-candidate fetch would ever reach unfiltered
 RARE_IDS = {str(i) for i in range(7, N, 120)}
 SEQ_DIM, TEXT_DIM = 16, 8
 FUSION = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=1.0, popularity=0.5),
-                         without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.5))
+                         without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.5),
+                         without_sequence=TEXT_ONLY)
 
 
 def _catalog() -> Catalog:
@@ -67,7 +71,7 @@ async def _encode_history(ids, timeout_s: float, version: str):
 
 def _retriever(snapshot: Snapshot, *, exact_max: int = 5_000) -> Retriever:
     return Retriever(snapshot, CATALOG, encode_text=_encode_text, encode_history=_encode_history, fusion=FUSION,
-                     text_only_popularity_weight=0.05, history_weight=0.5, recent_history_items=10,
+                     history_weight=0.5, recent_history_items=10,
                      sequence_history_items=50, source_candidates=20, text_timeout_s=5.0, sequence_timeout_s=5.0,
                      default_k=20, max_k=1_000, limits=Limits(), exact_filter_max_items=exact_max)
 

@@ -16,6 +16,9 @@ from services.core.intent import NONE, AttributeHead, IntentModel
 from services.core.validation import Limits
 from services.retrieval.retriever import Retriever, Snapshot
 
+# When the sequence model cannot run: cos / 0.05 + log(1 + count).
+TEXT_ONLY = SourceWeights(sequence=0.0, text=1.0, popularity=1.0)
+
 N, DIM = 400, 8
 GENRES = ("Comedy", "Drama", "Horror", "Western")
 CATALOG = Catalog({str(i): Item(str(i), f"Item {i}", 1950 + i % 50, (GENRES[i % 4],)) for i in range(N)})
@@ -26,7 +29,8 @@ SEQ[[i for i in range(N) if i % 4 == 0]] -= USER * 0.3  # the user's taste leans
 QUERY_VECTOR = np.eye(DIM, dtype=np.float32)[0]  # what the encoder returns for the query alone
 HEAD = AttributeHead("genres", (*GENRES, NONE), np.vstack([np.eye(DIM)[0] * 12, np.zeros((4, DIM))]), np.zeros(5))
 FUSION = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=0.5, popularity=0.1),
-                         without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.1))
+                         without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.1),
+                         without_sequence=TEXT_ONLY)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +59,10 @@ async def _history(ids, timeout_s, version):
     return USER, "1"
 
 
-def _retriever(snapshot: Snapshot, encoder: Encoder, weight: float) -> Retriever:
-    return Retriever(snapshot, CATALOG, encode_text=encoder, encode_history=_history, fusion=FUSION,
-                     text_only_popularity_weight=0.05, history_weight=0.5, recent_history_items=10,
+def _retriever(snapshot: Snapshot, encoder: Encoder, weight: float | None,
+               fusion: RetrievalFusion = FUSION) -> Retriever:
+    return Retriever(snapshot, CATALOG, encode_text=encoder, encode_history=_history, fusion=fusion,
+                     history_weight=0.5, recent_history_items=10,
                      sequence_history_items=50, source_candidates=20, text_timeout_s=5.0, sequence_timeout_s=5.0,
                      default_k=20, max_k=400, limits=Limits(), intent_weight=weight)
 
@@ -96,3 +101,21 @@ def test_without_a_query_or_with_the_weight_off_nothing_changes(snapshot: Snapsh
     encoder = Encoder()
     asyncio.run(_retriever(snapshot, encoder, 0.0).retrieve(["1"], "make me laugh", [], 20, None))
     assert encoder.texts == ["make me laugh. Recently watched: Item 1 (1951)"]  # weight off: no second call
+
+
+def test_each_situation_uses_its_fitted_intent_weight_unless_overridden(snapshot: Snapshot) -> None:
+    fitted = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=0.5, popularity=0.1, intent=0.0),
+                             without_query=FUSION.without_query,
+                             without_sequence=SourceWeights(sequence=0.0, text=1.0, popularity=1.0, intent=4.0))
+    # With a history the with_query situation's intent weight is 0: the query is not read for attributes.
+    encoder = Encoder()
+    known = asyncio.run(_retriever(snapshot, encoder, None, fitted).retrieve(["1"], "make me laugh", [], 20, None))
+    assert known.understood == [] and "make me laugh" not in encoder.texts
+    # An anonymous caller: the without_sequence situation, whose fitted weight 4 reads it.
+    anonymous = asyncio.run(_retriever(snapshot, Encoder(), None, fitted).retrieve([], "make me laugh", [], 20, None))
+    assert [u.value for u in anonymous.understood] == ["Comedy"] and _comedies(anonymous.candidates) == 20
+    # The override replaces every situation's weight: 0 is the heads-off ablation for anonymous callers too.
+    off = asyncio.run(_retriever(snapshot, Encoder(), 0.0, fitted).retrieve([], "make me laugh", [], 20, None))
+    assert off.understood == [] and _comedies(off.candidates) < 20
+    on = asyncio.run(_retriever(snapshot, Encoder(), 2.0, fitted).retrieve(["1"], "make me laugh", [], 20, None))
+    assert [u.value for u in on.understood] == ["Comedy"]

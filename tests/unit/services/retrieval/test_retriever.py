@@ -14,6 +14,9 @@ from services.core.index import ItemIndex, write_item_index
 from services.core.validation import Limits
 from services.retrieval.retriever import HYBRID, POPULARITY, SEQUENCE, TEXT, Retriever, Snapshot
 
+# When the sequence model cannot run: cos / 0.05 + log(1 + count).
+TEXT_ONLY = SourceWeights(sequence=0.0, text=1.0, popularity=1.0)
+
 ITEMS = [Item(str(i), f"Movie {i}", 1990 + i, ("Comedy",) if i % 2 else ("Drama",)) for i in range(1, 9)]
 NEW_ITEM = Item("99", "Brand New", 2024, ("Comedy",))
 
@@ -61,9 +64,10 @@ class Models:
 
 def _retriever(snapshot: Snapshot, models: Models, fusion: RetrievalFusion | None = None) -> Retriever:
     fusion = fusion or RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=1.0, popularity=0.0),
-                                       without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.0))
+                                       without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.0),
+                                       without_sequence=TEXT_ONLY)
     return Retriever(snapshot, Catalog({i.item_id: i for i in [*ITEMS, NEW_ITEM]}), encode_text=models.encode_text,
-                     encode_history=models.encode_history, fusion=fusion, text_only_popularity_weight=0.05,
+                     encode_history=models.encode_history, fusion=fusion,
                      history_weight=0.5, recent_history_items=10, sequence_history_items=50, source_candidates=100,
                      text_timeout_s=5.0, sequence_timeout_s=5.0, default_k=3, max_k=20, limits=Limits())
 
@@ -91,7 +95,8 @@ async def test_a_new_catalog_item_is_reachable_through_the_text(snapshot: Snapsh
     text_ids = list(snapshot.text.item_ids)
     models.text_vector = snapshot.text.vectors_for([NEW_ITEM.item_id])[0]  # the query describes the new item
     only_text = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=5.0, popularity=0.0),
-                                without_query=SourceWeights())
+                                without_query=SourceWeights(),
+                                without_sequence=TEXT_ONLY)
     result = await _retriever(snapshot, models, only_text).retrieve(["1"], "something brand new", [], 3, 5.0)
     assert NEW_ITEM.item_id in text_ids and NEW_ITEM.item_id not in snapshot.sequence
     assert NEW_ITEM.item_id in [i for i, _ in result.candidates]

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from services.core.catalog import Catalog, Item
 from services.core.intent import NONE
 from tools import teacher
 from tools.eval import intentions
-from tools.train.intent import BOTH_WORDINGS, choose_l2, fit_intent_model, intent_examples, training_phrases
+from tools.train.intent import (
+    BOTH_WORDINGS,
+    WORDING_FOLDS,
+    choose_l2,
+    cross_fitted_models,
+    fit_intent_model,
+    held_out_wordings,
+    intent_examples,
+    training_phrases,
+)
 
 CATALOG = Catalog({i.item_id: i for i in [
     Item("1", "A", 1994, ("Comedy",)), Item("2", "B", 1975, ("Horror",)), Item("3", "C", 1996, ("Comedy", "Horror")),
@@ -51,3 +62,23 @@ def test_the_fit_reads_values_and_buckets_it_was_taught() -> None:
     l2, accuracy = choose_l2(_bag_of_words([e.text for e in examples], vocabulary), examples, heads,
                              grid=(1e-4, 1e-1))
     assert l2 in accuracy and set(accuracy) == {1e-4, 1e-1}
+
+
+def test_each_fold_model_is_fitted_without_its_wording_and_the_fusion_fit_can_say_which() -> None:
+    examples, heads = intent_examples(CATALOG)
+    vocabulary = sorted({w for e in examples for w in e.text.lower().split()})
+    x = _bag_of_words([e.text for e in examples], vocabulary)
+    folds = cross_fitted_models(x, examples, heads, l2=1e-4)
+    assert len(folds) == WORDING_FOLDS
+    for fold, (held, model) in enumerate(folds):
+        assert held == held_out_wordings(fold)
+        assert model.trained_on == sum(e.wording not in held for e in examples) < len(examples)
+    # Every wording the fusion fit draws a query from is held out by exactly one fold (the generic phrases by
+    # none), so each query is read by heads that never saw it.
+    held_by = [sum(w in held for held, _ in folds) for w in
+               [*teacher.SPECIFIC_TEMPLATES, *(p for ps in teacher.VAGUE_BANK.values() for p in ps[:WORDING_FOLDS])]]
+    assert set(held_by) == {1}
+    rng = random.Random(0)
+    for item in CATALOG:
+        query, template = teacher.specific_request_and_template(item, rng)
+        assert template in teacher.SPECIFIC_TEMPLATES and query.startswith(template.split("{")[0])
