@@ -684,7 +684,8 @@ def fit_fusion_cmd(
     workspace: WorkspaceOption = Path("var"),
     stage: Annotated[FusionStage, typer.Option(
         help="retrieval: the retrieval service's source weights (sequence model, text, popularity, intent "
-             "heads; with a query, without one, without the sequence model) on all validation users, written to tools/train/adapters/retrieval_fusion.json; "
+             "heads; with a query, without one, without the sequence model) on all validation users, written to "
+             "tools/train/adapters/retrieval_fusion.json; "
              "ranking: the LM weight against the retrieval score.")] = FusionStage.ranking,
 ) -> None:
     """Fit the fusion weights of the retrieval or the ranking stage on validation users (no test items)."""

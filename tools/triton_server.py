@@ -70,9 +70,18 @@ def _bundled_libs() -> Path:
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 now (Triton does not accept port 0)."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 now. Every socket stays bound until all are chosen: ports
+    picked one at a time can repeat (the OS may hand out a just-released port again)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)))
+                 for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def _copy_if_changed(source: Path, dest: Path) -> None:
@@ -150,9 +159,10 @@ class TritonServer:
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.models = list(models)
-        self.http_port = http_port or free_port()
-        self.grpc_port = grpc_port or free_port()
-        self.metrics_port = metrics_port or free_port()
+        spare = iter(free_ports(3))
+        self.http_port = http_port or next(spare)
+        self.grpc_port = grpc_port or next(spare)
+        self.metrics_port = metrics_port or next(spare)
         self.backend_dir = Path(backend_dir).resolve()
         self.log_file = Path(log_file) if log_file else None
         self.log_verbose = log_verbose

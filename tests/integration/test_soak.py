@@ -20,7 +20,7 @@ from services.common.grpc_client import is_serving
 from tests.integration.conftest import ROOT
 from tools.index import build_index_async
 from tools.stack import SERVICES, StackConfig, service_env
-from tools.triton_server import free_port
+from tools.triton_server import free_ports
 
 pytestmark = [pytest.mark.soak, pytest.mark.triton]
 
@@ -34,11 +34,12 @@ GROWTH_BYTES = 30 * 2**20
 
 @pytest.fixture
 async def service_processes(triton_server, dataset, tmp_path):
+    spare = free_ports(2 * len(SERVICES))  # all distinct
     config = StackConfig(
         workspace=tmp_path,
         triton_grpc_port=triton_server.grpc_port,
-        ports={s: free_port() for s in SERVICES},
-        metrics_ports={s: free_port() for s in SERVICES},
+        ports=dict(zip(SERVICES, spare[:len(SERVICES)])),
+        metrics_ports=dict(zip(SERVICES, spare[len(SERVICES):])),
         custom_data_dir=dataset,
         log_format="json",
     )

@@ -33,7 +33,7 @@ from services.common.grpc_client import reconnect_options
 from services.common.settings import TritonSettings
 from tests.integration.conftest import ROOT
 from tools.stack import KEY_FILE, SERVICES
-from tools.triton_server import free_port
+from tools.triton_server import free_ports
 
 pytestmark = pytest.mark.triton
 
@@ -154,9 +154,10 @@ class Load:
 def running(tiny_model_repository: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[RunningStack]:
     workspace = tmp_path_factory.mktemp("supervised")
-    ports = {name: free_port() for name in SERVICES}
-    metrics_ports = {name: free_port() for name in SERVICES}
-    triton_ports = [free_port(), free_port(), free_port()]
+    spare = iter(free_ports(2 * len(SERVICES) + 3))  # all distinct
+    ports = {name: next(spare) for name in SERVICES}
+    metrics_ports = {name: next(spare) for name in SERVICES}
+    triton_ports = [next(spare) for _ in range(3)]
     args = {"workspace": str(workspace), "repository": str(tiny_model_repository), "data_dir": str(dataset),
             "triton": triton_ports, "ports": ports, "metrics_ports": metrics_ports}
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_HOST", "MODEL_CONTROL_KEY"))}

@@ -27,6 +27,7 @@ import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +239,10 @@ def _search(scores: ValidationScores, situation: str) -> list[dict]:
     return rows
 
 
+def _weights_of(row: dict, *, sequence: float) -> SourceWeights:
+    return SourceWeights(sequence=sequence, text=row["text"], popularity=row["popularity"], intent=row["intent"])
+
+
 def _best(rows: list[dict]) -> dict:
     """The best NDCG@10; ties to the smaller weights (cheaper, and less reliant on one source)."""
     return max(rows, key=lambda g: (g["NDCG@10"], -g["text"], -g["intent"], -g["popularity"]))
@@ -262,8 +267,7 @@ def fit(config: RetrievalFitConfig) -> dict:
         rows = _search(scores, situation)
         best = _best(rows)
         sequence = 0.0 if situation == "without_sequence" else 1.0
-        weights = lambda g: SourceWeights(sequence=sequence, text=g["text"], popularity=g["popularity"],  # noqa: E731
-                                          intent=g["intent"])
+        weights = partial(_weights_of, sequence=sequence)
         if situation == "without_query":
             # Without a query the text side costs a text-encoder call per request: it must earn it.
             no_text = _best([g for g in rows if g["text"] == 0])
