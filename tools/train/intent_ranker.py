@@ -54,7 +54,7 @@ from torch import nn
 from services.core import prompts
 from services.core.catalog import Item, item_text
 from services.core.contracts import LABELS, RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_TEMPERATURE
-from services.core.fusion import SERVED_RETRIEVAL_FUSION, fuse_retrieval
+from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights, fuse_retrieval
 from services.core.index import user_vector
 from tools import teacher
 from tools.eval.intentions import SPECIFIC, VAGUE, StringFilter
@@ -69,6 +69,12 @@ log = logging.getLogger(__name__)
 
 NONE = "I0"
 KINDS = (SPECIFIC, VAGUE, NONE)
+# The base score the recorded runs (docs/evaluation/ranker-experiments.md) were made on: the retrieval rule fitted
+# without the intent heads' term (this tool does not run the heads), so that they stay reproducible now that the
+# served rule's query weights are fitted jointly with that term.
+BASE_FUSION = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=2.0, popularity=0.75),
+                              without_query=SERVED_RETRIEVAL_FUSION.without_query,
+                              without_sequence=SERVED_RETRIEVAL_FUSION.without_sequence)
 KIND_NAMES = {SPECIFIC: "specific (I2)", VAGUE: "vague (I1)", NONE: "no intention (I0)"}
 METHODS = ("retrieval order", "LM residual", "MiniLM residual", "filter + sequence model (list)",
            "filter + sequence model (full catalog)")
@@ -187,7 +193,7 @@ class HybridRetrieval:
         encoded = self.encode(texts)
         out = np.empty_like(seq)
         for row, (h, q, r) in enumerate(zip(histories, queries, recent)):
-            weights = SERVED_RETRIEVAL_FUSION.weights(has_query=bool(q.strip()))
+            weights = BASE_FUSION.weights(has_query=bool(q.strip()))
             text = None
             if weights.text > 0:
                 rows = [self.position[i.item_id] for i in r]
