@@ -39,11 +39,15 @@ def _join_paired(rows: list[dict], report: dict, protocol: str, kind: str, users
     except KeyError as exc:
         raise ValueError(f"the paired report of {name!r} has no per-user ranks for protocol {protocol} {kind}; "
                          f"rerun it with this version of the evaluation") from exc
-    if ranks["users"] != users:
-        raise ValueError(f"the paired report of {name!r} evaluated other users: same data, users and seed needed")
-    for row, full, sampled in zip(rows, ranks["full"], ranks["sampled"]):
-        row["full"][name] = full
-        row["sampled"][name] = sampled
+    # Lists and intentions are seeded per user, so a run on fewer users (--max-users) pairs with theirs.
+    position = {user: n for n, user in enumerate(ranks["users"])}
+    missing = [u for u in users if u not in position]
+    if missing:
+        raise ValueError(f"the paired report of {name!r} evaluated other users ({len(missing)} of these are not "
+                         f"in it, e.g. {missing[0]!r}): same data and seed, and a superset of the users, needed")
+    for row, user in zip(rows, users):
+        row["full"][name] = ranks["full"][position[user]]
+        row["sampled"][name] = ranks["sampled"][position[user]]
 
 
 def bootstrap(served: np.ndarray, other: np.ndarray, seed: int = 0, rounds: int = BOOTSTRAP) -> dict[str, float]:

@@ -53,7 +53,7 @@ def test_paired_bootstrap_interval_covers_a_clear_gain() -> None:
     assert noisy["ci_low"] < 0 < noisy["ci_high"]
 
 
-def test_an_earlier_run_joins_the_tables_by_user_and_other_users_are_refused() -> None:
+def test_an_earlier_run_joins_the_tables_by_user_and_users_it_lacks_are_refused() -> None:
     from tools.eval.search import _join_paired
 
     rows = [{"full": {"served": 0}, "sampled": {"served": [0, 1]}},
@@ -62,7 +62,11 @@ def test_an_earlier_run_joins_the_tables_by_user_and_other_users_are_refused() -
                                                            "sampled": [[2, 2], [0]]}}}}
     _join_paired(rows, report, "4", "I2", ["a", "b"])
     assert [r["full"]["ablation"] for r in rows] == [5, None] and rows[1]["sampled"]["ablation"] == [0]
+    # A run on fewer users pairs with theirs, by user id.
+    one = [{"full": {"served": 1}, "sampled": {"served": [1]}}]
+    _join_paired(one, report, "4", "I2", ["b"])
+    assert one[0]["full"]["ablation"] is None and one[0]["sampled"]["ablation"] == [0]
     with pytest.raises(ValueError, match="other users"):
-        _join_paired(rows, report, "4", "I2", ["b", "a"])
+        _join_paired(rows, report, "4", "I2", ["a", "c"])
     with pytest.raises(ValueError, match="no per-user ranks"):
         _join_paired(rows, report, "5", "I1", ["a", "b"])
