@@ -96,9 +96,9 @@ class RetrievalSettings(ServiceSettings):
     items, ``share`` the fraction of the catalog the filters allow."""
     intent_weight: float | None = Field(None, ge=0.0)
     """Overrides every situation's fitted ``intent`` weight (the query's understood attribute values,
-    ``services/core/intent.py``: ``weight * (log p(item's value) - log p(likeliest value))`` per named
-    attribute); unset: the fitted weights; 0 turns intention understanding off (no extra text-encoder call:
-    the heads-off ablation). Needs the intent model the index build writes."""
+    ``services/core/intent.py``: ``weight * log(p(item's value | query) x V)`` per named attribute, V the
+    attribute's number of values); unset: the fitted weights; 0 turns intention understanding off (no extra
+    text-encoder call: the heads-off ablation). Needs the intent model the index build writes."""
     intent_min_confidence: float = Field(INTENT_MIN_CONFIDENCE, ge=0.0, le=1.0)
     """An attribute counts as named by the query when 1 - p(NONE) is at least this."""
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.core.catalog import GENRES, YEAR, Catalog
+from services.core.contracts import INTENT_MIN_CONFIDENCE
 from services.core.filters import CatalogAttributes, item_number
 from services.core.intent import NONE, AttributeHead, IntentModel
 from tools import teacher
@@ -177,19 +178,16 @@ def choose_l2(embeddings: np.ndarray, examples: Sequence[Example], heads: dict, 
     accuracy: dict[float, float] = {}
     for l2 in grid:
         scores = []
-        for fold in range(WORDING_FOLDS):
-            held = held_out_wordings(fold)
+        for held, model in cross_fitted_models(x, examples, heads, l2):
             test = [n for n, e in enumerate(examples) if e.wording in held]
-            train = [n for n in range(len(examples)) if n not in set(test)]
             if not test:
                 continue
-            model = fit_intent_model(x[train], [examples[n] for n in train], heads, l2=l2)
             right = 0
             for n in test:
                 for head in model.heads:
                     p = head.probabilities(x[n].astype(np.float64))
                     want = examples[n].labels[head.attribute]
-                    named = 1.0 - p[-1] >= 0.5
+                    named = 1.0 - p[-1] >= INTENT_MIN_CONFIDENCE
                     right += (not named) if want == NONE else (named and head.classes[int(p[:-1].argmax())] == want)
             scores.append(right / (len(test) * len(model.heads)))
         accuracy[l2] = float(np.mean(scores)) if scores else 0.0

@@ -112,7 +112,6 @@ class ValidationScores:
     (0 where the heads name nothing)."""
     kinds: list[str]
     """Each row's query kind ("vague" or "specific")."""
-    queries: list[str]
     intent_record: dict = field(default_factory=dict)
     """How the cross-fitted heads were fitted (L2 weight, examples) and how many queries they read."""
 
@@ -218,13 +217,18 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
     log.info("intent heads: %s", intent_record)
 
     seq_filled = np.where(np.isnan(seq), np.nanmean(seq, axis=1, keepdims=True), seq)
-    return ValidationScores(samples, ids, seq_filled, cosines, log_pop, excluded, targets, intent, kinds, queries,
+    return ValidationScores(samples, ids, seq_filled, cosines, log_pop, excluded, targets, intent, kinds,
                             intent_record)
+
+
+def _sequence_weight(situation: str) -> float:
+    """Fixed: 1 where the sequence model runs (the other weights are relative to it), 0 where it does not."""
+    return 0.0 if situation == "without_sequence" else 1.0
 
 
 def _search(scores: ValidationScores, situation: str) -> list[dict]:
     """Every grid point of the situation with its NDCG@10 / HR@10, per query kind too."""
-    sequence = 0.0 if situation == "without_sequence" else 1.0
+    sequence = _sequence_weight(situation)
     intent_grid = INTENT_GRID if situation in QUERY_SITUATIONS else (0.0,)
     masks = {kind: np.array([k == kind for k in scores.kinds]) for kind in KINDS}
     rows = []
@@ -266,7 +270,7 @@ def fit(config: RetrievalFitConfig) -> dict:
     for situation in SITUATIONS:
         rows = _search(scores, situation)
         best = _best(rows)
-        sequence = 0.0 if situation == "without_sequence" else 1.0
+        sequence = _sequence_weight(situation)
         weights = partial(_weights_of, sequence=sequence)
         if situation == "without_query":
             # Without a query the text side costs a text-encoder call per request: it must earn it.
