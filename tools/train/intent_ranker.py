@@ -454,6 +454,17 @@ class LMFeatures:
     seconds: float
 
 
+def padded_batch(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids [B, L] and their attention mask [B, L] (1 on real tokens)."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, : len(r)] = 1
+    return ids, mask
+
+
 def lm_features(lm: FrozenLM, catalog, examples: Sequence[ListExample], history_items: int, batch: int,
                 desc: str = "LM features") -> LMFeatures:
     from tqdm import tqdm
@@ -467,12 +478,7 @@ def lm_features(lm: FrozenLM, catalog, examples: Sequence[ListExample], history_
     started = time.monotonic()
     for start in tqdm(range(0, len(order), batch), desc=desc, leave=False):
         chunk = order[start: start + batch]
-        length = max(len(rows[i][0]) for i in chunk)
-        ids = torch.full((len(chunk), length), pad, dtype=torch.long)  # [B, L]
-        mask = torch.zeros((len(chunk), length), dtype=torch.long)  # [B, L]
-        for b, i in enumerate(chunk):
-            ids[b, : len(rows[i][0])] = torch.tensor(rows[i][0])
-            mask[b, : len(rows[i][0])] = 1
+        ids, mask = padded_batch([rows[i][0] for i in chunk], pad)
         base, layer_reads = lm.lower(ids.to(lm.device), mask.to(lm.device))
         for b, i in enumerate(chunk):
             pos = torch.tensor(rows[i][1], device=lm.device)

@@ -42,7 +42,7 @@ from services.core import prompts
 from tools.eval.metrics import random_negatives
 from tools.eval.search import bootstrap
 from tools.train.common import machine
-from tools.train.intent_ranker import FrozenLM, PromptTokenizer
+from tools.train.intent_ranker import FrozenLM, PromptTokenizer, padded_batch
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,6 @@ class Window:
     items: tuple[str, ...]
     targets: tuple[str, ...]
     kinds: tuple[str, ...]
-    seen: frozenset[str]
-    """Items the user interacted with before each validation/test target is judged (train + validation; the
-    item being judged is removed from it where it is the target)."""
 
 
 def windows(split, window: int, users: int = 0) -> list[Window]:
@@ -109,7 +106,7 @@ def windows(split, window: int, users: int = 0) -> list[Window]:
         for j in range(len(items)):
             t = start + j + 1  # the target's index in seq (len(seq) = the test item)
             kinds.append(TRAIN if t < n_train else VALID if t < len(seq) else TEST)
-        out.append(Window(case.user_id, tuple(items), tuple(targets), tuple(kinds), case.seen))
+        out.append(Window(case.user_id, tuple(items), tuple(targets), tuple(kinds)))
     return out
 
 
@@ -126,12 +123,7 @@ def lm_states(lm: FrozenLM, catalog, rows: Sequence[Window], batch: int) -> tupl
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
     for start in range(0, len(order), batch):
         chunk = order[start: start + batch]
-        length = max(len(encoded[i][0]) for i in chunk)
-        ids = torch.full((len(chunk), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), length), dtype=torch.long)
-        for b, i in enumerate(chunk):
-            ids[b, : len(encoded[i][0])] = torch.tensor(encoded[i][0])
-            mask[b, : len(encoded[i][0])] = 1
+        ids, mask = padded_batch([encoded[i][0] for i in chunk], pad)
         _, reads = lm.lower(ids.to(lm.device), mask.to(lm.device))
         for b, i in enumerate(chunk):
             pos = torch.tensor(encoded[i][1], device=lm.device)
@@ -147,7 +139,8 @@ def cached_states(config: LMSequenceConfig, catalog, rows: Sequence[Window]) -> 
     cache.mkdir(parents=True, exist_ok=True)
     lm = None
     states: list[torch.Tensor] = []
-    cost = {"tokens": 0, "seconds": 0.0, "computed_users": 0}
+    cost = {"tokens": 0, "seconds": 0.0, "computed_users": 0, "cached_users": 0}
+    """tokens / seconds: the LM passes behind every state, whether computed now or read from the cache."""
     for start in tqdm(range(0, len(rows), config.chunk_users), desc="LM states"):
         chunk = rows[start: start + config.chunk_users]
         layers = "-".join(map(str, config.read_layers))
@@ -157,6 +150,9 @@ def cached_states(config: LMSequenceConfig, catalog, rows: Sequence[Window]) -> 
             saved = torch.load(path)
             if saved["items"] == [list(w.items) for w in chunk]:
                 states += saved["states"]
+                cost["tokens"] += saved["tokens"]
+                cost["seconds"] += saved["seconds"]
+                cost["cached_users"] += len(chunk)
                 continue
         if lm is None:
             lm = FrozenLM(config.base_model, 0, config.read_layers, torch.device("cpu"))
