@@ -31,7 +31,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from torch import nn
 from services.core import prompts
 from tools.eval.metrics import random_negatives
 from tools.eval.search import bootstrap
+from tools.train import sequential
 from tools.train.common import machine
 from tools.train.intent_ranker import FrozenLM, PromptTokenizer, padded_batch
 
@@ -73,6 +74,11 @@ class LMSequenceConfig:
     draws: int = 5
     """1+9 random-negative lists per validation/test user."""
     negatives: int = 9
+    cross_fit_sequence: int = 0
+    """Folds of users for cross-fitted SASRec logits under the residual heads' training pairs: each user's come
+    from a SASRec trained without that user (0: the committed model's, which was fitted on those very targets)."""
+    fusion_folds: int = 5
+    """Folds of validation users for the cross-fitted late-fusion weights."""
     seed: int = 0
     threads: int = 2
 
@@ -184,6 +190,8 @@ class Pairs:
     lm: torch.Tensor  # [P, R, H] half
     text: torch.Tensor  # [P, 2, D]: mean of the window's items so far, the last item (served text encoder)
     sasrec: torch.Tensor  # [P, N] the committed sequence model's logits of the full prefix
+    prefix: list[list[str]] = field(default_factory=list)  # the full history before each target
+    sasrec_train: torch.Tensor | None = None  # [P, N] the residual's base when training (None: ``sasrec``)
 
 
 def build_pairs(split, rows: Sequence[Window], states: Sequence[torch.Tensor], retrieval) -> Pairs:
@@ -210,7 +218,7 @@ def build_pairs(split, rows: Sequence[Window], states: Sequence[torch.Tensor], r
         low = np.nanmin(part, axis=1, keepdims=True) - 1.0
         sasrec.append(torch.from_numpy(np.where(np.isnan(part), low, part).astype(np.float32)))
     return Pairs(user, np.array(kind), np.array(target), exclude, torch.cat([s.float() for s in states]).half(),
-                 torch.stack(text), torch.cat(sasrec))
+                 torch.stack(text), torch.cat(sasrec), prefixes)
 
 
 class CatalogHead(nn.Module):
@@ -248,8 +256,10 @@ class Scorer:
     def blocks(self, pairs: Pairs, rows) -> torch.Tensor | None:
         return None if self.features is None else getattr(pairs, self.features)[rows]
 
-    def base(self, pairs: Pairs, rows) -> torch.Tensor:
-        return pairs.sasrec[rows] if self.residual else torch.zeros(len(rows), pairs.sasrec.shape[1])
+    def base(self, pairs: Pairs, rows, training: bool = False) -> torch.Tensor:
+        if not self.residual:
+            return torch.zeros(len(rows), pairs.sasrec.shape[1])
+        return (pairs.sasrec_train if training and pairs.sasrec_train is not None else pairs.sasrec)[rows]
 
 
 SCORERS = (
@@ -321,9 +331,12 @@ def scores_of(head: CatalogHead, scorer: Scorer, pairs: Pairs, rows: Sequence[in
     return torch.cat(parts)
 
 
-def evaluate_rows(head, scorer, pairs, rows, lists) -> dict[str, np.ndarray]:
-    scores = scores_of(head, scorer, pairs, rows)
+def evaluate_scores(scores: torch.Tensor, pairs: Pairs, rows, lists) -> dict[str, np.ndarray]:
     return metrics(full_ranks(scores, pairs, rows), list_ranks(scores, pairs, rows, lists))
+
+
+def evaluate_rows(head, scorer, pairs, rows, lists) -> dict[str, np.ndarray]:
+    return evaluate_scores(scores_of(head, scorer, pairs, rows), pairs, rows, lists)
 
 
 def fit(scorer: Scorer, pairs: Pairs, train_rows: np.ndarray, valid_rows, valid_lists, config: LMSequenceConfig):
@@ -344,7 +357,7 @@ def fit(scorer: Scorer, pairs: Pairs, train_rows: np.ndarray, valid_rows, valid_
             losses = []
             for s in range(0, len(order), config.batch_size):
                 r = order[s: s + config.batch_size]
-                logits = scorer.base(pairs, r) + head(scorer.blocks(pairs, r))
+                logits = scorer.base(pairs, r, training=True) + head(scorer.blocks(pairs, r))
                 loss = nn.functional.cross_entropy(logits, targets[r])
                 opt.zero_grad()
                 loss.backward()
@@ -361,6 +374,115 @@ def fit(scorer: Scorer, pairs: Pairs, train_rows: np.ndarray, valid_rows, valid_
     return head, curve, time.monotonic() - began
 
 
+# ---- cross-fitted sequence model ------------------------------------------------------------------------
+
+
+def user_folds(users: Sequence[str], folds: int, seed: int) -> dict[str, int]:
+    order = np.random.default_rng(seed).permutation(len(users))
+    return {users[i]: n % folds for n, i in enumerate(order)}
+
+
+def fold_sequence_models(split, folds: int, committed: Path, cache: Path, seed: int) -> tuple[dict[str, int], list]:
+    """One SASRec per fold of users, trained (committed configuration, early-stopped on the other folds'
+    validation items) on every user's training sequence but that fold's; cached under ``cache/fold<f>``."""
+    fold_of = user_folds([c.user_id for c in split.test_cases], folds, seed)
+    config = sequential.SequentialConfig(**json.loads((committed / sequential.CONFIG_FILE).read_text()))
+    vocab = list(split.catalog.items)
+    models = []
+    for f in range(folds):
+        folder = cache / f"fold{f}"
+        if not sequential.is_sequence_checkpoint(folder):
+            keep = [u for u, g in fold_of.items() if g != f]
+            data = sequential.build_data(vocab, [split.train.get(u, []) for u in keep],
+                                         [(c.history, c.target) for c in split.valid_cases if fold_of[c.user_id] != f])
+            log.info("cross-fit fold %d: SASRec on %d users", f, len(keep))
+            result = sequential.train_sequential(data, config, show_bar=False, checkpoint=folder / "checkpoint.pt",
+                                                 resume=True)
+            sequential.save(result.model, vocab, folder)
+            (folder / "record.json").write_text(json.dumps(result.record, indent=2))
+        model, model_vocab = sequential.load(folder)
+        if model_vocab != vocab:
+            raise ValueError(f"{folder} was trained on another catalog")
+        models.append(model)
+    return fold_of, models
+
+
+def cross_fitted_sequence(pairs: Pairs, position: dict[str, int], fold_of: dict[str, int],
+                          models: Sequence) -> torch.Tensor:
+    """``pairs.sasrec`` with every training pair's logits replaced by its user's out-of-fold model's (whose
+    vocabulary is the catalog's order, so model item ``n + 1`` is catalog row ``n``)."""
+    out = pairs.sasrec.clone()
+    train_rows = np.flatnonzero(pairs.kind == TRAIN)
+    for f, model in enumerate(models):
+        rows = [int(r) for r in train_rows if fold_of[pairs.user[r]] == f]
+        for s in range(0, len(rows), 512):
+            part = rows[s: s + 512]
+            seqs = torch.tensor([sequential.left_pad([position[i] + 1 for i in pairs.prefix[r]], model.config.max_len)
+                                 for r in part])
+            with torch.no_grad():
+                out[part] = model(seqs) @ model.item_vectors()[1:].T
+    return out
+
+
+# ---- late fusion: SASRec plus heads trained alone, weights fitted on validation ----------------------------
+
+FUSIONS = (
+    ("SASRec (+) bias", ("bias alone",)),
+    ("SASRec (+) LM", ("LM alone",)),
+    ("SASRec (+) MiniLM", ("MiniLM alone",)),
+    ("SASRec (+) MiniLM (+) LM", ("MiniLM alone", "LM alone")),
+    ("SASRec (+) bias (+) LM", ("bias alone", "LM alone")),
+    ("SASRec (+) bias (+) MiniLM", ("bias alone", "MiniLM alone")),
+)
+"""Stacking instead of a residual: each head is trained alone on the training pairs (where SASRec's own logits are
+over-confident, having been fitted on those very targets), and only the scalar weights of SASRec and the heads
+are fitted, on validation pairs, where every score is honest. Validation figures are cross-fitted over users
+(each user's weights come from the other folds); test uses the weights fitted on all validation users."""
+
+
+def seen_mask(pairs: Pairs, rows: Sequence[int], items: int) -> torch.Tensor:
+    mask = torch.zeros(len(rows), items, dtype=torch.bool)
+    for n, r in enumerate(rows):
+        mask[n, torch.from_numpy(pairs.exclude[r])] = True
+    return mask
+
+
+def fit_weights(parts: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, l2: float = 1e-4) -> torch.Tensor:
+    """Weights ``w`` [C] of ``sum_c w_c parts[c]`` ([C, n, N]) minimising full-catalog cross-entropy of the targets,
+    seen items excluded; starts at (1, 0, ...), i.e. the first part alone."""
+    w = torch.zeros(parts.shape[0], dtype=parts.dtype)
+    w[0] = 1.0
+    w.requires_grad_(True)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        logits = torch.einsum("c,cnm->nm", w, parts).masked_fill(mask, -math.inf)
+        loss = nn.functional.cross_entropy(logits, targets) + l2 * (w[1:] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach()
+
+
+def late_fusion(valid: torch.Tensor, test: torch.Tensor, valid_targets: torch.Tensor, valid_mask: torch.Tensor,
+                folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Fused validation scores (cross-fitted over ``folds`` of users) and test scores (weights from all validation).
+
+    ``valid`` / ``test``: [C, n, N] parts, SASRec first."""
+    fold = torch.from_numpy(np.random.default_rng(seed).permutation(valid.shape[1]) % folds)
+    out = torch.empty(valid.shape[1:])
+    fold_weights = []
+    for f in range(folds):
+        held, kept = fold == f, fold != f
+        w = fit_weights(valid[:, kept], valid_targets[kept], valid_mask[kept])
+        out[held] = torch.einsum("c,cnm->nm", w, valid[:, held])
+        fold_weights.append(w.tolist())
+    w = fit_weights(valid, valid_targets, valid_mask)
+    return out, torch.einsum("c,cnm->nm", w, test), {"weights": w.tolist(), "fold_weights": fold_weights}
+
+
 def run(config: LMSequenceConfig) -> dict:
     from tools.train.examples import load_training_data
     from tools.train.intent_ranker import HybridRetrieval
@@ -373,6 +495,10 @@ def run(config: LMSequenceConfig) -> dict:
     states, cost = cached_states(config, split.catalog, rows)
     retrieval = HybridRetrieval(data, config.encoder, config.sequence, torch.device("cpu"))
     pairs = build_pairs(split, rows, states, retrieval)
+    if config.cross_fit_sequence:
+        fold_of, models = fold_sequence_models(split, config.cross_fit_sequence, config.sequence,
+                                               config.out_dir / "sequence-folds", config.seed)
+        pairs.sasrec_train = cross_fitted_sequence(pairs, retrieval.position, fold_of, models)
     train_rows = np.flatnonzero(pairs.kind == TRAIN)
     judged = {k: np.flatnonzero(pairs.kind == k) for k in (VALID, TEST)}
     lists = {k: random_lists(split, pairs, r, config.draws, config.negatives, config.seed, retrieval.position)
@@ -386,19 +512,37 @@ def run(config: LMSequenceConfig) -> dict:
         seq = pairs.sasrec[r]
         per_user[k]["SASRec"] = metrics(full_ranks(seq, pairs, r), list_ranks(seq, pairs, r, lists[k]))
     curves, seconds = {}, {}
+    alone = {k: {"SASRec": pairs.sasrec[r]} for k, r in judged.items()}  # judged scores of the heads alone
     for scorer in SCORERS:
         head, curves[scorer.name], seconds[scorer.name] = fit(scorer, pairs, train_rows, judged[VALID],
                                                               lists[VALID], config)
         for k, r in judged.items():
-            per_user[k][scorer.name] = evaluate_rows(head, scorer, pairs, r, lists[k])
+            scores = scores_of(head, scorer, pairs, r)
+            per_user[k][scorer.name] = evaluate_scores(scores, pairs, r, lists[k])
+            if not scorer.residual:
+                alone[k][scorer.name] = scores
         if scorer.features == "lm":
             torch.save(head.state_dict(), config.out_dir / f"{scorer.name.replace(' ', '_').replace('+', '')}.pt")
+    fusion = {}
+    valid_targets = torch.from_numpy(pairs.target[judged[VALID]])
+    valid_mask = seen_mask(pairs, judged[VALID], pairs.sasrec.shape[1])
+    for name, heads in FUSIONS:
+        parts = {k: torch.stack([alone[k]["SASRec"], *(alone[k][h] for h in heads)]) for k in judged}
+        fused = {}
+        fused[VALID], fused[TEST], fusion[name] = late_fusion(parts[VALID], parts[TEST], valid_targets, valid_mask,
+                                                              config.fusion_folds, config.seed)
+        for k, r in judged.items():
+            per_user[k][name] = evaluate_scores(fused[k], pairs, r, lists[k])
     summary = {k: {name: {m: float(v.mean()) for m, v in ms.items()} for name, ms in methods.items()}
                for k, methods in per_user.items()}
     comparisons = {}
     for a, b in (("LM alone", "popularity"), ("LM alone", "bias alone"), ("LM alone", "MiniLM alone"),
                  ("LM alone", "SASRec"), ("SASRec + LM", "SASRec"), ("SASRec + LM", "SASRec + bias"),
-                 ("SASRec + LM", "SASRec + MiniLM"), ("SASRec + MiniLM", "SASRec + bias")):
+                 ("SASRec + LM", "SASRec + MiniLM"), ("SASRec + MiniLM", "SASRec + bias"),
+                 ("SASRec (+) LM", "SASRec"), ("SASRec (+) LM", "SASRec (+) bias"),
+                 ("SASRec (+) MiniLM", "SASRec"), ("SASRec (+) MiniLM (+) LM", "SASRec (+) MiniLM"),
+                 ("SASRec (+) bias (+) LM", "SASRec (+) bias"), ("SASRec (+) bias (+) MiniLM", "SASRec (+) bias"),
+                 ("SASRec + LM", "SASRec (+) bias (+) LM")):
         comparisons[f"{a} - {b}"] = {k: {m: bootstrap(per_user[k][a][m], per_user[k][b][m], seed=config.seed)
                                          for m in ("NDCG@10", "HR@1 (1+9)")} for k in judged}
     record = {
@@ -408,6 +552,7 @@ def run(config: LMSequenceConfig) -> dict:
         "lm_cost": cost,
         "items_per_user": float(np.mean([len(w.items) for w in rows])),
         "head_seconds": seconds,
+        "late_fusion": fusion,
         "summary": summary,
         "comparisons": comparisons,
         "curves": curves,

@@ -1,5 +1,6 @@
 """The every-prefix LM experiment: its windows never train on a judged item, a residual head starts exactly at
-the sequence model, full-ranking ranks skip seen items, and the head's training loop learns a toy task."""
+the sequence model, full-ranking ranks skip seen items, the head's training loop learns a toy task, and late
+fusion gives weight to an informative score and leaves the base alone when the other score is flat."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from services.core.catalog import Catalog, Item
 from tools.eval.protocols import Case, Split
@@ -20,7 +22,9 @@ from tools.train.lm_sequence import (
     Pairs,
     Scorer,
     fit,
+    fit_weights,
     full_ranks,
+    late_fusion,
     list_ranks,
     windows,
 )
@@ -90,3 +94,57 @@ def test_the_head_learns_a_toy_task_on_held_out_pairs() -> None:
     _, curve, _ = fit(Scorer("LM alone", "lm", residual=False), pairs, train, valid, lists, config)
     assert curve[0]["epoch"] == 0 and curve[-1]["loss"] is not None
     assert max(p["HR@1 (1+9)"] for p in curve) > 0.8 > curve[0]["HR@1 (1+9)"] + 0.3
+
+
+def fusion_parts(n: int, items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2, n, items]: a weak base score (target + noise) and a sharper second score."""
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, items, (n,), generator=g)
+    onehot = nn.functional.one_hot(target, items).float()
+    base = 0.5 * onehot + torch.randn(n, items, generator=g)
+    other = 2.0 * onehot + torch.randn(n, items, generator=g)
+    return torch.stack([base, other]), target
+
+
+def test_late_fusion_weights_an_informative_score_and_beats_the_base_on_held_out_users() -> None:
+    valid, valid_t = fusion_parts(300, 20, seed=0)
+    test, test_t = fusion_parts(200, 20, seed=1)
+    mask = torch.zeros(300, 20, dtype=torch.bool)
+    fused_valid, fused_test, info = late_fusion(valid, test, valid_t, mask, folds=3, seed=0)
+    assert info["weights"][1] > info["weights"][0] > 0
+    assert len(info["fold_weights"]) == 3
+
+    def hr1(scores, target):
+        return float((scores.argmax(1) == target).float().mean())
+
+    assert hr1(fused_valid, valid_t) > hr1(valid[0], valid_t) + 0.2
+    assert hr1(fused_test, test_t) > hr1(test[0], test_t) + 0.2
+
+
+def test_late_fusion_with_a_flat_second_score_keeps_the_base_order() -> None:
+    parts, target = fusion_parts(100, 10, seed=2)
+    parts[1] = 0.0
+    mask = torch.zeros(100, 10, dtype=torch.bool)
+    mask[:, 0] = True  # seen items are excluded from the loss, not an error
+    target[target == 0] = 1
+    w = fit_weights(parts, target, mask)
+    assert w[0] > 0
+    assert torch.equal((w[0] * parts[0]).argsort(1), parts[0].argsort(1))
+
+
+def test_cross_fitted_sequence_replaces_only_training_pairs_with_the_other_folds_model() -> None:
+    from tools.train.lm_sequence import cross_fitted_sequence
+    from tools.train.sequential import SequenceModel, SequentialConfig
+
+    config = SequentialConfig(max_len=4, hidden=8, inner=16, layers=1, heads=1, dropout=0.0, attn_dropout=0.0)
+    models = [SequenceModel(5, config).eval() for _ in range(2)]
+    position = {str(n): n for n in range(5)}
+    pairs = Pairs(user=["u", "u", "v"], kind=np.array([TRAIN, VALID, TRAIN]), target=np.array([1, 2, 3]),
+                  exclude=[np.array([0])] * 3, lm=torch.zeros(3, 1, 1).half(), text=torch.zeros(3, 1, 1),
+                  sasrec=torch.full((3, 5), 7.0), prefix=[["0"], ["0", "1"], ["4"]])
+    out = cross_fitted_sequence(pairs, position, {"u": 0, "v": 1}, models)
+    assert torch.equal(out[1], pairs.sasrec[1])  # a judged pair keeps the committed model's logits
+    with torch.no_grad():
+        for row, f, seq in ((0, 0, [0, 0, 0, 1]), (2, 1, [0, 0, 0, 5])):
+            expected = models[f](torch.tensor([seq])) @ models[f].item_vectors()[1:].T
+            assert torch.allclose(out[row], expected[0])
