@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -300,6 +301,11 @@ def export_cmd(
         _say(f"removed old versions {', '.join(map(str, report.pruned))} (keeping the last {keep})")
 
 
+def _invocation(command: str) -> str:
+    """The command line as run (``command`` and this call's arguments, quoted), for the records it writes."""
+    return " ".join([command, *map(shlex.quote, sys.argv[2:])])
+
+
 def _say(text: str) -> None:
     """Print without hard wrapping, so messages and paths stay whole for copying and grepping."""
     console.print(text, soft_wrap=True)
@@ -534,7 +540,7 @@ def evaluate(
         paired_with=tuple(paired_with or ()), validation=validation,
     )
     report = asyncio.run(run_evaluation(config))
-    path = write_report(report, out_dir, "instructrec evaluate " + " ".join(sys.argv[2:]), append=append)
+    path = write_report(report, out_dir, _invocation("instructrec evaluate"), append=append)
     console.print(f"report written to {path}")
 
 
@@ -606,7 +612,7 @@ def train(
     from tools.train.run import publish as publish_adapter
 
     _logging()
-    command = "instructrec train " + " ".join(sys.argv[2:])
+    command = _invocation("instructrec train")
     if model == TrainTarget.sequential:
         _train_sequential(data_dir, out_dir, seed=seed, epochs=steps, max_minutes=max_minutes or 0.0, resume=resume,
                           publish=publish, command=command)
@@ -667,7 +673,7 @@ def _fit_retrieval_fusion(models: Models, data_dir: Path, *, seed: int, write: b
                                           for k, v in figures.items()))
     _say(f"weights: {record['fusion']}")
     if write:
-        _say(f"written to {retrieval_fusion.write(record, 'instructrec fit-fusion ' + ' '.join(sys.argv[2:]))}")
+        _say(f"written to {retrieval_fusion.write(record, _invocation('instructrec fit-fusion'))}")
 
 
 @app.command("fit-fusion")
@@ -705,7 +711,7 @@ def fit_fusion_cmd(
     else:
         ranker, encoder = smollm2_dir(workspace), minilm_dir()
     result = fit_fusion(FusionFitConfig(data_dir, ranker, encoder, validation_users, seed))
-    result["command"] = "instructrec fit-fusion " + " ".join(sys.argv[2:])
+    result["command"] = _invocation("instructrec fit-fusion")
     _say(f"{models.value}: lm_weight {result['lm_weight']}; validation {_figures(result['validation'])}; "
          f"LM only {_figures(result['lm_only'])}; retrieval only {_figures(result['retrieval_only'] or {})}")
     if write:

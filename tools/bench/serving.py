@@ -23,7 +23,6 @@ CPU flags recorded beside every figure. Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -40,15 +39,13 @@ import numpy as np
 from services.core.contracts import ONNX_ATTENTION_MASK, ONNX_INPUT_IDS, ONNX_LABEL_LOGITS, RANKER
 from tools.bench.driver import drive, load_average, machine_info
 from tools.bench.stats import RequestMix, jsonable, point_summary
+from tools.machine import cpu_flags
 
 log = logging.getLogger("instructrec.bench")
 
 REF_TOKENS = 480
 REF_THREADS = 2
 REF_VERSION = "1"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-
-
 @dataclass
 class ServingConfig:
     gateway_addr: str = "localhost:50051"
@@ -68,16 +65,6 @@ class ServingConfig:
     timeout_s: float = 30.0
     seed: int = 0
     out: Path = Path("var/bench/serving")
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD flags of this CPU that decide ONNX Runtime's speed (from /proc/cpuinfo, as ``lscpu`` shows)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [f for f in CPU_FLAGS if f in present]
-    return []
 
 
 def measure_ref(repository: Path, *, repeats: int = 10, warmup: int = 3) -> list[float]:

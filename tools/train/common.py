@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from services.common.settings import ROOT
+from tools.machine import cpu_flags
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device}: torch sees no CUDA device on this machine")
     return torch.device(device)
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's vector-instruction flags that change speed here (machines differ: AVX2 only, or AVX-512/VNNI)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx")
-    return sorted({f for f in line.split() if f.startswith(wanted)})
 
 
 def machine() -> dict[str, Any]:

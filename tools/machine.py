@@ -1,0 +1,19 @@
+"""Facts about the machine a figure was measured on, recorded with every timing (machines differ: some have
+AVX-512, VNNI and AMX, some AVX2 only, and ONNX Runtime's and torch's speed follow those flags)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx")
+"""Prefixes of the /proc/cpuinfo flags (as ``lscpu`` shows them) that change speed here."""
+
+
+def cpu_flags() -> list[str]:
+    """This CPU's flags that start with one of :data:`SPEED_FLAGS`, sorted; [] where /proc/cpuinfo is unreadable."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted({f for f in line.split(":", 1)[1].split() if f.startswith(SPEED_FLAGS)})
+    return []
