@@ -17,7 +17,10 @@ Heads (all trained with full-catalog cross-entropy on the training pairs only, m
 - ``MiniLM alone``: the same head on the served text encoder's vectors of the same prefix (mean of the window's
   items so far and the last item), so the comparison says whether a 135M LM adds more than a 22M encoder.
 - ``SASRec + ...``: the same heads as a residual on the committed sequence model's logits of the same prefix,
-  initialised to zero (step 0 is exactly SASRec), plus the ``SASRec + bias`` control.
+  initialised to zero (step 0 is exactly SASRec), plus the ``SASRec + bias`` control; with
+  ``--cross-fit-sequence K`` they train on the logits of SASRecs that never saw the user.
+- ``SASRec (+) ...``: late fusion, the heads trained alone plus SASRec with scalar weights fitted on validation
+  (cross-fitted over users for the validation figures).
 
     python -m tools.train.lm_sequence --out var/lm-sequence/run        # ~30 min of LM passes on 2 cores, cached
 """
