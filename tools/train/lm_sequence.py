@@ -74,6 +74,8 @@ class LMSequenceConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     dropout: float = 0.2
+    head_rank: int = 0
+    """Rank of the heads' item scores (0: a full Linear, inputs x items weights)."""
     draws: int = 5
     """1+9 random-negative lists per validation/test user."""
     negatives: int = 9
@@ -227,19 +229,23 @@ def build_pairs(split, rows: Sequence[Window], states: Sequence[torch.Tensor], r
 class CatalogHead(nn.Module):
     """LayerNorm per feature block, dropout, Linear to one score per catalog item (with a per-item bias).
 
-    ``zero``: weight and bias start at 0, so a residual head starts exactly at the score under it. ``dims``
-    empty: the bias alone (learned popularity)."""
+    ``zero``: the output weight and bias start at 0, so a residual head starts exactly at the score under it.
+    ``dims`` empty: the bias alone (learned popularity). ``rank`` > 0: the Linear is factored through ``rank``
+    dimensions (a projection, then ``rank``-dimensional item vectors), ``rank x (inputs + items)`` weights instead
+    of ``inputs x items``."""
 
-    def __init__(self, dims: Sequence[int], items: int, dropout: float, zero: bool) -> None:
+    def __init__(self, dims: Sequence[int], items: int, dropout: float, zero: bool, rank: int = 0) -> None:
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(sum(dims), items) if dims else None
         self.bias = nn.Parameter(torch.zeros(items))
-        if self.linear is not None:
-            nn.init.zeros_(self.linear.bias)
+        self.linear = None
+        if dims:
+            out = nn.Linear(rank or sum(dims), items)
+            self.linear = nn.Sequential(nn.Linear(sum(dims), rank, bias=False), out) if rank else out
+            nn.init.zeros_(out.bias)
             if zero:
-                nn.init.zeros_(self.linear.weight)
+                nn.init.zeros_(out.weight)
 
     def forward(self, blocks: torch.Tensor | None) -> torch.Tensor:
         if self.linear is None:
@@ -347,7 +353,7 @@ def fit(scorer: Scorer, pairs: Pairs, train_rows: np.ndarray, valid_rows, valid_
     torch.manual_seed(config.seed)
     dims = [] if scorer.features is None else [getattr(pairs, scorer.features).shape[2]] * \
         getattr(pairs, scorer.features).shape[1]
-    head = CatalogHead(dims, pairs.sasrec.shape[1], config.dropout, zero=scorer.residual)
+    head = CatalogHead(dims, pairs.sasrec.shape[1], config.dropout, zero=scorer.residual, rank=config.head_rank)
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     targets = torch.from_numpy(pairs.target)

@@ -96,6 +96,23 @@ def test_the_head_learns_a_toy_task_on_held_out_pairs() -> None:
     assert max(p["HR@1 (1+9)"] for p in curve) > 0.8 > curve[0]["HR@1 (1+9)"] + 0.3
 
 
+
+def test_a_low_rank_head_starts_at_the_sequence_model_and_still_learns() -> None:
+    pairs = toy_pairs(600, 15, seed=1)
+    rows = np.arange(600)
+    residual = CatalogHead([8], 15, dropout=0.0, zero=True, rank=4)
+    scorer = Scorer("SASRec + LM", "lm", residual=True)
+    assert torch.equal(scorer.base(pairs, rows) + residual(scorer.blocks(pairs, rows)), pairs.sasrec)
+    full = sum(p.numel() for p in CatalogHead([8], 15, dropout=0.0, zero=False).parameters())
+    assert sum(p.numel() for p in residual.parameters()) < full
+    pairs.sasrec.zero_()
+    train, valid = np.arange(400), np.arange(400, 600)
+    lists = [np.array([[pairs.target[r], *[(pairs.target[r] + k) % 15 for k in range(1, 10)]]]) for r in valid]
+    config = LMSequenceConfig(epochs=8, batch_size=32, lr=1e-2, dropout=0.0, head_rank=4)
+    head, curve, _ = fit(Scorer("LM alone", "lm", residual=False), pairs, train, valid, lists, config)
+    assert isinstance(head.linear, nn.Sequential)
+    assert max(p["HR@1 (1+9)"] for p in curve) > 0.8 > curve[0]["HR@1 (1+9)"] + 0.3
+
 def fusion_parts(n: int, items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[2, n, items]: a weak base score (target + noise) and a sharper second score."""
     g = torch.Generator().manual_seed(seed)
