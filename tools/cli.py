@@ -519,6 +519,9 @@ def evaluate(
     validation: Annotated[bool, typer.Option(
         help="Validation users instead of test users, intentions in the training bank's wording (for choosing "
              "settings such as RETRIEVAL_INTENT_WEIGHT without the test users).")] = False,
+    literal_intentions: Annotated[bool, typer.Option(
+        help="Protocols 4-5: vague intentions name the genre they paraphrase ('looking for comedy'): the served "
+             "stack with a perfect intention reader, the ceiling of any better reader.")] = False,
     paired_with: Annotated[list[Path] | None, typer.Option(
         help="Protocols 4-5: an earlier search.json of another served system (an ablation) on the same users and "
              "seed, added to the tables with paired differences; repeatable.")] = None,
@@ -537,7 +540,7 @@ def evaluate(
         data_dir=data_dir, gateway_addr=gateway or None, retrieval_addr=retrieval or None, served_name=name,
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
         seed=seed, sasrec=SASRecConfig(seed=seed), baselines=not append, hard_negative_lists=lists,
-        paired_with=tuple(paired_with or ()), validation=validation,
+        paired_with=tuple(paired_with or ()), validation=validation, literal_intentions=literal_intentions,
     )
     report = asyncio.run(run_evaluation(config))
     path = write_report(report, out_dir, _invocation("instructrec evaluate"), append=append)

@@ -65,8 +65,16 @@ class EvalConfig:
     """Evaluate validation users (history before their validation item) instead of test users, with protocols
     4-5's intentions in the training bank's wording: for choosing settings (the intent weight) without touching
     the test users or the evaluation wording."""
+    literal_intentions: bool = False
+    """Protocols 4-5: vague intentions name the genre they paraphrase (``intentions.intention(literal=True)``),
+    the ceiling of a perfect intention reader; specific ones are unchanged."""
     paired_with: tuple[Path, ...] = ()
     """Earlier ``search.json`` reports whose served system joins protocols 4-5 as a paired method."""
+
+    def __post_init__(self) -> None:
+        if self.validation and self.literal_intentions:
+            raise ValueError("--validation words intentions as training does; it cannot be combined with "
+                             "--literal-intentions")
 
 
 async def _gather_bounded(coros, concurrency: int, desc: str) -> list:
@@ -259,7 +267,7 @@ async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, con
 
     paired = [json.loads(Path(p).read_text()) for p in config.paired_with]
     evaluation = SearchEvaluation(split, served, sequence_scores, seed=config.seed, concurrency=config.concurrency,
-                                  name=config.served_name, paired=paired, training_wording=config.validation)
+                                  name=config.served_name, paired=paired, wording=_wording(config))
     out = {}
     for protocol, personalized in (("4", True), ("5", False)):
         if int(protocol) in config.protocols:
@@ -267,6 +275,10 @@ async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, con
             out[protocol] = await evaluation.run(cases, personalized=personalized, progress=bar.update)
             bar.close()
     return out
+
+
+def _wording(config: EvalConfig) -> str:
+    return "training" if config.validation else "literal" if config.literal_intentions else "evaluation"
 
 
 def _reuse_lists(lists: dict[str, list[str]], cases: Sequence[Case]) -> list[list[str]]:

@@ -52,11 +52,18 @@ def decade(year: int | None) -> int | None:
     return year // 10 * 10 if year else None
 
 
-def intention(item: Item, kind: str, rng: random.Random) -> str:
-    """An evaluation intention of ``kind`` (I1 vague, I2 specific) that ``item`` satisfies."""
+def intention(item: Item, kind: str, rng: random.Random, literal: bool = False) -> str:
+    """An evaluation intention of ``kind`` (I1 vague, I2 specific) that ``item`` satisfies.
+
+    ``literal``: a vague intention names its genre outright ("looking for comedy"), the same genre the paraphrase
+    would stand for (same draw from ``rng``). What a perfect reader of the paraphrase would know, so the served
+    stack on literal wording is the ceiling any better intention reader (an LM or another) could reach.
+    Specific intentions are literal already and do not change."""
     genres = [g for g in item.genres if g in EVAL_VAGUE_BANK] or list(item.genres)
     genre = rng.choice(genres) if genres else ""
     if kind == VAGUE:
+        if literal:
+            return f"looking for {genre.lower() or 'a film'}"
         return rng.choice(EVAL_VAGUE_BANK.get(genre, ("a film worth my evening",)))
     era = decade(item.year)
     if era is None:

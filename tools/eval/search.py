@@ -25,6 +25,7 @@ from tools.eval.protocols import Case, Split
 DRAWS = 3
 NEGATIVES = 19
 BOOTSTRAP = 1000
+WORDINGS = ("evaluation", "training", "literal")
 
 
 def _rank(order: Sequence[str], target: str) -> int | None:
@@ -65,27 +66,31 @@ class SearchEvaluation:
 
     def __init__(self, split: Split, served, sequence_scores: Callable[[Sequence[str]], dict[str, float]], *,
                  seed: int, concurrency: int, name: str, paired: Sequence[dict] = (),
-                 training_wording: bool = False) -> None:
+                 wording: str = "evaluation") -> None:
         """
         Args:
             paired: Earlier ``search.json`` reports of other served systems (e.g. an ablation) on the same users
                 and seed: their stored per-user ranks join the tables as methods, with paired differences.
-            training_wording: Word the intentions as training does (``tools/teacher.py``), for validation runs.
+            wording: "evaluation" (the evaluation-only bank), "training" (as training words them,
+                ``tools/teacher.py``, for validation runs) or "literal" (vague intentions name the genre they
+                paraphrase: the ceiling of a perfect intention reader; see ``intentions.intention``).
         """
+        if wording not in WORDINGS:
+            raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
         self.split, self.served, self.sequence_scores = split, served, sequence_scores
         self.seed, self.concurrency, self.name = seed, concurrency, name
         self.paired = list(paired)
-        self.training_wording = training_wording
+        self.wording = wording
         self.filter = StringFilter(split.catalog)
         self.items = list(split.catalog.items)
         self.popularity = {i: float(split.popularity.get(i, 0)) for i in self.items}
 
     def _query(self, case: Case, kind: str) -> str:
-        if self.training_wording:
-            item = self.split.catalog[case.target]
-            rng = random.Random(f"{self.seed}:{case.user_id}:{kind}")
+        item = self.split.catalog[case.target]
+        rng = random.Random(f"{self.seed}:{case.user_id}:{kind}")
+        if self.wording == "training":
             return teacher.vague_intention(item, rng) if kind == VAGUE else teacher.specific_request(item, rng)
-        return intention(self.split.catalog[case.target], kind, random.Random(f"{self.seed}:{case.user_id}:{kind}"))
+        return intention(item, kind, rng, literal=self.wording == "literal")
 
     def _lists(self, case: Case) -> list[list[str]]:
         rng = random.Random(f"search:{self.seed}:{case.user_id}")

@@ -45,6 +45,33 @@ def test_the_string_filter_reads_genre_and_decade_and_orders_matches_first() -> 
     assert not f.singles_out("looking for crime from the 1990s", "1", ["1", "4"])
 
 
+
+def test_literal_wording_names_the_genre_the_paraphrase_stands_for() -> None:
+    catalog = Catalog({i.item_id: i for i in [Item("1", "A", 1994, ("Comedy", "Crime", "Horror")),
+                                               Item("2", "B", None, ())]})
+    f = intentions.StringFilter(catalog)
+    for seed in range(20):
+        vague = intentions.intention(catalog["1"], intentions.VAGUE, random.Random(seed))
+        literal = intentions.intention(catalog["1"], intentions.VAGUE, random.Random(seed), literal=True)
+        genres, era = f.parse(literal)
+        assert len(genres) == 1 and era is None and f.parse(vague) == (set(), None)
+        assert vague in intentions.EVAL_VAGUE_BANK[genres.pop()]  # the same draw: the same genre
+        specific = intentions.intention(catalog["1"], intentions.SPECIFIC, random.Random(seed))
+        assert intentions.intention(catalog["1"], intentions.SPECIFIC, random.Random(seed), literal=True) == specific
+    assert intentions.intention(catalog["2"], intentions.VAGUE, random.Random(0), literal=True) == "looking for a film"
+
+
+def test_validation_runs_cannot_use_literal_wording() -> None:
+    from pathlib import Path
+
+    from tools.eval.evaluate import EvalConfig
+    from tools.eval.search import SearchEvaluation
+
+    with pytest.raises(ValueError, match="literal"):
+        EvalConfig(data_dir=Path("x"), validation=True, literal_intentions=True)
+    with pytest.raises(ValueError, match="wording must be one of"):
+        SearchEvaluation(None, None, None, seed=0, concurrency=1, name="s", wording="oracle")
+
 def test_paired_bootstrap_interval_covers_a_clear_gain() -> None:
     served, other = np.ones(200), np.zeros(200)
     d = bootstrap(served, other)
