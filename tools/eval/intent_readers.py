@@ -6,6 +6,9 @@ intent heads train on, ``tools/train/intent.py``):
 
 * **SmolLM2, zero-shot lettered choice**: the ranker's own format (the genres as lettered candidates, the label
   logits after "Answer:"), base model and with the committed ranker adapter;
+* **SmolLM2, zero-shot genre-name likelihood**: each genre's name as the continuation of "A viewer asks for a
+  film: "<request>". The film genre they want is", mean log-probability per token, minus the same for the
+  content-free request "a film" (calibration: the LM's prior over the names cancels);
 * **SmolLM2 features + heads**: the served heads' softmax regression on the LM's mean-pooled last hidden state;
 * **MiniLM features + heads**: the same on the base all-MiniLM-L6-v2 sentence embedding (the served heads use
   the *tuned* text encoder through Triton; the served stack's figures are in search.md).
@@ -15,7 +18,7 @@ specific requests, and on the vague ones the share where the decade head rightly
 
     python -m tools.eval.intent_readers --out docs/evaluation/intent-readers
 
-About 10 minutes on 2 cores.
+About 15 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from tools.train.common import machine
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
 
 Reader = Callable[[Sequence[str]], np.ndarray]
+# How the likelihood reader names a genre where the catalog's label is not a word an LM would write.
+GENRE_NAMES = {"Sci-Fi": "science fiction", "Film-Noir": "film noir", "Children's": "children's film"}
 
 
 def evaluation_requests(catalog: Catalog) -> dict[str, list[tuple[str, str, str | None]]]:
@@ -109,6 +114,24 @@ def main(
             out[f"{kind} genre"] = right / len(rows)
         return out
 
+    names = {g: GENRE_NAMES.get(g, g.lower()) for g in genres}
+
+    def name_scores(text: str) -> np.ndarray:
+        """Mean log-probability per token of each genre's name after the request (one batch of 18)."""
+        prompt = tok(f'A viewer asks for a film: "{text}". The film genre they want is',
+                     add_special_tokens=False)["input_ids"]
+        conts = [tok(" " + names[g], add_special_tokens=False)["input_ids"] for g in genres]
+        width = max(len(c) for c in conts)
+        ids = torch.tensor([prompt + c + [tok.eos_token_id] * (width - len(c)) for c in conts])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm(ids).logits.float(), -1)
+        return np.array([np.mean([float(logp[j, len(prompt) - 1 + k, t]) for k, t in enumerate(c)])
+                         for j, c in enumerate(conts)])
+
+    prior = name_scores("a film")
+    results["SmolLM2 base, zero-shot genre-name likelihood (calibrated)"] = {
+        f"{kind} genre": float(np.mean([genres[int((name_scores(t) - prior).argmax())] == g for t, g, _ in rows]))
+        for kind, rows in requests.items()}
     results["SmolLM2 base, zero-shot lettered choice"] = lettered(lm)
     if adapter_dir.exists():
         tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter_dir)).eval()
