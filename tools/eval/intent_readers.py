@@ -9,6 +9,8 @@ intent heads train on, ``tools/train/intent.py``):
 * **SmolLM2, zero-shot genre-name likelihood**: each genre's name as the continuation of "A viewer asks for a
   film: "<request>". The film genre they want is", mean log-probability per token, minus the same for the
   content-free request "a film" (calibration: the LM's prior over the names cancels);
+* **SmolLM2 + LoRA genre reader**: the same likelihood reading after LoRA (r 8, q/v, 3 epochs, lr 5e-4, fixed in
+  advance) trained to write the genre's name after the training bank's requests that name one;
 * **SmolLM2 features + heads**: the served heads' softmax regression on the LM's mean-pooled last hidden state;
 * **MiniLM features + heads**: the same on the base all-MiniLM-L6-v2 sentence embedding (the served heads use
   the *tuned* text encoder through Triton; the served stack's figures are in search.md).
@@ -24,6 +26,7 @@ About 15 minutes on 2 cores.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,15 +34,17 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from services.core.catalog import Catalog
+from services.core.catalog import GENRES, Catalog
 from services.core.contracts import RANKER_ANSWER_PREFIX
-from services.core.intent import IntentModel
+from services.core.intent import NONE, IntentModel
 from tools.eval.intentions import EVAL_SPECIFIC_TEMPLATES, EVAL_VAGUE_BANK
 from tools.train.common import machine
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
 
 Reader = Callable[[Sequence[str]], np.ndarray]
 # How the likelihood reader names a genre where the catalog's label is not a word an LM would write.
+LORA_LR = 5e-4
+LORA_EPOCHS = 3
 GENRE_NAMES = {"Sci-Fi": "science fiction", "Film-Noir": "film noir", "Children's": "children's film"}
 
 
@@ -115,23 +120,59 @@ def main(
         return out
 
     names = {g: GENRE_NAMES.get(g, g.lower()) for g in genres}
+    name_ids = [tok(" " + names[g], add_special_tokens=False)["input_ids"] for g in genres]
 
-    def name_scores(text: str) -> np.ndarray:
+    def prompt_ids(text: str) -> list[int]:
+        return tok(f'A viewer asks for a film: "{text}". The film genre they want is',
+                   add_special_tokens=False)["input_ids"]
+
+    def name_scores(model, text: str) -> np.ndarray:
         """Mean log-probability per token of each genre's name after the request (one batch of 18)."""
-        prompt = tok(f'A viewer asks for a film: "{text}". The film genre they want is',
-                     add_special_tokens=False)["input_ids"]
-        conts = [tok(" " + names[g], add_special_tokens=False)["input_ids"] for g in genres]
-        width = max(len(c) for c in conts)
-        ids = torch.tensor([prompt + c + [tok.eos_token_id] * (width - len(c)) for c in conts])
+        prompt = prompt_ids(text)
+        width = max(len(c) for c in name_ids)
+        ids = torch.tensor([prompt + c + [tok.eos_token_id] * (width - len(c)) for c in name_ids])
         with torch.no_grad():
-            logp = torch.log_softmax(lm(ids).logits.float(), -1)
+            logp = torch.log_softmax(model(ids).logits.float(), -1)
         return np.array([np.mean([float(logp[j, len(prompt) - 1 + k, t]) for k, t in enumerate(c)])
-                         for j, c in enumerate(conts)])
+                         for j, c in enumerate(name_ids)])
 
-    prior = name_scores("a film")
-    results["SmolLM2 base, zero-shot genre-name likelihood (calibrated)"] = {
-        f"{kind} genre": float(np.mean([genres[int((name_scores(t) - prior).argmax())] == g for t, g, _ in rows]))
-        for kind, rows in requests.items()}
+    def likelihood_reader(model, calibrate: bool) -> dict[str, float]:
+        prior = name_scores(model, "a film") if calibrate else 0.0
+        return {f"{kind} genre": float(np.mean([genres[int((name_scores(model, t) - prior).argmax())] == g
+                                                for t, g, _ in rows]))
+                for kind, rows in requests.items()}
+
+    def lora_reader():
+        """LoRA on SmolLM2, trained to write the genre's name after the request, on the training bank's examples
+        that name a genre (settings fixed in advance, not chosen on the evaluation bank)."""
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
+        pairs = [(e.text, genres.index(e.labels[GENRES])) for e in examples if e.labels.get(GENRES, NONE) != NONE]
+        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=LORA_LR)
+        rng = random.Random(0)
+        model.train()
+        for _ in range(LORA_EPOCHS):
+            rng.shuffle(pairs)
+            for start in range(0, len(pairs), 16):
+                rows = [(prompt_ids(t), name_ids[g] + [tok.eos_token_id]) for t, g in pairs[start:start + 16]]
+                width = max(len(a) + len(b) for a, b in rows)
+                ids = torch.tensor([a + b + [tok.eos_token_id] * (width - len(a) - len(b)) for a, b in rows])
+                labels = torch.tensor([[-100] * len(a) + b + [-100] * (width - len(a) - len(b)) for a, b in rows])
+                mask = torch.tensor([[1] * (len(a) + len(b)) + [0] * (width - len(a) - len(b)) for a, b in rows])
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return model.eval(), len(pairs)
+
+    results["SmolLM2 base, zero-shot genre-name likelihood (calibrated)"] = likelihood_reader(lm, calibrate=True)
+    reader, trained_on = lora_reader()
+    results[f"SmolLM2 + LoRA genre reader ({trained_on} training-bank examples, {LORA_EPOCHS} epochs)"] = \
+        likelihood_reader(reader, calibrate=False)
+    del reader
     results["SmolLM2 base, zero-shot lettered choice"] = lettered(lm)
     if adapter_dir.exists():
         tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter_dir)).eval()
