@@ -76,6 +76,11 @@ class EvalConfig:
             raise ValueError("--validation words intentions as training does; it cannot be combined with "
                              "--literal-intentions")
 
+    @property
+    def wording(self) -> str:
+        """How protocols 4-5 word their intentions (``search.WORDINGS``)."""
+        return "training" if self.validation else "literal" if self.literal_intentions else "evaluation"
+
 
 async def _gather_bounded(coros, concurrency: int, desc: str) -> list:
     semaphore = asyncio.Semaphore(concurrency)
@@ -267,7 +272,7 @@ async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, con
 
     paired = [json.loads(Path(p).read_text()) for p in config.paired_with]
     evaluation = SearchEvaluation(split, served, sequence_scores, seed=config.seed, concurrency=config.concurrency,
-                                  name=config.served_name, paired=paired, wording=_wording(config))
+                                  name=config.served_name, paired=paired, wording=config.wording)
     out = {}
     for protocol, personalized in (("4", True), ("5", False)):
         if int(protocol) in config.protocols:
@@ -275,10 +280,6 @@ async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, con
             out[protocol] = await evaluation.run(cases, personalized=personalized, progress=bar.update)
             bar.close()
     return out
-
-
-def _wording(config: EvalConfig) -> str:
-    return "training" if config.validation else "literal" if config.literal_intentions else "evaluation"
 
 
 def _reuse_lists(lists: dict[str, list[str]], cases: Sequence[Case]) -> list[list[str]]:

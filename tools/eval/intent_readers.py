@@ -42,9 +42,9 @@ from tools.train.common import machine
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
 
 Reader = Callable[[Sequence[str]], np.ndarray]
-# How the likelihood reader names a genre where the catalog's label is not a word an LM would write.
 LORA_LR = 5e-4
 LORA_EPOCHS = 3
+# How the likelihood readers name a genre where the catalog's label is not a word an LM would write.
 GENRE_NAMES = {"Sci-Fi": "science fiction", "Film-Noir": "film noir", "Children's": "children's film"}
 
 

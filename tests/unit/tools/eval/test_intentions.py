@@ -45,7 +45,6 @@ def test_the_string_filter_reads_genre_and_decade_and_orders_matches_first() -> 
     assert not f.singles_out("looking for crime from the 1990s", "1", ["1", "4"])
 
 
-
 def test_literal_wording_names_the_genre_the_paraphrase_stands_for() -> None:
     catalog = Catalog({i.item_id: i for i in [Item("1", "A", 1994, ("Comedy", "Crime", "Horror")),
                                                Item("2", "B", None, ())]})
@@ -69,8 +68,11 @@ def test_validation_runs_cannot_use_literal_wording() -> None:
 
     with pytest.raises(ValueError, match="literal"):
         EvalConfig(data_dir=Path("x"), validation=True, literal_intentions=True)
+    assert EvalConfig(data_dir=Path("x"), literal_intentions=True).wording == "literal"
+    assert EvalConfig(data_dir=Path("x"), validation=True).wording == "training"
     with pytest.raises(ValueError, match="wording must be one of"):
         SearchEvaluation(None, None, None, seed=0, concurrency=1, name="s", wording="oracle")
+
 
 def test_paired_bootstrap_interval_covers_a_clear_gain() -> None:
     served, other = np.ones(200), np.zeros(200)

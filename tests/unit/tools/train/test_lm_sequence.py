@@ -96,7 +96,6 @@ def test_the_head_learns_a_toy_task_on_held_out_pairs() -> None:
     assert max(p["HR@1 (1+9)"] for p in curve) > 0.8 > curve[0]["HR@1 (1+9)"] + 0.3
 
 
-
 def test_a_low_rank_head_starts_at_the_sequence_model_and_still_learns() -> None:
     pairs = toy_pairs(600, 15, seed=1)
     rows = np.arange(600)
@@ -112,6 +111,7 @@ def test_a_low_rank_head_starts_at_the_sequence_model_and_still_learns() -> None
     head, curve, _ = fit(Scorer("LM alone", "lm", residual=False), pairs, train, valid, lists, config)
     assert isinstance(head.linear, nn.Sequential)
     assert max(p["HR@1 (1+9)"] for p in curve) > 0.8 > curve[0]["HR@1 (1+9)"] + 0.3
+
 
 def fusion_parts(n: int, items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[2, n, items]: a weak base score (target + noise) and a sharper second score."""
