@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU run of the experimental intent ranker (#15): the larger configuration of
-# `python -m tools.train.intent_ranker` on cuda, validated on validation users, in under 8 minutes.
+# `python -m tools.lab.intent_ranker` on cuda, validated on validation users, in under 8 minutes.
 #
 #     bash scripts/gpu_train.sh              # record + checkpoint in $OUT (if set) or var/gpu-train/
 #
@@ -27,7 +27,7 @@ PY
 # Data split and the converted base model (idempotent: returns at once when present).
 .venv/bin/python - <<'PY'
 from pathlib import Path
-from tools.base_models import smollm2_dir
+from tools.core.base_models import smollm2_dir
 from tools.data import prepare_movielens
 data = Path("var/data/movielens-100k")
 if not (data / "valid.csv").is_file():
@@ -37,7 +37,7 @@ PY
 
 # 7.5 minutes at most for the run itself; the trainer also stops its training loop after --max-minutes and
 # validates + checkpoints before exiting, so a slow feature stage still leaves a record.
-timeout 450 .venv/bin/python -m tools.train.intent_ranker \
+timeout 450 .venv/bin/python -m tools.lab.intent_ranker \
     --device cuda --out "$OUT" --cache-dir "$CACHE" \
     --train-examples 12000 --validation-users 0 --candidates 10 --history-items 5 \
     --top-layers 4 --read-layers 15 --head mlp --head-hidden 256 \

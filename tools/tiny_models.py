@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tools.base_models import minilm_dir
+from tools.core.base_models import minilm_dir
 
 SEED = 1234
 
@@ -72,7 +72,7 @@ def build_tiny_lm(dest: Path, tokenizer_source: Path) -> Path:
     Args:
         dest: Folder to write (created; existing files are overwritten).
         tokenizer_source: A Hugging Face folder whose tokenizer (with chat template) is copied, normally
-            the converted SmolLM2 folder from ``tools.base_models.smollm2_dir()``.
+            the converted SmolLM2 folder from ``tools.core.base_models.smollm2_dir()``.
 
     Returns:
         ``dest``, loadable with ``AutoModelForCausalLM.from_pretrained``.
@@ -118,7 +118,7 @@ def build_tiny_sequence_model(dest: Path, item_ids: list[str]) -> Path:
     """
     import torch
 
-    from tools.train.sequential import SequenceModel, SequentialConfig, save
+    from tools.core.sequence_model import SequenceModel, SequentialConfig, save
 
     config = SequentialConfig(max_len=20, hidden=16, inner=32, layers=1, heads=2, seed=SEED)
     torch.manual_seed(SEED)

@@ -15,9 +15,9 @@ import pytest
 from services.core.catalog import Catalog
 from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS
 from tools import export
-from tools.base_models import smollm2_tokenizer_dir
+from tools.core.base_models import smollm2_tokenizer_dir
+from tools.runtime.triton_server import TritonServer
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm, build_tiny_sequence_model
-from tools.triton_server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITON_MODELS = SERVED_MODELS
@@ -28,7 +28,7 @@ _TEST_QUEUE_DELAY_US = 20_000
 
 
 @pytest.fixture(scope="session")
-def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory, dataset: Path, tiny_sequence_model: Path) -> Path:
     """A model repository with version 1 of the four models, exported from tiny random models.
 
     ``text_encoder`` outputs 32-d embeddings; ``ranker`` and ``preference_generator`` use SmolLM2's real
@@ -42,10 +42,16 @@ def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory, dataset: Pat
     export.export_text_encoder(encoder, repository, 1, max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     export.export_ranker(lm, repository, 1, max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     export.export_preference_generator(lm, repository, 1, max_new_tokens=8)
-    sequence = build_tiny_sequence_model(base / "sequence", list(Catalog.load(dataset / "items.jsonl").items))
-    export.export_model(SEQUENCE_ENCODER, sequence, repository, version=1,
+    export.export_model(SEQUENCE_ENCODER, tiny_sequence_model, repository, version=1,
                         max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     return repository
+
+
+@pytest.fixture(scope="session")
+def tiny_sequence_model(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    """A tiny random SASRec checkpoint (``tools/core/sequence_model.py`` format) over the items of ``dataset``."""
+    return build_tiny_sequence_model(tmp_path_factory.mktemp("sequence") / "model",
+                                     list(Catalog.load(dataset / "items.jsonl").items))
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from tests.integration.conftest import ROOT, TRITON_MODELS
 from tests.integration.stack_helpers import running_stack
 from tools.bench.config import MODELS, BenchConfig
 from tools.bench.run import run_bench
-from tools.triton_server import TritonServer
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 

@@ -7,18 +7,17 @@ import pytest
 from tools.data import prepare_custom
 from tools.eval.evaluate import EvalConfig, evaluate, write_report
 from tools.eval.hard_negatives import SOURCE as HARD_NEGATIVE_SOURCE
-from tools.eval.sasrec import SASRecConfig
 
 pytestmark = pytest.mark.triton
 
 
-async def test_three_protocols_through_the_served_system_and_baselines(stack, dataset, tmp_path):
+async def test_three_protocols_through_the_served_system_and_baselines(stack, dataset, tiny_sequence_model, tmp_path):
     # The synthetic interactions become a leave-one-out split of their own; the served calls pass the
     # history explicitly, so the stack's interaction store plays no part.
     split_dir = prepare_custom(dataset / "items.jsonl", dataset / "train.csv", tmp_path / "split")
     config = EvalConfig(
         data_dir=split_dir, gateway_addr=stack.addr("gateway"), retrieval_addr=stack.addr("retrieval"),
-        served_name="tiny", max_users=6, sasrec=SASRecConfig(epochs=2, hidden=16, max_len=10),
+        served_name="tiny", max_users=6, sequence_model=tiny_sequence_model,
     )
     report = await evaluate(config)
     results = report["results"]

@@ -22,10 +22,11 @@ from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 from typer.testing import CliRunner
 
 from tests.integration.stack_helpers import running_stack, write_synthetic_dataset
-from tools import export, push
+from tools import export
 from tools.cli import app
+from tools.export import push
 from tools.index import build_index
-from tools.triton_server import TritonServer
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 

@@ -22,7 +22,7 @@ from services.retrieval.service import RetrievalApp
 from tests.integration.conftest import ROOT, TRITON_MODELS
 from tests.integration.stack_helpers import running_stack, stub_pid
 from tools.index import build_index_async
-from tools.triton_server import TritonServer
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 SERVING = health_pb2.HealthCheckResponse.SERVING

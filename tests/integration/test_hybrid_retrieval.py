@@ -16,10 +16,10 @@ from services.core.catalog import Catalog
 from services.core.contracts import SEQUENCE_ENCODER
 from services.core.index import ItemIndex
 from tests.integration.stack_helpers import running_stack, sequence_index_of
-from tools import push
+from tools.export import push
 from tools.index import build_sequence_index_async
+from tools.runtime.triton_server import TritonServer
 from tools.tiny_models import build_tiny_sequence_model
-from tools.triton_server import TritonServer
 
 
 def _versions(response) -> dict[str, str]:

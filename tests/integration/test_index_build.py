@@ -11,7 +11,7 @@ import tritonclient.grpc.aio as grpcclient
 from services.core.catalog import Catalog, Interaction, Item, item_text, write_interactions
 from services.core.index import ItemIndex
 from tools.index import TEXT_ENCODER_MODEL, build_index_async, encode_texts
-from tools.triton_server import TritonServer
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 

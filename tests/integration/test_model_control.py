@@ -27,9 +27,9 @@ from services.common.settings import TritonSettings
 from services.common.triton import TritonModel
 from tests.integration.conftest import ROOT, TRITON_MODELS
 from tests.integration.stack_helpers import running_stack, stub_pid
-from tools import push
+from tools.export import push
 from tools.index import build_index_async
-from tools.triton_server import TritonServer
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 

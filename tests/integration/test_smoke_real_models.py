@@ -12,8 +12,8 @@ from services.core.contracts import SERVED_MODELS
 from tests.integration.stack_helpers import running_stack, sequence_index_of
 from tools.export import has_weights
 from tools.index import build_index_async, build_sequence_index_async
-from tools.stack import TUNED, served_versions
-from tools.triton_server import TritonServer
+from tools.runtime.stack import TUNED, served_versions
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = [pytest.mark.smoke, pytest.mark.triton]
 

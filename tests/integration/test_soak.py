@@ -19,8 +19,8 @@ from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 from services.common.grpc_client import is_serving
 from tests.integration.conftest import ROOT
 from tools.index import build_index_async
-from tools.stack import SERVICES, StackConfig, service_env
-from tools.triton_server import free_ports
+from tools.runtime.stack import SERVICES, StackConfig, service_env
+from tools.runtime.triton_server import free_ports
 
 pytestmark = [pytest.mark.soak, pytest.mark.triton]
 

@@ -1,6 +1,6 @@
 """`instructrec run`'s supervisor on the real processes: Triton or a service SIGKILLed under load comes back.
 
-The stack runs in a subprocess through the run command's own code (``tools.stack.serve``, what ``run`` calls
+The stack runs in a subprocess through the run command's own code (``tools.runtime.stack.serve``, what ``run`` calls
 after ``prepare``) on free ports, over the tiny model repository and the synthetic data set, with the supervisor's
 default policy apart from a shorter first backoff. Nothing is restarted by the test: each kill is repaired by the
 supervisor alone.
@@ -32,8 +32,8 @@ from tritonclient.utils import InferenceServerException
 from services.common.grpc_client import reconnect_options
 from services.common.settings import TritonSettings
 from tests.integration.conftest import ROOT
-from tools.stack import KEY_FILE, SERVICES
-from tools.triton_server import free_ports
+from tools.runtime.stack import KEY_FILE, SERVICES
+from tools.runtime.triton_server import free_ports
 
 pytestmark = pytest.mark.triton
 
@@ -43,8 +43,8 @@ RECOVERY_LIMIT_S = 30.0
 _SERVE = """
 import json, logging, sys
 from pathlib import Path
-from tools.stack import StackConfig, serve
-from tools.supervise import RestartPolicy
+from tools.runtime.stack import StackConfig, serve
+from tools.runtime.supervise import RestartPolicy
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 a = json.loads(sys.argv[1])

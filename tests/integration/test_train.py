@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tools import export
-from tools.base_models import smollm2_tokenizer_dir
+from tools.core.base_models import smollm2_tokenizer_dir
 from tools.data import prepare_custom
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm
 from tools.train import run as train_run

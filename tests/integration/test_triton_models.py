@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 from services.core.contracts import MODEL_NAMES, RANKER_ANSWER_PREFIX, TRITON_CONTRACTS
 from services.core.modeltext import ranker_model_text
 from tools import export
-from tools.triton_server import TritonServer
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 

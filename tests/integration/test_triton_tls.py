@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 from tests.integration.certs import make_certs
 from tests.integration.conftest import ROOT, TRITON_MODELS
 from tests.integration.stack_helpers import running_stack
-from tools.triton_server import TritonServer
+from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 

@@ -19,8 +19,8 @@ import typer
 from instructrec.v1 import recommend_service_pb2 as pb
 from instructrec.v1 import recommend_service_pb2_grpc as rpc
 
+from tools.core.machine import machine
 from tools.eval.intentions import EVAL_VAGUE_BANK
-from tools.train.common import machine
 
 WARM_UP = 5
 

@@ -39,7 +39,7 @@ import numpy as np
 from services.core.contracts import ONNX_ATTENTION_MASK, ONNX_INPUT_IDS, ONNX_LABEL_LOGITS, RANKER
 from tools.bench.driver import drive, load_average, machine_info
 from tools.bench.stats import RequestMix, jsonable, point_summary
-from tools.machine import cpu_flags
+from tools.core.machine import cpu_flags
 
 log = logging.getLogger("instructrec.bench")
 

@@ -8,7 +8,7 @@
 The served system is measured through the live services (gateway with ``candidate_item_ids`` for protocols
 1 and 2, a plain ``Recommend`` for 3; the retrieval service for the hard negatives and Recall@20), so what is
 evaluated is exactly what is deployed. Baselines run in this process on exactly the same candidates:
-random, popularity and SASRec.
+random, popularity and the served sequence model (SASRec, ``tools/core/sequence_model.py``) alone.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -30,11 +30,13 @@ from instructrec.v1 import (
 )
 from tqdm import tqdm
 
+from tools.core.machine import repo_path
+from tools.core.metrics import rank_of, summarize
+from tools.core.sequence_model import PUBLISHED_DIR, SequenceScorer
+from tools.core.split import Case, Split, load_split
 from tools.eval.hard_negatives import SOURCE as HARD_NEGATIVE_SOURCE
 from tools.eval.hard_negatives import hard_negative_lists
-from tools.eval.metrics import rank_of, summarize
-from tools.eval.protocols import Case, Split, load_split, popularity_scorer, random_candidates, random_scorer
-from tools.eval.sasrec import SASRecConfig, SASRecRecommender
+from tools.eval.protocols import popularity_scorer, random_candidates, random_scorer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ class EvalConfig:
     max_users: int | None = None
     seed: int = 0
     concurrency: int = 8
-    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    sequence_model: Path = PUBLISHED_DIR
+    """The sequence model scored alone as the "SASRec" baseline (and in protocols 4-5): the served checkpoint."""
     baselines: bool = True
     """Compute random, popularity and SASRec; off when adding a served system to a report that has them
     (they depend only on the split, the seed and the users, not on what is served)."""
@@ -193,8 +196,8 @@ async def evaluate(config: EvalConfig) -> dict:
     cases = pool[: config.max_users] if config.max_users else pool
     sasrec, record = None, None
     if config.baselines and {1, 2, 3} & set(config.protocols):  # protocols 4-5 have their own baselines
-        sasrec = SASRecRecommender(list(split.catalog.items), config.sasrec)
-        record = sasrec.fit(list(split.train.values()), [(c.history, c.target) for c in split.valid_cases])
+        sasrec = SequenceScorer(config.sequence_model)
+        record = {"model": repo_path(config.sequence_model)}
     served = ServedSystem(config.gateway_addr, config.retrieval_addr)
     results: dict[str, dict] = {}
     protocol2_lists: dict | None = None
@@ -256,20 +259,9 @@ async def evaluate(config: EvalConfig) -> dict:
 
 async def _search(split: Split, cases: Sequence[Case], served: ServedSystem, config: EvalConfig) -> dict:
     """Protocols 4 (personalized search) and 5 (search), with the committed sequence model as a baseline."""
-    import torch
-
     from tools.eval.search import SearchEvaluation
-    from tools.train import sequential
 
-    model, vocab = sequential.load(sequential.PUBLISHED_DIR)
-    rows = {item: n for n, item in enumerate(vocab, start=1)}
-
-    def sequence_scores(history: Sequence[str]) -> dict[str, float]:
-        with torch.no_grad():
-            seq = torch.tensor([sequential.left_pad([rows[i] for i in history if i in rows], model.config.max_len)])
-            scores = (model(seq) @ model.item_vectors().T)[0].numpy()
-        return {item: float(scores[n]) for item, n in rows.items()}
-
+    sequence_scores = SequenceScorer(config.sequence_model).catalog_scores
     paired = [json.loads(Path(p).read_text()) for p in config.paired_with]
     evaluation = SearchEvaluation(split, served, sequence_scores, seed=config.seed, concurrency=config.concurrency,
                                   name=config.served_name, paired=paired, wording=config.wording)

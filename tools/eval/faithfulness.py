@@ -4,7 +4,7 @@ For each evaluated user (the test cases of the split: history = everything befor
 ``max_history_items`` of it, as the instruction service sends it), the generator writes a statement from
 ``prompts.render_preference_prompt`` exactly as Triton's ``preference_generator`` does (the chat template's
 user turn, greedy decoding, ``max_new_tokens``), cut to whole sentences as the instruction service cuts it.
-The teacher (``tools.teacher.explicit_preference``) writes its statement for the same recent items with the
+The teacher (``tools.core.teacher.explicit_preference``) writes its statement for the same recent items with the
 user's ratings. Both are parsed with :mod:`services.core.statements` against the catalog's genres, and compared:
 
 * genre precision / recall of likes and of dislikes (micro-averaged over users; a 95 % interval from a
@@ -42,8 +42,8 @@ from services.core.statements import (
     parse_statement,
     repetitions,
 )
-from tools import teacher
-from tools.eval.protocols import Case, load_split
+from tools.core import teacher
+from tools.core.split import Case, load_split
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from services.core.catalog import item_text
 from services.core.contracts import RECENT_HISTORY_ITEMS
-from tools.eval.protocols import Case, Split
+from tools.core.split import Case, Split
 
 SOURCE = "base all-MiniLM-L6-v2: unseen items nearest to the mean of the recent history's item vectors"
 
@@ -26,8 +26,8 @@ def item_vectors(split: Split) -> tuple[list[str], np.ndarray]:
     import torch
 
     from services.core.modeltext import mean_pooled_encoder
-    from tools.base_models import minilm_dir
-    from tools.train.retriever import encode, load_encoder
+    from tools.core.base_models import minilm_dir
+    from tools.core.text_encoder import encode, load_encoder
 
     ids = list(split.catalog.items)
     model, tokenizer = load_encoder(minilm_dir(), torch.device("cpu"))

@@ -2,7 +2,7 @@
 
 InstructRec's intentions come in two kinds: specific (I2: one of the target's genres and its decade, named in
 words a string filter can match) and vague (I1: paraphrases of a genre that no filter can match, "something
-that will make me laugh"). Training draws its wording from ``tools/teacher.py``; evaluation draws it from
+that will make me laugh"). Training draws its wording from ``tools/core/teacher.py``; evaluation draws it from
 the banks here, and ``tests/unit/tools/eval/test_intentions.py`` checks the two share no phrase, so a tuned
 model cannot have memorised the evaluation's wording.
 """
@@ -18,7 +18,7 @@ from services.core.catalog import Catalog, Item
 VAGUE = "I1"
 SPECIFIC = "I2"
 
-# Evaluation-only paraphrases per genre (none of them in tools/teacher.py's banks).
+# Evaluation-only paraphrases per genre (none of them in tools/core/teacher.py's banks).
 EVAL_VAGUE_BANK: dict[str, tuple[str, ...]] = {
     "Action": ("non-stop chases and fights", "something that gets my pulse racing"),
     "Adventure": ("a quest across far-off lands", "explorers and treasure"),

@@ -17,14 +17,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tools import teacher
+from tools.core import teacher
+from tools.core.metrics import bootstrap, ndcg
+from tools.core.split import Case, Split
 from tools.eval.intentions import SPECIFIC, VAGUE, StringFilter, intention
-from tools.eval.metrics import ndcg
-from tools.eval.protocols import Case, Split
 
 DRAWS = 3
 NEGATIVES = 19
-BOOTSTRAP = 1000
 WORDINGS = ("evaluation", "training", "literal")
 
 
@@ -51,16 +50,6 @@ def _join_paired(rows: list[dict], report: dict, protocol: str, kind: str, users
         row["sampled"][name] = ranks["sampled"][position[user]]
 
 
-def bootstrap(served: np.ndarray, other: np.ndarray, seed: int = 0, rounds: int = BOOTSTRAP) -> dict[str, float]:
-    """Mean of ``served - other`` over users and its 95 % paired-bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    diff = np.asarray(served, dtype=np.float64) - np.asarray(other, dtype=np.float64)
-    means = diff[rng.integers(0, len(diff), size=(rounds, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"diff": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
-            "relative": float(diff.mean() / max(np.mean(other), 1e-12))}
-
-
 class SearchEvaluation:
     """Runs protocols 4 and 5 for one served system against the in-process baselines."""
 
@@ -72,7 +61,7 @@ class SearchEvaluation:
             paired: Earlier ``search.json`` reports of other served systems (e.g. an ablation) on the same users
                 and seed: their stored per-user ranks join the tables as methods, with paired differences.
             wording: "evaluation" (the evaluation-only bank), "training" (as training words them,
-                ``tools/teacher.py``, for validation runs) or "literal" (vague intentions name the genre they
+                ``tools/core/teacher.py``, for validation runs) or "literal" (vague intentions name the genre they
                 paraphrase: the ceiling of a perfect intention reader; see ``intentions.intention``).
         """
         if wording not in WORDINGS:

@@ -24,7 +24,7 @@ One module a job:
 Every export goes to a new version folder, built in a hidden sibling folder and renamed into place, so Triton
 never sees a half-written version; an export whose outputs differ from torch beyond the tolerance is deleted
 and :class:`ParityError` raised. Each version's ``metadata.json`` also holds the canary (a fixed input and the
-output the export produced for it) that ``tools/push.py`` checks on Triton.
+output the export produced for it) that ``tools/export/push.py`` checks on Triton.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 from services.core import prompts
 from services.core.contracts import MODEL_NAMES, PREFERENCE_GENERATOR, RANKER, TEXT_ENCODER
 from services.core.modeltext import label_token_ids, mean_pooled_encoder, ranker_model_text, ranker_scorer, right_pad
+from tools.core.adapters import default_base_model, is_lora_adapter, resolve_adapter_base
 from tools.export import versions
 from tools.export.config import (
     DEFAULT_EMBEDDING_DIM,
@@ -50,13 +51,7 @@ from tools.export.config import (
     write_config,
 )
 from tools.export.exporters import EXPORTERS, export_preference_generator, export_ranker, export_text_encoder
-from tools.export.merge import (
-    adapter_provenance,
-    default_base_model,
-    is_lora_adapter,
-    merge_lora_adapter,
-    resolve_adapter_base,
-)
+from tools.export.merge import adapter_provenance, merge_lora_adapter
 from tools.export.onnx import ONNX_OPSET
 from tools.export.parity import (
     ENCODER_INT8_MIN_COSINE,

@@ -21,6 +21,7 @@ from services.core.contracts import (
     TEXT_ENCODER,
     TRITON_CONTRACTS,
 )
+from tools.core.text_encoder import DEFAULT_MAX_TOKENS
 from tools.export.versions import COMMITTED_REPOSITORY
 
 
@@ -80,7 +81,6 @@ SERVING_OPTIONS: dict[str, tuple[str, ...]] = {
     name: (*_COMMON_SERVING_OPTIONS, *parameters) for name, parameters in MODEL_PARAMETERS.items()
 }
 DEFAULT_EMBEDDING_DIM = 384
-DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_PROMPT_TOKENS = 1024
 DEFAULT_MAX_NEW_TOKENS = 48
 DEFAULT_MAX_HISTORY_ITEMS = 50

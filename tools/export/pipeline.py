@@ -9,15 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from services.core.contracts import MODEL_NAMES
+from tools.core.adapters import default_base_model, is_lora_adapter, resolve_adapter_base
 from tools.export.config import check_serving, serving_options, write_config
 from tools.export.exporters import EXPORTERS
-from tools.export.merge import (
-    adapter_provenance,
-    default_base_model,
-    is_lora_adapter,
-    merge_lora_adapter,
-    resolve_adapter_base,
-)
+from tools.export.merge import adapter_provenance, merge_lora_adapter
 from tools.export.parity import FP32, parity_policy
 from tools.export.versions import latest_version, refresh_adapter_helper
 

@@ -112,7 +112,7 @@ def sample_histories(vocab: list[str]) -> list[list[str]]:
 def canary(name: str, expected: Any, tolerance: float | None, *, model_input: Any = None) -> dict[str, Any]:
     """The canary spec stored in ``metadata.json``: the fixed input and what this export answered for it.
 
-    ``tools/push.py`` sends it to Triton after loading the version; ``expected`` ``None`` checks only that
+    ``tools/export/push.py`` sends it to Triton after loading the version; ``expected`` ``None`` checks only that
     an answer comes.
     """
     contract = TRITON_CONTRACTS[name]

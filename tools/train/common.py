@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import platform
 import random
 import shutil
 import time
@@ -27,8 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.common.settings import ROOT
-from tools.machine import cpu_flags
+from tools.core.machine import machine, repo_path
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +65,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device}: torch sees no CUDA device on this machine")
     return torch.device(device)
-
-
-def machine() -> dict[str, Any]:
-    """Where a run or a timing happened: platform, CPUs, CPU flags, torch and its threads."""
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu_flags": cpu_flags(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
-def repo_path(path: Path) -> str:
-    """``path`` relative to the repository when inside it, so committed records hold no machine paths."""
-    try:
-        return Path(path).resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,7 +4,7 @@ A training example takes one user's training sequence, a cut point ``t`` and use
 and ``seq[t]`` as the target, so the validation and test items are never seen. Validation examples are the
 split's validation cases (history = training part, target = validation item). Instructions are rendered
 with :mod:`services.core.prompts` (the module the instruction service serves from) and the teacher
-substitutes of :mod:`tools.teacher`.
+substitutes of :mod:`tools.core.teacher`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 
 from services.core import prompts
 from services.core.catalog import Catalog, Item, item_text, read_interactions, user_sequences
-from tools import teacher
-from tools.eval.metrics import candidate_list, random_negatives
-from tools.eval.protocols import Case, Split, load_split
+from tools.core import teacher
+from tools.core.sampling import candidate_list, random_negatives
+from tools.core.split import Case, Split, load_split
 
 MIN_HISTORY = 3
 
@@ -48,17 +48,7 @@ def load_training_data(data_dir: Path) -> TrainingData:
     return TrainingData(split, sequences)
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One (user, history, target) drawn from the training sequences."""
-
-    user: str
-    history: tuple[str, ...]
-    target: str
-    seen: frozenset[str]
-
-
-def draw_samples(data: TrainingData, count: int, rng: random.Random) -> list[Sample]:
+def draw_samples(data: TrainingData, count: int, rng: random.Random) -> list[Case]:
     """``count`` cut points over the training sequences, users weighted by their number of cut points."""
     users = [u for u, seq in data.split.train.items() if len(seq) > MIN_HISTORY]
     weights = [len(data.split.train[u]) - MIN_HISTORY for u in users]
@@ -66,15 +56,15 @@ def draw_samples(data: TrainingData, count: int, rng: random.Random) -> list[Sam
     for user in rng.choices(users, weights=weights, k=count):
         seq = data.split.train[user]
         t = rng.randrange(MIN_HISTORY, len(seq))
-        out.append(Sample(user, tuple(seq[:t]), seq[t], frozenset(seq)))
+        out.append(Case(user, tuple(seq[:t]), seq[t], frozenset(seq)))
     return out
 
 
-def validation_samples(data: TrainingData, count: int) -> list[Sample]:
+def validation_samples(data: TrainingData, count: int) -> list[Case]:
     """Validation cases as samples. What they count as seen is the history and the validation item only: the
     test item is the future of a validation case, so it may be drawn as a negative like any other item."""
     cases = [c for c in data.split.valid_cases if len(c.history) >= 1][:count] if count else data.split.valid_cases
-    return [Sample(c.user_id, c.history, c.target, frozenset(c.history) | {c.target}) for c in cases]
+    return [Case(c.user_id, c.history, c.target, frozenset(c.history) | {c.target}) for c in cases]
 
 
 class HardNegatives:
@@ -118,7 +108,7 @@ class RankerExample:
 
 
 def render_for(
-    data: TrainingData, sample: Sample, template: prompts.InstructionTemplate, candidates: Sequence[str],
+    data: TrainingData, sample: Case, template: prompts.InstructionTemplate, candidates: Sequence[str],
     rng: random.Random, noun: str, max_history: int,
 ) -> str:
     """The instruction text for ``sample`` under ``template`` (the candidate list is used by T3 only)."""
@@ -127,7 +117,7 @@ def render_for(
     target = catalog[sample.target]
     preference = ""
     if template.preference == "P2":
-        preference = teacher.explicit_preference(data.rated(sample.history[-max_history:], sample.user))
+        preference = teacher.explicit_preference(data.rated(sample.history[-max_history:], sample.user_id))
     return prompts.render_instruction(
         template,
         history=history,
@@ -155,7 +145,7 @@ class RankerMix:
 
 
 def ranker_example(
-    data: TrainingData, sample: Sample, rng: random.Random, mix: RankerMix, hard: HardNegatives | None,
+    data: TrainingData, sample: Case, rng: random.Random, mix: RankerMix, hard: HardNegatives | None,
     noun: str = prompts.DEFAULT_ITEM_NOUN, max_history: int = prompts.DEFAULT_MAX_HISTORY_ITEMS,
 ) -> RankerExample:
     ids = list(data.catalog.items)
@@ -195,7 +185,7 @@ def validation_ranker_examples(
     for n, sample in enumerate(validation_samples(data, count)):
         # Not the evaluation's per-user key (tools.eval.protocols.random_candidates): other negatives than the
         # user's protocol-1 test list.
-        rng = random.Random(f"validation:{seed}:{sample.user}")
+        rng = random.Random(f"validation:{seed}:{sample.user_id}")
         candidates, answer = candidate_list(sample.target, random_negatives(ids, set(sample.seen), 9, rng), rng)
         template = prompts.TEMPLATES_BY_ID["P1-I0-T3-0" if n % 2 == 0 else "P2-I0-T3-0"]
         prompt = render_for(data, sample, template, candidates, rng, noun, max_history)
@@ -214,7 +204,7 @@ class RetrievalPair:
 
 
 def retrieval_pair(
-    data: TrainingData, sample: Sample, rng: random.Random, intention_share: float = 0.3,
+    data: TrainingData, sample: Case, rng: random.Random, intention_share: float = 0.3,
     max_history: int = prompts.DEFAULT_MAX_HISTORY_ITEMS,
 ) -> RetrievalPair:
     """The served retrieval text (``prompts.retrieval_text``) of a history, with a teacher intention
@@ -237,16 +227,12 @@ class PreferenceExample:
 
 
 def preference_example(
-    data: TrainingData, sample: Sample, noun: str = prompts.DEFAULT_ITEM_NOUN,
+    data: TrainingData, sample: Case, noun: str = prompts.DEFAULT_ITEM_NOUN,
     max_history: int = prompts.DEFAULT_MAX_HISTORY_ITEMS,
 ) -> PreferenceExample:
     recent_ids = sample.history[-max_history:]
     recent = [data.catalog[i] for i in recent_ids]
     return PreferenceExample(
         prompts.render_preference_prompt(recent, noun, max_history),
-        teacher.explicit_preference(data.rated(recent_ids, sample.user)),
+        teacher.explicit_preference(data.rated(recent_ids, sample.user_id)),
     )
-
-
-def cases_as_samples(cases: Sequence[Case]) -> list[Sample]:
-    return [Sample(c.user_id, c.history, c.target, c.seen) for c in cases]

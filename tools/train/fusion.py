@@ -33,11 +33,11 @@ from services.core.contracts import (
     RETRIEVAL_HISTORY_WEIGHT,
 )
 from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, fuse
-from tools.eval.metrics import candidate_list, random_negatives
+from tools.core.machine import repo_path
+from tools.core.sampling import candidate_list, random_negatives
+from tools.core.sequence_model import PUBLISHED_DIR
 from tools.export import combined_sha256, weights_sha256
-from tools.train.common import repo_path
 from tools.train.retrieval_fusion import RetrievalFitConfig, validation_scores
-from tools.train.sequential import PUBLISHED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def fit_fusion(config: FusionFitConfig) -> dict:
     for n, sample in enumerate(samples):
         # Not the evaluation's per-user key: other negatives than the user's protocol-1 test list. ``seen`` is
         # the history and the validation item (validation_samples): the test item is never looked at.
-        rng = random.Random(f"fusion:{config.seed}:{sample.user}")
+        rng = random.Random(f"fusion:{config.seed}:{sample.user_id}")
         template = prompts.TEMPLATES_BY_ID["P1-I0-T3-0" if n % 2 == 0 else "P2-I0-T3-0"]
         row = fused[n]
         hard = [ids[j] for j in np.argsort(-row, kind="stable") if ids[j] not in sample.seen][:9]

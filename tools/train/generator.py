@@ -1,7 +1,7 @@
 """Tune the preference generator: SmolLM2 with LoRA to write P2 statements from the history it is served.
 
 Input: ``prompts.render_preference_prompt`` of the recent history in the chat template, exactly as the
-Triton model builds it. Target: the teacher's statement (:func:`tools.teacher.explicit_preference`, from the
+Triton model builds it. Target: the teacher's statement (:func:`tools.core.teacher.explicit_preference`, from the
 genres, years and the user's own ratings of those items) followed by the end-of-turn token. The loss covers
 the target tokens only. Validation: target-token loss and, on a few users, greedy generation compared with
 the teacher's statement (exact match and genre-word F1).
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from services.core.modeltext import ranker_model_text
-from tools.teacher import VAGUE_BANK
+from tools.core.teacher import VAGUE_BANK
 from tools.train.common import LoopConfig, Record, Task, cycle, lora_layers, run_loop, setup_torch
 from tools.train.examples import (
     PreferenceExample,

@@ -1,6 +1,6 @@
 """Train the intention-understanding heads (``services/core/intent.py``) on the training side's phrase bank.
 
-Examples come from the catalog's attributes and ``tools/teacher.py``'s banks, never from the evaluation's
+Examples come from the catalog's attributes and ``tools/core/teacher.py``'s banks, never from the evaluation's
 (``tools/eval/intentions.py``; ``tests/unit/tools/eval/test_intentions.py`` checks the two share no phrase):
 
 * a categorical value named plainly ("a comedy movie", "comedy movies") or by a training paraphrase of it
@@ -29,7 +29,7 @@ from services.core.catalog import GENRES, YEAR, Catalog
 from services.core.contracts import INTENT_MIN_CONFIDENCE
 from services.core.filters import CatalogAttributes, item_number
 from services.core.intent import NONE, AttributeHead, IntentModel
-from tools import teacher
+from tools.core import teacher
 
 BUCKETS: dict[str, float] = {YEAR: 10.0}
 """Numeric attributes understood in buckets, and the bucket width."""
@@ -107,7 +107,7 @@ def intent_examples(catalog: Catalog, noun: str = "movie", seed: int = 0) -> tup
 
 def examples_digest(examples: Sequence[Example]) -> str:
     """A fingerprint of the training examples (texts and labels): an index whose heads were fitted on other
-    examples (an older bank) is refitted (``tools/stack.py``)."""
+    examples (an older bank) is refitted (``tools/runtime/stack.py``)."""
     h = hashlib.sha256()
     for e in examples:
         h.update(json.dumps([e.text, sorted(e.labels.items())]).encode("utf-8"))

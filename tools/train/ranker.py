@@ -116,7 +116,7 @@ def hit_rate_at_1(scorer, batcher: RankerBatcher, examples: list[RankerExample],
 def hard_negative_source(data: TrainingData, encoder: Path | None, device: torch.device) -> HardNegatives | None:
     if encoder is None:
         return None
-    from tools.train.retriever import item_vectors
+    from tools.core.text_encoder import item_vectors
 
     ids = list(data.catalog.items)
     return HardNegatives(ids, item_vectors(encoder, [data.catalog[i] for i in ids], device))

@@ -8,7 +8,7 @@ model (an anonymous caller with a query). Scores rank the same under a positive 
 is fixed at 1 (0 without it) and the others are searched jointly on a grid, maximising NDCG@10 over the whole
 catalog (history excluded) on validation users: history = the training part, target = the validation item; the
 test items are never looked at. The queries are the teacher's intentions about the validation item, vague and
-specific in turn, from the TRAINING phrase bank (``tools/teacher.py``); the evaluation's bank is never used.
+specific in turn, from the TRAINING phrase bank (``tools/core/teacher.py``); the evaluation's bank is never used.
 
 Every part is the served one: the sequence model's user and item vectors, the served text rule (request
 text = query + recent titles, blended with the history's item vectors; the query alone for an anonymous
@@ -44,9 +44,8 @@ from services.core.contracts import (
 from services.core.fusion import SERVED_RETRIEVAL_FUSION, SITUATIONS, RetrievalFusion, SourceWeights
 from services.core.index import user_vector
 from services.core.modeltext import mean_pooled_encoder
-from tools import teacher
-from tools.train import sequential
-from tools.train.common import repo_path
+from tools.core import sequence_model, teacher
+from tools.core.machine import repo_path
 from tools.train.examples import load_training_data, validation_samples
 from tools.train.intent import choose_l2, cross_fitted_models, fit_intent_model, intent_examples
 
@@ -144,7 +143,7 @@ def cross_fitted_intent(catalog, ids: list[str], query_vectors: np.ndarray, word
                         device) -> tuple[np.ndarray, dict]:
     """Each query's understood-attribute score of every item, read by heads fitted without its wording (the
     L2 weight chosen as the index build chooses it); a wording in no fold is read by heads fitted on all."""
-    from tools.train.retriever import encode
+    from tools.core.text_encoder import encode
 
     examples, heads = intent_examples(catalog)
     with torch.no_grad():
@@ -166,7 +165,7 @@ def cross_fitted_intent(catalog, ids: list[str], query_vectors: np.ndarray, word
 
 def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
     """Score the whole catalog with each source for the validation users, as the retrieval service would."""
-    from tools.train.retriever import encode, load_encoder
+    from tools.core.text_encoder import encode, load_encoder
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -182,10 +181,10 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
         excluded[row, [position[i] for i in sample.history if i in position]] = True
     log_pop = np.log1p(np.array([data.split.popularity[i] for i in ids], dtype=np.float64))
 
-    model, vocab = sequential.load(config.sequence)
+    model, vocab = sequence_model.load(config.sequence)
     seq_index = {item: n for n, item in enumerate(vocab, start=1)}
     with torch.no_grad():
-        seqs = torch.tensor([sequential.left_pad([seq_index[i] for i in s.history if i in seq_index],
+        seqs = torch.tensor([sequence_model.left_pad([seq_index[i] for i in s.history if i in seq_index],
                                                  model.config.max_len) for s in samples])
         users = model(seqs).numpy()  # [N, H]
         item_vectors = model.item_vectors().numpy()  # [V + 1, H]

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from services.core import prompts
-from services.core.catalog import Item, item_text
+from services.core.catalog import item_text
 from services.core.contracts import RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_POPULARITY_WEIGHT, RETRIEVAL_TEMPERATURE
 from services.core.index import user_vector
 from services.core.modeltext import mean_pooled_encoder
-from tools.export import DEFAULT_MAX_TOKENS, is_lora_adapter
+from tools.core.text_encoder import DEFAULT_MAX_TOKENS, encode
 from tools.train.common import LoopConfig, Record, Task, cycle, run_loop, setup_torch
 from tools.train.examples import RetrievalPair, draw_samples, load_training_data, retrieval_pair, validation_samples
 
@@ -51,43 +51,6 @@ class RetrieverTrainConfig:
     validation_users: int = 300
     max_history: int = 10
     max_tokens: int = DEFAULT_MAX_TOKENS
-
-
-def load_encoder(path: Path, device: torch.device):
-    """A Hugging Face encoder folder, or a LoRA adapter merged into its base; with its tokenizer."""
-    from transformers import AutoModel, AutoTokenizer
-
-    if is_lora_adapter(path):
-        from peft import PeftModel
-
-        from tools.export import TEXT_ENCODER, resolve_adapter_base
-
-        base = resolve_adapter_base(path, TEXT_ENCODER, None)
-        model = PeftModel.from_pretrained(AutoModel.from_pretrained(str(base)), str(path)).merge_and_unload()
-        tokenizer = AutoTokenizer.from_pretrained(str(base))
-    else:
-        model = AutoModel.from_pretrained(str(path))
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return model.to(device).eval(), tokenizer
-
-
-def encode(pooled, tokenizer, texts: Sequence[str], device: torch.device, max_tokens: int = DEFAULT_MAX_TOKENS,
-           batch_size: int = 128) -> torch.Tensor:
-    """[N, D] unit vectors (gradients flow when called outside ``no_grad``)."""
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start: start + batch_size]), padding=True, truncation=True,
-                          max_length=max_tokens, return_tensors="pt")
-        token_types = batch.get("token_type_ids", torch.zeros_like(batch["input_ids"]))
-        out.append(pooled(batch["input_ids"].to(device), batch["attention_mask"].to(device), token_types.to(device)))
-    return torch.cat(out)
-
-
-def item_vectors(encoder: Path, items: Sequence[Item], device: torch.device) -> np.ndarray:
-    """Item vectors as the index holds them, computed in this process."""
-    model, tokenizer = load_encoder(encoder, device)
-    with torch.no_grad():
-        return encode(mean_pooled_encoder(model), tokenizer, [item_text(i) for i in items], device).cpu().numpy()
 
 
 def info_nce(queries: torch.Tensor, items: torch.Tensor, targets: Sequence[str], temperature: float) -> torch.Tensor:

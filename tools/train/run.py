@@ -113,7 +113,7 @@ Adapter weights sha256 (as `metadata.json` records it after export): `{sha}`.
 MovieLens-100K, the suite's leave-one-out split (`instructrec prepare`), training part only: examples cut
 each user's training sequence at random points (history -> next item). Validation users' held-out validation
 item picks the checkpoint; test items are never used. Preferences and intentions come from
-`tools/teacher.py` (our substitute for the paper's teacher LLM); templates from `services/core/prompts.py`.
+`tools/core/teacher.py` (our substitute for the paper's teacher LLM); templates from `services/core/prompts.py`.
 
 ## Command
 ```

@@ -7,11 +7,9 @@ the shared item embedding. Training is next-item prediction at every position of
 sequence, cross-entropy over the whole catalog; validation (NDCG@10 over the whole catalog, history
 excluded, on the validation items) picks the epoch and stops the run.
 
-Why the in-house evaluation baseline (``tools/eval/sasrec.py``) reached 1+9 HR@1 0.481 where RecBole's
-reaches 0.579 (measured, docs/evaluation): it trains a smaller, less regularised model (feed-forward as wide
-as the hidden state, ReLU, dropout 0.2, one head) for at most 60 epochs, selected by HR@10; and it cuts long
-histories into disjoint windows, so a target late in a long history often sees only a few items of context.
-This trainer fixes each of those (ablations in the model card).
+Against RecBole 1.2.1's own SASRec on the same split (1+9 HR@1 0.579 there) this trainer's choices are the
+ones its model card ablates: a wider GELU feed-forward net, heavier dropout, windows that end every
+``window_stride`` items so that a target late in a long history sees its full context.
 
 Inputs are left-padded with 0 (catalog items are 1..N), so the most recent item is always at the last
 position and the user vector is ``hidden[:, -1]``: the ONNX export reads it the same way.
@@ -21,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -30,96 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from tools.core.metrics import ndcg_of_ranks
+from tools.core.sequence_model import (
+    PUBLISHED_DIR,
+    SequenceModel,
+    SequentialConfig,
+    is_sequence_checkpoint,
+    left_pad,
+    save,
+)
+
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "model.safetensors"
-VOCAB_FILE = "item_ids.json"
-CONFIG_FILE = "config.json"
-
-
-@dataclass(frozen=True)
-class SequentialConfig:
-    """Model and training hyper-parameters (defaults: RecBole 1.2.1's SASRec, tuned on validation)."""
-
-    max_len: int = 50
-    hidden: int = 64
-    inner: int = 256
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    epochs: int = 200
-    patience: int = 10
-    window_stride: int = 10
-    """Training rows are windows of ``max_len + 1`` items ending every ``window_stride`` items, so each target
-    is predicted with (nearly) its full context; the loss is taken only on the targets new to each window."""
-    seed: int = 0
-    threads: int = 0
-
-
-class SequenceModel(nn.Module):
-    """Item ids 1..num_items (0 = padding), left-padded sequences [B, L] -> user vectors [B, H]."""
-
-    def __init__(self, num_items: int, config: SequentialConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.items = nn.Embedding(num_items + 1, config.hidden, padding_idx=0)
-        self.positions = nn.Embedding(config.max_len, config.hidden)
-        self.norm = nn.LayerNorm(config.hidden, eps=1e-12)
-        self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(
-            config.hidden, config.heads, config.inner, dropout=config.dropout, activation="gelu",
-            batch_first=True, norm_first=False, layer_norm_eps=1e-12,
-        )
-        layer.self_attn.dropout = config.attn_dropout  # the attention weights' dropout (RecBole's attn_dropout_prob)
-        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(0.0, 0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-
-    def hidden_states(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Hidden state at every position: ``seqs`` [B, L] left-padded -> [B, L, H]."""
-        length = seqs.shape[1]
-        positions = torch.arange(length, device=seqs.device) + (self.config.max_len - length)
-        x = self.items(seqs) + self.positions(positions).unsqueeze(0)  # [B, L, H]
-        x = self.dropout(self.norm(x))
-        # Blocked keys: the future (causal) and, for every query but itself, the left padding. Each position
-        # keeps itself as a key, so a padded query's row is never fully masked (NaN); padded outputs are never
-        # read. Built from comparisons only, which every ONNX runtime implements.
-        index = torch.arange(length, device=seqs.device)
-        future = index.unsqueeze(0) > index.unsqueeze(1)  # [L, L]: key j after query i
-        other = index.unsqueeze(0) != index.unsqueeze(1)  # [L, L]
-        pad = seqs == 0  # [B, L]
-        blocked = future.unsqueeze(0) | (pad.unsqueeze(1) & other.unsqueeze(0))  # [B, L, L]
-        mask = torch.zeros(blocked.shape, device=seqs.device).masked_fill(blocked, float("-inf"))
-        mask = mask.repeat_interleave(self.config.heads, dim=0)  # [B * heads, L, L]
-        return self.encoder(x, mask=mask)
-
-    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
-        """User vectors: the hidden state at the most recent position. [B, L] -> [B, H]."""
-        return self.hidden_states(seqs)[:, -1]
-
-    def item_vectors(self) -> torch.Tensor:
-        """The item side of the dot product, [num_items + 1, H] (row 0 is padding)."""
-        return self.items.weight
-
-
-def left_pad(ids: Sequence[int], length: int) -> list[int]:
-    ids = list(ids)[-length:]
-    return [0] * (length - len(ids)) + ids
-
 
 @dataclass
 class SequentialData:
@@ -183,10 +104,9 @@ def rank_metrics(model: SequenceModel, pairs: Sequence[tuple[Sequence[int], int]
             scores[row, seen] = -torch.inf
         targets = torch.tensor([t for _, t in chunk])
         target_scores = scores[torch.arange(len(chunk)), targets]
-        ranks = (scores > target_scores.unsqueeze(1)).sum(dim=1)  # 0-based
-        hit = ranks < k
-        hr += hit.sum().item()
-        ndcg += (hit.float() / torch.log2(ranks.float() + 2.0)).sum().item()
+        ranks = (scores > target_scores.unsqueeze(1)).sum(dim=1).numpy()  # 0-based
+        hr += float((ranks < k).sum())
+        ndcg += float(ndcg_of_ranks(ranks, k).sum())
     n = max(1, len(pairs))
     return {f"HR@{k}": hr / n, f"NDCG@{k}": ndcg / n}
 
@@ -284,44 +204,11 @@ def train_sequential(data: SequentialData, config: SequentialConfig = Sequential
     return TrainResult(model, record)
 
 
-def save(model: SequenceModel, vocab: Sequence[str], out_dir: Path) -> Path:
-    """Write the trained model as a folder: weights, its catalog-id vocabulary and its configuration."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
-    (out_dir / VOCAB_FILE).write_text(json.dumps(list(vocab)))
-    (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2) + "\n")
-    return out_dir
-
-
-def load(folder: Path) -> tuple[SequenceModel, list[str]]:
-    """Read a folder written by :func:`save`."""
-    config = SequentialConfig(**json.loads((folder / CONFIG_FILE).read_text()))
-    vocab = json.loads((folder / VOCAB_FILE).read_text())
-    model = SequenceModel(len(vocab), config)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    return model.eval(), vocab
-
-
-def is_sequence_checkpoint(folder: Path) -> bool:
-    return all((Path(folder) / name).is_file() for name in (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE))
-
-
-def score_candidates(model: SequenceModel, index: dict[str, int], history: Sequence[str],
-                     candidates: Sequence[str]) -> list[float]:
-    """Scores of ``candidates`` for ``history`` (oldest first); items the model does not know score -inf."""
-    with torch.no_grad():
-        seq = torch.tensor([left_pad([index[i] for i in history if i in index], model.config.max_len)])
-        user = model(seq)[0]
-        vectors = model.item_vectors()
-        return [float(user @ vectors[index[c]]) if c in index else -math.inf for c in candidates]
-
-
 # ---- `instructrec train sequential` -----------------------------------------------------------------------
 
 MODEL_DIR = "model"
 CHECKPOINT_FILE = "checkpoint.pt"
 RECORD_FILE = "record.json"
-PUBLISHED_DIR = Path(__file__).resolve().parent / "adapters" / "sequence_encoder"
 
 
 def run(data_dir: Path, out_dir: Path, config: SequentialConfig, *, resume: bool = False,
@@ -331,8 +218,8 @@ def run(data_dir: Path, out_dir: Path, config: SequentialConfig, *, resume: bool
     Test items are never seen: the training sequences are the training part, the validation items pick
     the epoch. The record also holds the test metrics of the chosen epoch, for the model card only.
     """
-    from tools.eval.protocols import load_split
-    from tools.train.common import machine, repo_path
+    from tools.core.machine import machine, repo_path
+    from tools.core.split import load_split
 
     split = load_split(Path(data_dir))
     vocab = list(split.catalog.items)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 import sys
 
-from tools import cli, machine
+from tools import cli
+from tools.core import machine
 
 
 def test_the_recorded_command_line_quotes_arguments_with_spaces(monkeypatch) -> None:

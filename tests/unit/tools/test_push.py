@@ -11,8 +11,10 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from tools import base_models, export, push
+from tools import export
 from tools.cli import app
+from tools.core import base_models
+from tools.export import push
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[3]

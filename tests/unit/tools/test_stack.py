@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.stack import SETTINGS, StackConfig, service_env
+from tools.runtime.stack import SETTINGS, StackConfig, service_env
 from tools.train.fusion import read_fusion, stale_fusion
 
 KEY = "k" * 43
@@ -47,7 +47,7 @@ def test_metrics_bind_where_grpc_binds_unless_set():
 
 
 def test_the_runner_probes_health_in_plaintext_where_the_service_allows_it():
-    from tools.stack import health_addr
+    from tools.runtime.stack import health_addr
 
     assert health_addr("ranking", {"RANKING_PORT": "7001"}) == "127.0.0.1:7001"
     assert health_addr("ranking", {"RANKING_PORT": "7001", "RANKING_HOST": "10.0.0.5"}) == "10.0.0.5:7001"
@@ -64,7 +64,7 @@ def test_service_ports_follow_the_environment(monkeypatch):
 
 
 def test_the_model_control_key_is_generated_unless_the_environment_gives_one(monkeypatch):
-    from tools.stack import model_control_key
+    from tools.runtime.stack import model_control_key
 
     monkeypatch.delenv("INSTRUCTREC_TRITON__MODEL_CONTROL_KEY", raising=False)
     (first, header), (second, _) = model_control_key(), model_control_key()
@@ -74,7 +74,7 @@ def test_the_model_control_key_is_generated_unless_the_environment_gives_one(mon
 
 
 def test_triton_is_started_with_the_model_repository_api_restricted_to_the_key():
-    from tools.triton_server import TritonServer
+    from tools.runtime.triton_server import TritonServer
 
     args = TritonServer(Path("/models"), model_control_key=KEY).command()
     assert f"--grpc-restricted-protocol=model-repository:instructrec-model-control-key={KEY}" in args
@@ -118,7 +118,7 @@ def _fake_version(repository, name, version, adapter=None):
 
 
 def test_served_versions_are_the_latest_or_the_latest_base_export(tmp_path):
-    from tools.stack import BASE, TUNED, served_versions
+    from tools.runtime.stack import BASE, TUNED, served_versions
 
     for name in ("text_encoder", "ranker", "preference_generator"):
         _fake_version(tmp_path, name, 1)
@@ -134,7 +134,7 @@ def test_served_versions_are_the_latest_or_the_latest_base_export(tmp_path):
 def test_served_versions_name_what_is_missing(tmp_path):
     import pytest
 
-    from tools.stack import BASE, served_versions
+    from tools.runtime.stack import BASE, served_versions
 
     for name in ("text_encoder", "ranker", "preference_generator"):
         _fake_version(tmp_path, name, 2, adapter={"type": "lora"})
@@ -163,7 +163,7 @@ def test_a_fusion_fit_on_other_weights_is_reported(tmp_path):
 
 def test_committed_training_records_hold_no_machine_paths():
     from services.common.settings import ROOT
-    from tools.train.common import repo_path
+    from tools.core.machine import repo_path
 
     adapters = ROOT / "tools" / "train" / "adapters"
     for record in [*adapters.glob("*/record.json"), adapters / "fusion.json"]:
@@ -176,7 +176,7 @@ def test_an_index_is_rebuilt_when_its_intent_heads_were_fitted_on_other_examples
 
     from services.core.index import write_item_index
     from services.core.intent import NONE, AttributeHead, IntentModel
-    from tools.stack import index_is_current
+    from tools.runtime.stack import index_is_current
 
     write_item_index(tmp_path, ["1", "2"], np.eye(2, dtype=np.float32), model_version="3", popularity=[1, 1])
     assert index_is_current(tmp_path, "3") and not index_is_current(tmp_path, "4")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tools.supervise import RestartPolicy, Supervisor, describe_exit
+from tools.runtime.supervise import RestartPolicy, Supervisor, describe_exit
 
 FAST = RestartPolicy(initial_backoff_s=0.01, max_backoff_s=0.04, max_crashes=4, window_s=60.0, serve_timeout_s=1.0)
 

@@ -1,7 +1,7 @@
 import random
 
 from services.core.catalog import Item
-from tools.teacher import VAGUE_BANK, explicit_preference, specific_intention, vague_intention
+from tools.core.teacher import VAGUE_BANK, explicit_preference, specific_intention, vague_intention
 
 COMEDY_90S = Item("1", "A", 1994, ("Comedy", "Romance"))
 COMEDY_80S = Item("2", "B", 1987, ("Comedy",))

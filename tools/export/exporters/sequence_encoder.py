@@ -26,18 +26,18 @@ class SequenceEncoderExporter(ModelExporter):
     name = SEQUENCE_ENCODER
 
     def load(self, model_dir: Path) -> None:
-        from tools.train import sequential
+        from tools.core import sequence_model
 
-        if not sequential.is_sequence_checkpoint(model_dir):
+        if not sequence_model.is_sequence_checkpoint(model_dir):
             raise ValueError(f"{model_dir} is not a sequence model folder (model.safetensors, item_ids.json, "
                              "config.json from `instructrec train sequential`)")
-        self.model, self.vocab = sequential.load(model_dir)
+        self.model, self.vocab = sequence_model.load(model_dir)
         self.rows = {item: n for n, item in enumerate(self.vocab, start=1)}
 
     def _batch(self, histories: list[list[str]]) -> Any:
         import torch
 
-        from tools.train.sequential import left_pad
+        from tools.core.sequence_model import left_pad
 
         length = self.model.config.max_len
         rows = [left_pad([self.rows[i] for i in h if i in self.rows], length) for h in histories]

@@ -1,7 +1,7 @@
 """The layers of docs/architecture.md, checked on the import statements of every module.
 
 core <- common <- each service; tools and scripts see services only through core and common (the launcher,
-tools/stack.py, starts the services and reads their settings); the shared constants live in contracts.
+tools/runtime/stack.py, starts the services and reads their settings); the shared constants live in contracts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ SERVICES = ("gateway", "instruction", "retrieval", "ranking")
 # Third-party packages the pure domain must not import (transport, model server, settings).
 NOT_IN_CORE = ("grpc", "grpc_health", "grpc_reflection", "tritonclient", "pydantic_settings", "pydantic",
                "instructrec", "prometheus_client")
-LAUNCHER = "tools/stack.py"
+LAUNCHER = "tools/runtime/stack.py"
 
 
 def _imports(path: Path) -> set[str]:

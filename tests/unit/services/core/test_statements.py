@@ -8,7 +8,7 @@ import pytest
 
 from services.core.catalog import Item
 from services.core.statements import clean_statement, contradictions, parse_statement, repetitions
-from tools.teacher import explicit_preference
+from tools.core.teacher import explicit_preference
 
 GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
           "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")

@@ -93,7 +93,7 @@ def test_the_default_budget_keeps_the_rankers_prompt_under_its_token_limit():
         pytest.skip("needs `instructrec prepare` (the MovieLens-100k catalog)")
     from transformers import AutoTokenizer
 
-    from tools.base_models import smollm2_tokenizer_dir
+    from tools.core.base_models import smollm2_tokenizer_dir
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir(ROOT / "var")))
 

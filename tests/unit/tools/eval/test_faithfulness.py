@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from services.core.catalog import Catalog, Interaction, Item, write_interactions
+from tools.core.split import Case
 from tools.data import prepare_custom
 from tools.eval.faithfulness import FaithfulnessConfig, compare, rescore_report, run_faithfulness, sample_cases
-from tools.eval.protocols import Case
 
 GENRES = ("Comedy", "Drama", "Horror", "Sci-Fi")
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from services.core.catalog import Catalog, Item
-from tools import teacher
+from tools.core import teacher
+from tools.core.metrics import bootstrap
 from tools.eval import intentions
-from tools.eval.search import bootstrap
 
 
 def _training_phrases() -> set[str]:

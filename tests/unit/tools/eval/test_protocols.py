@@ -1,5 +1,6 @@
 from services.core.catalog import Catalog, Interaction, Item, write_interactions
-from tools.eval.protocols import load_split, popularity_scorer, random_candidates, rank_cases
+from tools.core.split import load_split
+from tools.eval.protocols import popularity_scorer, random_candidates, rank_cases
 
 
 def _write(tmp_path):

@@ -17,7 +17,8 @@ from onnx import numpy_helper
 
 from services.core import prompts
 from services.core.contracts import MODEL_NAMES, SERVED_MODELS, TRITON_CONTRACTS
-from tools import base_models, export
+from tools import export
+from tools.core import base_models
 from tools.export import onnx as onnx_export
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm
 

@@ -45,8 +45,8 @@ def data(tmp_path: Path):
 def test_training_samples_never_touch_the_validation_or_test_items(data):
     held_out = {(c.user_id, c.target) for c in data.split.valid_cases + data.split.test_cases}
     for sample in draw_samples(data, 300, random.Random(0)):
-        sequence = data.split.train[sample.user]
-        assert (sample.user, sample.target) not in held_out
+        sequence = data.split.train[sample.user_id]
+        assert (sample.user_id, sample.target) not in held_out
         cut = len(sample.history)
         assert list(sample.history) == sequence[:cut] and sample.target == sequence[cut]
 
@@ -137,8 +137,9 @@ def test_validation_never_looks_at_the_test_item_nor_reuses_the_test_negatives(d
     tests = {c.user_id: c for c in data.split.test_cases}
     for sample in samples:
         assert sample.seen == frozenset(sample.history) | {sample.target}
-    cases = [tests[s.user] for s in samples]
+    cases = [tests[s.user_id] for s in samples]
     examples = validation_ranker_examples(data, 0)
     for sample, example, test_list in zip(samples, examples, random_candidates(data.split, cases, seed=0)):
-        test_negatives = {prompts.candidate_text(data.catalog[i]) for i in test_list if i != tests[sample.user].target}
-        assert not all(f". {text}" in example.prompt for text in test_negatives), sample.user
+        target = tests[sample.user_id].target
+        test_negatives = {prompts.candidate_text(data.catalog[i]) for i in test_list if i != target}
+        assert not all(f". {text}" in example.prompt for text in test_negatives), sample.user_id

@@ -8,7 +8,7 @@ import numpy as np
 
 from services.core.catalog import Catalog, Item
 from services.core.intent import NONE
-from tools import teacher
+from tools.core import teacher
 from tools.eval import intentions
 from tools.train.intent import (
     BOTH_WORDINGS,

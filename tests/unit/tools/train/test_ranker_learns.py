@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from services.core.prompts import LABELS
-from tools.base_models import smollm2_tokenizer_dir
+from tools.core.base_models import smollm2_tokenizer_dir
 from tools.export import RANKER
 from tools.tiny_models import build_tiny_lm
 from tools.train.common import Record, cycle, run_loop, setup_torch

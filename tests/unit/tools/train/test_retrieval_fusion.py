@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from services.core.catalog import Catalog, Item
-from tools import teacher
+from tools.core import teacher
+from tools.core.split import Case
 from tools.eval import intentions
-from tools.train.examples import Sample
 from tools.train.retrieval_fusion import _per_user_ndcg, training_queries
 
 CATALOG = Catalog({i.item_id: i for i in [
@@ -27,7 +27,7 @@ def test_a_constant_score_is_not_a_perfect_ranking() -> None:
 
 
 def test_queries_alternate_vague_and_specific_from_the_training_bank() -> None:
-    samples = [Sample(user=str(n), history=("1",), target=str(1 + n % 3), seen=frozenset({"1"})) for n in range(12)]
+    samples = [Case(user_id=str(n), history=("1",), target=str(1 + n % 3), seen=frozenset({"1"})) for n in range(12)]
     queries, kinds, wordings = training_queries(CATALOG, samples, seed=0)
     assert kinds == ["vague", "specific"] * 6
     training = {p for ps in teacher.VAGUE_BANK.values() for p in ps} | set(teacher.GENERIC_VAGUE)

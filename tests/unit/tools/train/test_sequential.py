@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tools.core import sequence_model
 from tools.train import sequential
 
-TINY = sequential.SequentialConfig(max_len=8, hidden=16, inner=32, layers=1, heads=2, dropout=0.0, attn_dropout=0.0,
+TINY = sequence_model.SequentialConfig(max_len=8, hidden=16, inner=32, layers=1, heads=2, dropout=0.0, attn_dropout=0.0,
                                    lr=5e-3, batch_size=32, epochs=30, patience=30, window_stride=4, threads=1)
 
 
@@ -31,7 +32,7 @@ def _toy(num_users: int = 60, items: int = 12) -> sequential.SequentialData:
 
 def test_training_learns_the_next_item_of_a_toy_sequence() -> None:
     data = _toy()
-    untrained = sequential.rank_metrics(sequential.SequenceModel(len(data.vocab), TINY), data.valid, k=1)
+    untrained = sequential.rank_metrics(sequence_model.SequenceModel(len(data.vocab), TINY), data.valid, k=1)
     result = sequential.train_sequential(data, TINY, show_bar=False)
     trained = sequential.rank_metrics(result.model, data.valid, k=1)
     assert untrained["HR@1"] < 0.3 and trained["HR@1"] > 0.9
@@ -63,7 +64,7 @@ def test_save_load_and_export_with_the_parity_gate(tmp_path: Path) -> None:
 
     data = _toy()
     model = sequential.train_sequential(data, replace(TINY, epochs=1), show_bar=False).model
-    folder = sequential.save(model, data.vocab, tmp_path / "model")
+    folder = sequence_model.save(model, data.vocab, tmp_path / "model")
     version = export_model("sequence_encoder", folder, tmp_path / "repo")
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["canary"]["input_name"] == "item_ids"

@@ -6,7 +6,7 @@ retrieval rule: history blend, popularity prior); the latency is that of the exp
 (``model_repository/text_encoder/2``, written by `make run`) in ONNX Runtime on one thread, batch size 1.
 The test items are never looked at. Writes var/bench/history_len.json.
 
-    .venv/bin/python scripts/retrieval_history_length.py [VALIDATION_USERS]   # 0 or nothing: all
+    .venv/bin/python tools/lab/retrieval_history_length.py [VALIDATION_USERS]   # 0 or nothing: all
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from transformers import AutoTokenizer
 from services.core import prompts
 from services.core.contracts import RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_POPULARITY_WEIGHT
 from services.core.modeltext import mean_pooled_encoder
+from tools.core.text_encoder import load_encoder
 from tools.export import DEFAULT_MAX_TOKENS
 from tools.train.examples import load_training_data, validation_samples
-from tools.train.retriever import load_encoder, recall_at
+from tools.train.retriever import recall_at
 
 DATA_DIR = Path("var/data/movielens-100k")
 ADAPTER = Path("tools/train/adapters/text_encoder")

@@ -1,9 +1,9 @@
-"""Ranking metrics for one relevant item per user (leave-one-out), and the candidate sets of the protocols."""
+"""Ranking metrics for one relevant item per user (leave-one-out), and the paired bootstrap that compares two
+systems on the same users: the one implementation every trainer, fit, evaluation and lab experiment uses."""
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -30,6 +30,12 @@ def ndcg(rank: int | None, k: int) -> float:
     return 1.0 / math.log2(rank + 2) if rank is not None and rank < k else 0.0
 
 
+def ndcg_of_ranks(ranks: np.ndarray, k: int) -> np.ndarray:
+    """:func:`ndcg` of each of an array of 0-based ranks (float ranks allowed, e.g. half-counted ties)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
 def summarize(ranks: Iterable[int | None], ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, float]:
     """Mean HR@k and NDCG@k over users, plus the number of users."""
     ranks = list(ranks)
@@ -40,22 +46,14 @@ def summarize(ranks: Iterable[int | None], ks: Sequence[int] = (1, 3, 5, 10)) ->
     return out
 
 
-def random_negatives(
-    catalog_ids: Sequence[str], seen: set[str], n: int, rng: random.Random
-) -> list[str]:
-    """``n`` distinct items the user never interacted with, drawn uniformly.
-
-    Raises:
-        ValueError: fewer than ``n`` unseen items exist.
-    """
-    pool = [i for i in catalog_ids if i not in seen]
-    if len(pool) < n:
-        raise ValueError(f"only {len(pool)} unseen items, {n} negatives asked for")
-    return rng.sample(pool, n)
+BOOTSTRAP_ROUNDS = 1000
 
 
-def candidate_list(target: str, negatives: Sequence[str], rng: random.Random) -> tuple[list[str], int]:
-    """The target and its negatives in a random order (so position carries no signal); returns the target's index."""
-    candidates = [target, *negatives]
-    rng.shuffle(candidates)
-    return candidates, candidates.index(target)
+def bootstrap(served: np.ndarray, other: np.ndarray, seed: int = 0, rounds: int = BOOTSTRAP_ROUNDS) -> dict[str, float]:
+    """Mean of ``served - other`` over users and its 95 % paired-bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    diff = np.asarray(served, dtype=np.float64) - np.asarray(other, dtype=np.float64)
+    means = diff[rng.integers(0, len(diff), size=(rounds, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"diff": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
+            "relative": float(diff.mean() / max(np.mean(other), 1e-12))}

@@ -18,7 +18,7 @@ intent heads train on, ``tools/train/intent.py``):
 Scores: genre read right (named with 1 - p(NONE) >= 0.5 and the top value right), decade read right on the
 specific requests, and on the vague ones the share where the decade head rightly says NONE.
 
-    python -m tools.eval.intent_readers --out docs/evaluation/intent-readers
+    python -m tools.lab.intent_readers --out docs/evaluation/intent-readers
 
 About 40 minutes on 2 cores (2,269 s on 2026-12-03).
 """
@@ -37,8 +37,8 @@ import typer
 from services.core.catalog import GENRES, Catalog
 from services.core.contracts import RANKER_ANSWER_PREFIX
 from services.core.intent import NONE, IntentModel
+from tools.core.machine import machine
 from tools.eval.intentions import EVAL_SPECIFIC_TEMPLATES, EVAL_VAGUE_BANK
-from tools.train.common import machine
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
 
 Reader = Callable[[Sequence[str]], np.ndarray]
@@ -86,7 +86,7 @@ def main(
     from peft import PeftModel
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from tools.base_models import minilm_dir
+    from tools.core.base_models import minilm_dir
 
     torch.set_num_threads(2)
     started = time.time()
@@ -209,7 +209,7 @@ def main(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     columns = ["vague genre", "specific genre", "specific decade", "vague decade NONE"]
-    lines = ["# Intention readers: LM against the text encoder", "", "    python -m tools.eval.intent_readers", "",
+    lines = ["# Intention readers: LM against the text encoder", "", "    python -m tools.lab.intent_readers", "",
              f"Evaluation bank: {record['requests']['vague']} vague, {record['requests']['specific']} specific "
              f"requests; heads trained on {len(examples)} training-bank examples; {record['seconds']} s on "
              f"{record['machine']['cpus']} CPUs ({', '.join(record['machine']['cpu_flags'])}), {record['date']}.", "",

@@ -16,7 +16,7 @@ of the request text, the intention alone and each candidate) is trained beside i
 comparison says whether the LM adds more than a 22M encoder.
 
 Examples come from the training part only (cut points of the training sequences, :func:`draw_samples`), with
-an intention from the TRAINING bank (``tools/teacher.py``) on a share of them; only lists that contain the
+an intention from the TRAINING bank (``tools/core/teacher.py``) on a share of them; only lists that contain the
 target train. Validation uses the split's validation cases, with intentions from the EVALUATION bank
 (``tools/eval/intentions.py``, the wording ``tools/eval/search.py`` uses, seeded the same way) and without
 intention; metrics are NDCG@10 and HR@1 of the reranked top-K list (the target outside the list counts as a
@@ -29,8 +29,8 @@ retrieval score on the same lists. ``--distil D`` adds D x the KL divergence fro
 softmax over the list (the teacher: SASRec + text + popularity) to the scorer's, ten soft labels per list
 besides the one hard label.
 
-    python -m tools.train.intent_ranker --out var/intent-ranker/tiny --train-examples 200 --validation-users 50
-    python -m tools.train.intent_ranker --lists random --out var/intent-ranker/random --train-examples 1000 \
+    python -m tools.lab.intent_ranker --out var/intent-ranker/tiny --train-examples 200 --validation-users 50
+    python -m tools.lab.intent_ranker --lists random --out var/intent-ranker/random --train-examples 1000 \
         --validation-users 300 --distil 1
 """
 
@@ -56,14 +56,13 @@ from services.core.catalog import Item, item_text
 from services.core.contracts import LABELS, RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_TEMPERATURE
 from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights, fuse_retrieval
 from services.core.index import user_vector
-from tools import teacher
+from tools.core import sequence_model, teacher
+from tools.core.machine import machine, repo_path
+from tools.core.metrics import bootstrap, ndcg
+from tools.core.split import Case
 from tools.eval.intentions import SPECIFIC, VAGUE, StringFilter
-from tools.eval.metrics import ndcg
-from tools.eval.protocols import Case
-from tools.eval.search import SearchEvaluation, bootstrap
-from tools.train import sequential
-from tools.train.common import machine, repo_path
-from tools.train.examples import Sample, TrainingData, draw_samples, load_training_data, validation_samples
+from tools.eval.search import SearchEvaluation
+from tools.train.examples import TrainingData, draw_samples, load_training_data, validation_samples
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +150,14 @@ class HybridRetrieval:
 
     def __init__(self, data: TrainingData, encoder_path: Path, sequence_path: Path, device: torch.device) -> None:
         from services.core.modeltext import mean_pooled_encoder
-        from tools.train.retriever import encode, load_encoder
+        from tools.core.text_encoder import encode, load_encoder
 
         self.data, self.device, self._encode_fn = data, device, encode
         catalog = data.catalog
         self.ids = list(catalog.items)
         self.position = {item: n for n, item in enumerate(self.ids)}
         self.log_pop = np.log1p(np.array([data.split.popularity.get(i, 0) for i in self.ids], dtype=np.float64))
-        self.seq_model, vocab = sequential.load(sequence_path)
+        self.seq_model, vocab = sequence_model.load(sequence_path)
         self.seq_index = {item: n for n, item in enumerate(vocab, start=1)}
         self._seq_rows = np.array([self.seq_index.get(i, 0) for i in self.ids])
         with torch.no_grad():
@@ -176,7 +175,7 @@ class HybridRetrieval:
     def sequence_scores(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """[B, N] sequence-model logits (NaN for items it does not know)."""
         length = self.seq_model.config.max_len
-        seqs = torch.tensor([sequential.left_pad([self.seq_index[i] for i in h if i in self.seq_index], length)
+        seqs = torch.tensor([sequence_model.left_pad([self.seq_index[i] for i in h if i in self.seq_index], length)
                              for h in histories])
         with torch.no_grad():
             users = self.seq_model(seqs).numpy()
@@ -283,7 +282,7 @@ def _training_query(kind: str, target: Item, rng: random.Random) -> str:
     return ""
 
 
-def _lists(retrieval: HybridRetrieval, samples: Sequence[Sample], kinds: Sequence[str], queries: Sequence[str],
+def _lists(retrieval: HybridRetrieval, samples: Sequence[Case], kinds: Sequence[str], queries: Sequence[str],
            k: int, rng: random.Random, exclude_future: bool, batch: int = 256) -> list[ListExample]:
     """Retrieval's top-``k`` of each sample, shuffled. ``exclude_future``: a training cut point's later items
     (the rest of the user's training sequence) are not candidates: they are false negatives, and a validation
@@ -303,14 +302,14 @@ def _lists(retrieval: HybridRetrieval, samples: Sequence[Sample], kinds: Sequenc
             ids = [ids[j] for j in order]
             cols = [retrieval.position[i] for i in ids]
             s = seq[row, cols]
-            out.append(ListExample(sample.user, sample.history, sample.target, kinds[start + row],
+            out.append(ListExample(sample.user_id, sample.history, sample.target, kinds[start + row],
                                    queries[start + row], ids, [float(x) for x in fused[row, cols]],
                                    [float(x) if np.isfinite(x) else -math.inf for x in s],
                                    ids.index(sample.target) if sample.target in ids else -1))
     return out
 
 
-def _random_lists(retrieval: HybridRetrieval, samples: Sequence[Sample], kinds: Sequence[str],
+def _random_lists(retrieval: HybridRetrieval, samples: Sequence[Case], kinds: Sequence[str],
                   queries: Sequence[str], k: int, rng: random.Random, batch: int = 256) -> list[ListExample]:
     """The target and ``k - 1`` random items the sample has not seen (a training cut point's later items are
     seen: never negatives), shuffled; scored from nothing (``fused`` 0), the fused retrieval score kept as the
@@ -325,7 +324,7 @@ def _random_lists(retrieval: HybridRetrieval, samples: Sequence[Sample], kinds: 
             rng.shuffle(ids)
             cols = [retrieval.position[i] for i in ids]
             s = seq[row, cols]
-            out.append(ListExample(sample.user, sample.history, sample.target, kinds[start + row],
+            out.append(ListExample(sample.user_id, sample.history, sample.target, kinds[start + row],
                                    queries[start + row], ids, [0.0] * k,
                                    [float(x) if np.isfinite(x) else -math.inf for x in s], ids.index(sample.target),
                                    teacher=[float(x) for x in np.nan_to_num(fused[row, cols], nan=-1e4,
@@ -373,7 +372,7 @@ def validation_examples(data: TrainingData, retrieval: HybridRetrieval, config: 
     rng = random.Random(f"intent-ranker:{config.seed}:validation")
     out = []
     for kind in KINDS:
-        queries = [evaluation._query(Case(s.user, s.history, s.target, s.seen), kind) if kind != NONE else ""
+        queries = [evaluation._query(s, kind) if kind != NONE else ""
                    for s in samples]
         examples = _make_lists(config, retrieval, samples, [kind] * len(samples), queries, rng,
                                exclude_future=False)
@@ -949,7 +948,7 @@ def plot_curves(records: dict[str, Path], out: Path) -> Path:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[IntentRankerConfig, bool]:
     d = IntentRankerConfig()
-    p = argparse.ArgumentParser(prog="python -m tools.train.intent_ranker", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.lab.intent_ranker", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", type=Path, default=d.data_dir, help="the prepared split")
     p.add_argument("--base-model", type=Path, default=d.base_model, help="the causal LM folder (SmolLM2)")
     p.add_argument("--encoder", type=Path, default=d.encoder, help="the served text encoder (adapter or folder)")

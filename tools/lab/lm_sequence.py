@@ -22,7 +22,7 @@ Heads (all trained with full-catalog cross-entropy on the training pairs only, m
 - ``SASRec (+) ...``: late fusion, the heads trained alone plus SASRec with scalar weights fitted on validation
   (cross-fitted over users for the validation figures).
 
-    python -m tools.train.lm_sequence --out var/lm-sequence/run        # ~30 min of LM passes on 2 cores, cached
+    python -m tools.lab.lm_sequence --out var/lm-sequence/run        # ~30 min of LM passes on 2 cores, cached
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ import torch
 from torch import nn
 
 from services.core import prompts
-from tools.eval.metrics import random_negatives
-from tools.eval.search import bootstrap
+from tools.core import sequence_model
+from tools.core.machine import machine
+from tools.core.metrics import bootstrap
+from tools.core.sampling import random_negatives
+from tools.lab.intent_ranker import FrozenLM, PromptTokenizer, padded_batch
 from tools.train import sequential
-from tools.train.common import machine
-from tools.train.intent_ranker import FrozenLM, PromptTokenizer, padded_batch
 
 log = logging.getLogger(__name__)
 
@@ -395,21 +396,21 @@ def fold_sequence_models(split, folds: int, committed: Path, cache: Path, seed: 
     """One SASRec per fold of users, trained (committed configuration, early-stopped on the other folds'
     validation items) on every user's training sequence but that fold's; cached under ``cache/fold<f>``."""
     fold_of = user_folds([c.user_id for c in split.test_cases], folds, seed)
-    config = sequential.SequentialConfig(**json.loads((committed / sequential.CONFIG_FILE).read_text()))
+    config = sequence_model.SequentialConfig(**json.loads((committed / sequence_model.CONFIG_FILE).read_text()))
     vocab = list(split.catalog.items)
     models = []
     for f in range(folds):
         folder = cache / f"fold{f}"
-        if not sequential.is_sequence_checkpoint(folder):
+        if not sequence_model.is_sequence_checkpoint(folder):
             keep = [u for u, g in fold_of.items() if g != f]
             data = sequential.build_data(vocab, [split.train.get(u, []) for u in keep],
                                          [(c.history, c.target) for c in split.valid_cases if fold_of[c.user_id] != f])
             log.info("cross-fit fold %d: SASRec on %d users", f, len(keep))
             result = sequential.train_sequential(data, config, show_bar=False, checkpoint=folder / "checkpoint.pt",
                                                  resume=True)
-            sequential.save(result.model, vocab, folder)
+            sequence_model.save(result.model, vocab, folder)
             (folder / "record.json").write_text(json.dumps(result.record, indent=2))
-        model, model_vocab = sequential.load(folder)
+        model, model_vocab = sequence_model.load(folder)
         if model_vocab != vocab:
             raise ValueError(f"{folder} was trained on another catalog")
         models.append(model)
@@ -426,7 +427,8 @@ def cross_fitted_sequence(pairs: Pairs, position: dict[str, int], fold_of: dict[
         rows = [int(r) for r in train_rows if fold_of[pairs.user[r]] == f]
         for s in range(0, len(rows), 512):
             part = rows[s: s + 512]
-            seqs = torch.tensor([sequential.left_pad([position[i] + 1 for i in pairs.prefix[r]], model.config.max_len)
+            length = model.config.max_len
+            seqs = torch.tensor([sequence_model.left_pad([position[i] + 1 for i in pairs.prefix[r]], length)
                                  for r in part])
             with torch.no_grad():
                 out[part] = model(seqs) @ model.item_vectors()[1:].T
@@ -493,8 +495,8 @@ def late_fusion(valid: torch.Tensor, test: torch.Tensor, valid_targets: torch.Te
 
 
 def run(config: LMSequenceConfig) -> dict:
+    from tools.lab.intent_ranker import HybridRetrieval
     from tools.train.examples import load_training_data
-    from tools.train.intent_ranker import HybridRetrieval
 
     random.seed(config.seed)
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -574,7 +576,7 @@ def run(config: LMSequenceConfig) -> dict:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[LMSequenceConfig, bool]:
-    p = argparse.ArgumentParser(prog="python -m tools.train.lm_sequence", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.lab.lm_sequence", description=__doc__.split("\n\n")[0])
     defaults = LMSequenceConfig()
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
@@ -596,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config, states_only = parse_args(argv)
     torch.set_num_threads(config.threads)
     if states_only:
-        from tools.eval.protocols import load_split
+        from tools.core.split import load_split
 
         split = load_split(config.data_dir)
         rows = windows(split, config.window, config.users)

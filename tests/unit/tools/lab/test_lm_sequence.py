@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from services.core.catalog import Catalog, Item
-from tools.eval.protocols import Case, Split
-from tools.train.lm_sequence import (
+from tools.core.split import Case, Split
+from tools.lab.lm_sequence import (
     TEST,
     TRAIN,
     VALID,
@@ -150,8 +150,8 @@ def test_late_fusion_with_a_flat_second_score_keeps_the_base_order() -> None:
 
 
 def test_cross_fitted_sequence_replaces_only_training_pairs_with_the_other_folds_model() -> None:
-    from tools.train.lm_sequence import cross_fitted_sequence
-    from tools.train.sequential import SequenceModel, SequentialConfig
+    from tools.core.sequence_model import SequenceModel, SequentialConfig
+    from tools.lab.lm_sequence import cross_fitted_sequence
 
     config = SequentialConfig(max_len=4, hidden=8, inner=16, layers=1, heads=1, dropout=0.0, attn_dropout=0.0)
     models = [SequenceModel(5, config).eval() for _ in range(2)]

@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from services.core.catalog import Catalog, Item
-from tools.base_models import smollm2_tokenizer_dir
-from tools.tiny_models import build_tiny_lm
-from tools.train.intent_ranker import (
+from tools.core.base_models import smollm2_tokenizer_dir
+from tools.lab.intent_ranker import (
     FrozenLM,
     IntentRankerConfig,
     ListExample,
@@ -28,6 +27,7 @@ from tools.train.intent_ranker import (
     lm_features,
     residual_scores,
 )
+from tools.tiny_models import build_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[4]
 GENRES = ("Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller")
@@ -142,7 +142,7 @@ def test_the_minilm_comparator_starts_at_the_retrieval_order() -> None:
 
 
 def test_distillation_adds_the_teachers_list_order_and_nothing_when_the_scorer_matches_it() -> None:
-    from tools.train.intent_ranker import list_loss
+    from tools.lab.intent_ranker import list_loss
 
     teacher = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
     answers = torch.tensor([0])
@@ -157,7 +157,7 @@ def test_distillation_adds_the_teachers_list_order_and_nothing_when_the_scorer_m
 
 def test_random_lists_are_judged_against_popularity_and_the_sequence_model_on_the_same_lists() -> None:
     from tools.eval.intentions import StringFilter
-    from tools.train.intent_ranker import RANDOM_METHODS, evaluate
+    from tools.lab.intent_ranker import RANDOM_METHODS, evaluate
 
     catalog = toy_catalog()
     config = IntentRankerConfig(lists="random")

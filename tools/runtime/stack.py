@@ -1,14 +1,15 @@
 """`instructrec run`: prepare everything once, then run Triton and the four services in the foreground.
 
 Start order: Triton (and its four models) -> the item indexes (text and sequence, built once from the served
-versions) -> ranking, retrieval, instruction -> gateway. Once the gateway serves, a supervisor (tools/supervise.py)
-restarts any process that exits: Triton with its models and version pins again (the indexes hold the same
-versions, so nothing is rebuilt), a service with the same environment. Ctrl-C or SIGTERM stops the services
-first (each drains its in-flight RPCs) and Triton last; a process that keeps failing stops the stack with exit 1.
+versions) -> ranking, retrieval, instruction -> gateway. Once the gateway serves, a supervisor
+(tools/runtime/supervise.py) restarts any process that exits: Triton with its models and version pins again (the
+indexes hold the same versions, so nothing is rebuilt), a service with the same environment. Ctrl-C or SIGTERM stops
+the services first (each drains its in-flight RPCs) and Triton last; a process that keeps failing stops the stack
+with exit 1.
 
 Everything listens on loopback unless the environment says otherwise (``<SERVICE>_HOST``,
-``<SERVICE>_METRICS_HOST``). Triton's model-repository API (load, unload, index) takes a key generated at start
-(or ``INSTRUCTREC_TRITON__MODEL_CONTROL_KEY``), given to the services that repair crashed models and written to
+``<SERVICE>_METRICS_HOST``). Triton's model-repository API (load, unload, index) takes a key generated at start (or
+``INSTRUCTREC_TRITON__MODEL_CONTROL_KEY``), given to the services that repair crashed models and written to
 ``<workspace>/triton/model-control.key`` (mode 0600) for ``instructrec export --push`` while the stack runs.
 """
 
@@ -42,14 +43,14 @@ from services.gateway.settings import GatewaySettings
 from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
 from services.retrieval.settings import RetrievalSettings
-from tools.base_models import smollm2_dir
+from tools.core.base_models import smollm2_dir
 from tools.data import prepare_movielens
 from tools.export import METADATA_FILE, ensure_default_repository, export_model, has_weights, version_dirs
 from tools.index import build_index, build_sequence_index_async
-from tools.supervise import RestartPolicy, Supervisor
+from tools.runtime.supervise import RestartPolicy, Supervisor
+from tools.runtime.triton_server import TritonServer
 from tools.train.fusion import read_fusion, stale_fusion
 from tools.train.intent import examples_digest, intent_examples
-from tools.triton_server import TritonServer
 
 log = logging.getLogger("instructrec.run")
 
@@ -147,8 +148,8 @@ def ensure_tuned_versions(repository: Path, workspace: Path) -> dict[str, int]:
     Returns:
         The version holding each committed adapter, by model name (models without an adapter are absent).
     """
+    from tools.core.sequence_model import PUBLISHED_DIR, is_sequence_checkpoint
     from tools.train.run import adapter_sha256, published_adapter
-    from tools.train.sequential import PUBLISHED_DIR, is_sequence_checkpoint
 
     out = {}
     for name in MODELS:

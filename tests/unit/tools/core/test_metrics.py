@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from tools.eval.metrics import candidate_list, hit_rate, ndcg, random_negatives, rank_of, summarize
+from tools.core.metrics import hit_rate, ndcg, rank_of, summarize
+from tools.core.sampling import candidate_list, random_negatives
 
 
 def test_rank_counts_candidates_scored_at_least_as_high():
