@@ -7,7 +7,7 @@ Usage (the push-model Job, k8s/tasks/push-model)::
 
 ``--replicas`` names a headless Service: its DNS name resolves to the address of every ready Triton pod, and
 each one becomes a ``--push ADDRESS:PORT`` of the export command (canary inference on each, rollback of all
-on any failure; see tools/push.py). The arguments after ``--`` are the export command's own.
+on any failure; see tools/export/push.py). The arguments after ``--`` are the export command's own.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading explicit preference statements: which attribute values they like and dislike, and whether they agree.
 
-The preference generator is tuned on the teacher's statements (``tools/teacher.py``), which read
+The preference generator is tuned on the teacher's statements (``tools/core/teacher.py``), which read
 
     "Enjoys comedy, drama and thriller films, mostly from the 1990s and 1980s. Tends to rate horror low."
 
