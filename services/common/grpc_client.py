@@ -4,6 +4,7 @@ retries for UNAVAILABLE only, in the service config."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,7 +44,8 @@ def reconnect_options(max_backoff_s: float) -> list[tuple[str, object]]:
 
 
 def open_channel(
-    addr: str, max_attempts: int = 3, tls: ClientTlsSettings | None = None, max_reconnect_backoff_s: float = 2.0
+    addr: str, max_attempts: int = 3, tls: ClientTlsSettings | None = None, max_reconnect_backoff_s: float = 2.0,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
     """A long-lived channel to a downstream service.
 
@@ -52,6 +54,7 @@ def open_channel(
         max_attempts: Attempts per call on UNAVAILABLE (the retry policy lives in the service config); 1 disables.
         tls: TLS to the peer; None or disabled means plaintext.
         max_reconnect_backoff_s: Upper bound of the reconnect backoff.
+        interceptors: Client interceptors (the tools' bearer token).
     """
     # Per-request balancing over every address the name resolves to (a headless Service: one per pod); with a
     # single address (a ClusterIP Service, localhost) it is one connection, as pick_first would be.
@@ -64,12 +67,12 @@ def open_channel(
     else:
         options.append(("grpc.enable_retries", 0))
     if tls is None or not tls.enabled:
-        return grpc.aio.insecure_channel(addr, options=options)
+        return grpc.aio.insecure_channel(addr, options=options, interceptors=list(interceptors) or None)
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     root, key, chain = tls.files()
     credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
-    return grpc.aio.secure_channel(addr, credentials, options=options)
+    return grpc.aio.secure_channel(addr, credentials, options=options, interceptors=list(interceptors) or None)
 
 
 async def is_serving(channel: grpc.aio.Channel, service: str = "", timeout_s: float = 1.0) -> bool:

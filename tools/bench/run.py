@@ -40,6 +40,7 @@ from tools.bench.control import TritonControl, apply_settings, is_gpu_config, on
 from tools.bench.driver import Ticker, call_recommend, drive, load_average
 from tools.bench.report import derive_results, run_meta, write_report
 from tools.bench.stats import QUERIES, CallRecord, RequestMix, RequestSpec, model_delta, point_summary, summarize
+from tools.core.channels import open_tool_channel
 
 log = logging.getLogger("instructrec.bench")
 
@@ -318,13 +319,12 @@ class Bench:
         return model
 
     async def run(self) -> dict[str, Any]:
-        import grpc
 
         c = self.config
         started = dt.datetime.now(dt.UTC)
         addrs = {"gateway": c.gateway_addr, "instruction": c.instruction_addr, "retrieval": c.retrieval_addr,
                  "ranking": c.ranking_addr}
-        self._channels = {name: grpc.aio.insecure_channel(addr) for name, addr in addrs.items()}
+        self._channels = {name: open_tool_channel(addr) for name, addr in addrs.items()}
         triton = TritonControl(tool_triton_settings(c.triton_addr))
         report: dict[str, Any] = self.report
         report["meta"] = run_meta(c, started)

@@ -39,6 +39,7 @@ import numpy as np
 from services.core.contracts import ONNX_ATTENTION_MASK, ONNX_INPUT_IDS, ONNX_LABEL_LOGITS, RANKER
 from tools.bench.driver import drive, load_average, machine_info
 from tools.bench.stats import RequestMix, jsonable, point_summary
+from tools.core.channels import open_tool_channel
 from tools.core.machine import cpu_flags
 
 log = logging.getLogger("instructrec.bench")
@@ -122,14 +123,13 @@ class ServingBench:
 
     async def precomputed_share(self, sample: int = 100) -> dict[str, Any]:
         """How many of a sample of known users' instructions come from a precomputed statement."""
-        import grpc
         from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 
         rng = random.Random(self.config.seed)
         users = rng.sample(self.users, min(sample, len(self.users)))
         candidates = list(self.catalog.items)[:20]
         hits = 0
-        async with grpc.aio.insecure_channel(self.config.instruction_addr) as channel:
+        async with open_tool_channel(self.config.instruction_addr) as channel:
             stub = instruction_service_pb2_grpc.InstructionServiceStub(channel)
             for user in users:
                 history = [i for i in self.store.history(user) if i in self.catalog]
@@ -140,7 +140,6 @@ class ServingBench:
         return {"sample": len(users), "precomputed": hits, "share": hits / max(len(users), 1)}
 
     async def run(self) -> dict[str, Any]:
-        import grpc
         from instructrec.v1 import recommend_service_pb2_grpc
 
         c = self.config
@@ -153,7 +152,7 @@ class ServingBench:
         log.info("REF %.1f ms (ranker v1, %d tokens, batch 1, %d threads)", ref_ms, REF_TOKENS, REF_THREADS)
         report["precomputed"] = await self.precomputed_share()
         phases: dict[str, Any] = {}
-        async with grpc.aio.insecure_channel(c.gateway_addr) as channel:
+        async with open_tool_channel(c.gateway_addr) as channel:
             stub = recommend_service_pb2_grpc.RecommendServiceStub(channel)
 
             async def phase(name: str, kind: str, callers: int, *, seconds: float = 0.0, requests: int = 0,

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from instructrec.v1 import (
     recommend_service_pb2,
     recommend_service_pb2_grpc,
@@ -30,6 +29,7 @@ from instructrec.v1 import (
 )
 from tqdm import tqdm
 
+from tools.core.channels import PLAINTEXT, ClientCredentials, open_tool_channel
 from tools.core.machine import repo_path
 from tools.core.metrics import rank_of, summarize
 from tools.core.sequence_model import PUBLISHED_DIR, SequenceScorer
@@ -105,9 +105,10 @@ async def _gather_bounded(coros, concurrency: int, desc: str) -> list:
 class ServedSystem:
     """The live services, as the evaluation calls them."""
 
-    def __init__(self, gateway_addr: str | None, retrieval_addr: str | None) -> None:
-        self._gateway = grpc.aio.insecure_channel(gateway_addr) if gateway_addr else None
-        self._retrieval = grpc.aio.insecure_channel(retrieval_addr) if retrieval_addr else None
+    def __init__(self, gateway_addr: str | None, retrieval_addr: str | None,
+                 credentials: ClientCredentials = PLAINTEXT) -> None:
+        self._gateway = open_tool_channel(gateway_addr, credentials) if gateway_addr else None
+        self._retrieval = open_tool_channel(retrieval_addr, credentials) if retrieval_addr else None
 
     async def rerank(self, case: Case, candidates: Sequence[str]) -> list[str]:
         stub = recommend_service_pb2_grpc.RecommendServiceStub(self._gateway)

@@ -30,9 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from services.common.grpc_client import is_serving
 from services.common.server import LIVENESS_SERVICE
 from services.common.settings import MODEL_CONTROL_HEADER, ROOT, TritonSettings
 from services.core.catalog import Catalog
@@ -44,6 +42,7 @@ from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
 from services.retrieval.settings import RetrievalSettings
 from tools.core.base_models import smollm2_dir
+from tools.core.channels import open_tool_channel
 from tools.data import prepare_movielens
 from tools.export import METADATA_FILE, ensure_default_repository, export_model, has_weights, version_dirs
 from tools.index import build_index, build_sequence_index_async
@@ -332,14 +331,13 @@ def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]
                                                model_version=str(versions[SEQUENCE_ENCODER])))
 
 
-def _health(addr: str, service: str = "") -> int | None:
-    """The peer's health status for ``service`` ("": overall), None when it does not answer."""
-    with grpc.insecure_channel(addr) as channel:
-        try:
-            request = health_pb2.HealthCheckRequest(service=service)
-            return health_pb2_grpc.HealthStub(channel).Check(request, timeout=1.0).status
-        except grpc.RpcError:
-            return None
+def _is_serving(addr: str, service: str = "") -> bool:
+    """Whether the peer's health service reports ``service`` ("": overall) SERVING; False when it does not answer."""
+    async def check() -> bool:
+        async with open_tool_channel(addr) as channel:
+            return await is_serving(channel, service)
+
+    return asyncio.run(check())
 
 
 def _accepts_connections(addr: str) -> bool:
@@ -479,7 +477,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.health_addr is None and _accepts_connections(self.addr):
                 return
-            if self.health_addr and _health(self.health_addr, service) == health_pb2.HealthCheckResponse.SERVING:
+            if self.health_addr and _is_serving(self.health_addr, service):
                 return
             code = self.returncode()
             if code is not None:

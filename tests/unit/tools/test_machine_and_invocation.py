@@ -5,13 +5,13 @@ from __future__ import annotations
 import shlex
 import sys
 
-from tools import cli
+from tools.cli import common as cli
 from tools.core import machine
 
 
 def test_the_recorded_command_line_quotes_arguments_with_spaces(monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", ["instructrec", "evaluate", "--name", "served stack, tuned", "--max-users", "5"])
-    line = cli._invocation("instructrec evaluate")
+    line = cli.invocation("instructrec evaluate")
     assert line == "instructrec evaluate --name 'served stack, tuned' --max-users 5"
     assert shlex.split(line)[3] == "served stack, tuned"
 
