@@ -4,7 +4,7 @@
 #
 #     bash scripts/gpu_train.sh              # record + checkpoint in $OUT (if set) or var/gpu-train/
 #
-# The same entry point as the CPU recipe (docs/evaluation/ranker-experiments.md), with --device cuda and a
+# The same entry point as the CPU recipe (docs/lab/ranker-experiments.md), with --device cuda and a
 # bigger configuration: 12,000 training lists, all validation users, the top 4 decoder layers trained over
 # cached lower-layer states. UNVERIFIED on a GPU (none was lent to the task that wrote it); its CPU path is
 # what the unit test and the CPU runs exercise. What it writes to the output folder: record.json (config,

@@ -1,6 +1,6 @@
 """Catalog and interaction files: the one loader used by data preparation, training, indexing and serving.
 
-File formats (documented in the README, so teams can bring their own data):
+File formats (documented in docs/training.md, "Data", so teams can bring their own data):
 
 * Catalog, JSON Lines, one item per line::
 

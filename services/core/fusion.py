@@ -93,6 +93,8 @@ def fuse_retrieval(weights: SourceWeights, *, sequence: np.ndarray | None, text:
     A candidate a source cannot score (an item the sequence model has never seen, marked NaN) gets the mean
     of that source's scores over the other candidates: neither favoured nor buried, so new catalog items
     stay reachable through the text. ``intent``: each candidate's understood-attribute score (``b`` above).
+    The arrays may also be ``[requests, candidates]`` (the offline fits score many requests at once; each row
+    as one request, ``log_popularity`` shared or per row): the service and the fits use this one function.
     """
     total = weights.popularity * np.asarray(log_popularity, dtype=np.float64)
     for values, weight, scale in ((sequence, weights.sequence, 1.0), (text, weights.text, 1.0 / temperature)):
@@ -100,7 +102,8 @@ def fuse_retrieval(weights: SourceWeights, *, sequence: np.ndarray | None, text:
             continue
         v = np.asarray(values, dtype=np.float64)
         known = np.isfinite(v)
-        fill = float(v[known].mean()) if known.any() else 0.0
+        count = known.sum(axis=-1, keepdims=True)
+        fill = np.where(count > 0, np.where(known, v, 0.0).sum(axis=-1, keepdims=True) / np.maximum(count, 1), 0.0)
         total = total + weight * scale * np.where(known, v, fill)
     if intent is not None and weights.intent > 0:
         total = total + weights.intent * np.asarray(intent, dtype=np.float64)

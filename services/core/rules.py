@@ -1,6 +1,6 @@
 """Business rules: the server's rules file, and one request's policy (filters, blocks, diversity, boosts, pins).
 
-The rules file (JSON, named by ``GATEWAY_RULES_PATH``; the README's "Business rules" gives the format)::
+The rules file (JSON, named by ``GATEWAY_RULES_PATH``; docs/business-rules.md gives the format)::
 
     {
       "version": "2025-06-01.1",

@@ -59,7 +59,7 @@ class GatewaySettings(ServiceSettings):
     max_reconnect_backoff_s: float = Field(2.0, gt=0)
     """Upper bound of gRPC's reconnect backoff towards the internal services."""
     rules_path: Path | None = None
-    """Business rules file (JSON with a ``version``; format in the README's "Business rules"): blocked items
+    """Business rules file (JSON with a ``version``; format in docs/business-rules.md): blocked items
     and attribute values, pinned and boosted items, per-caller default filters and diversity. None: no rules.
     A file that is missing or malformed at start-up stops the gateway from starting."""
     rules_poll_s: float = Field(5.0, ge=0)

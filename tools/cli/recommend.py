@@ -19,7 +19,7 @@ from tools.core.channels import ClientCredentials, open_tool_channel
 
 def parse_filter(text: str):
     """``genres=Comedy,Romance`` (any of), ``genres&=Comedy,Romance`` (all of), ``year=1990..1999`` (range, either
-    end may be empty), a leading ``!`` excludes: the README's filter syntax -> an AttributeFilter."""
+    end may be empty), a leading ``!`` excludes: the filter syntax of docs/business-rules.md -> an AttributeFilter."""
     from instructrec.v1 import common_pb2
 
     exclude = text.startswith("!")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -146,6 +147,19 @@ class SequenceScorer:
         self.folder = Path(folder)
         self.model, vocab = load(self.folder)
         self.rows = {item: n for n, item in enumerate(vocab, start=1)}
+
+    @torch.no_grad()
+    def user_vectors(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """[N, H] user vectors of the histories (oldest first; items the model does not know are skipped)."""
+        length = self.model.config.max_len
+        seqs = torch.tensor([left_pad([self.rows[i] for i in h if i in self.rows], length) for h in histories])
+        return self.model(seqs).numpy()
+
+    @torch.no_grad()
+    def item_vectors(self) -> dict[str, np.ndarray]:
+        """The item vector of every item the model knows (what the sequence index holds)."""
+        vectors = self.model.item_vectors().numpy()  # [V + 1, H]
+        return {item: vectors[n] for item, n in self.rows.items()}
 
     @torch.no_grad()
     def catalog_scores(self, history: Sequence[str]) -> dict[str, float]:

@@ -23,7 +23,7 @@ SEQUENCE_PARITY_TOLERANCE = 1e-4
 RANKER_PARITY_TOLERANCE = 1e-3
 # int8 moves SmolLM2-135M's label logits by up to about 9 (fp32: 3e-5), so the int8 ranker is judged by
 # what serving uses, the order of the candidates: measured top-1 agreement 1.0 and top-5 overlap 0.77 over
-# the seven parity prompts (README). The loose logit bound still catches a broken graph.
+# the seven parity prompts (docs/export-and-push.md). The loose logit bound still catches a broken graph.
 RANKER_INT8_TOLERANCE = 15.0
 RANKER_INT8_MIN_TOP1_AGREEMENT = 0.7
 RANKER_INT8_MIN_TOPK_OVERLAP = 0.6

@@ -53,12 +53,13 @@ from torch import nn
 
 from services.core import prompts
 from services.core.catalog import Item, item_text
-from services.core.contracts import LABELS, RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_TEMPERATURE
-from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights, fuse_retrieval
-from services.core.index import user_vector
-from tools.core import sequence_model, teacher
+from services.core.contracts import LABELS
+from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights
+from tools.core import teacher
 from tools.core.machine import machine, repo_path
 from tools.core.metrics import bootstrap, ndcg
+from tools.core.retrieval_score import CatalogScorer
+from tools.core.sequence_model import SequenceScorer
 from tools.core.split import Case
 from tools.eval.intentions import SPECIFIC, VAGUE, StringFilter
 from tools.eval.search import SearchEvaluation
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 
 NONE = "I0"
 KINDS = (SPECIFIC, VAGUE, NONE)
-# The base score the recorded runs (docs/evaluation/ranker-experiments.md) were made on: the retrieval rule fitted
+# The base score the recorded runs (docs/lab/ranker-experiments.md) were made on: the retrieval rule fitted
 # without the intent heads' term (this tool does not run the heads), so that they stay reproducible now that the
 # served rule's query weights are fitted jointly with that term.
 BASE_FUSION = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=2.0, popularity=0.75),
@@ -146,7 +147,8 @@ class IntentRankerConfig:
 
 
 class HybridRetrieval:
-    """The served fused retrieval score of every catalog item, from the committed sequence model and encoder."""
+    """The served fused retrieval score of every catalog item, from the committed sequence model and encoder
+    (:class:`tools.core.retrieval_score.CatalogScorer`, the one offline form of the served score)."""
 
     def __init__(self, data: TrainingData, encoder_path: Path, sequence_path: Path, device: torch.device) -> None:
         from services.core.modeltext import mean_pooled_encoder
@@ -156,15 +158,12 @@ class HybridRetrieval:
         catalog = data.catalog
         self.ids = list(catalog.items)
         self.position = {item: n for n, item in enumerate(self.ids)}
-        self.log_pop = np.log1p(np.array([data.split.popularity.get(i, 0) for i in self.ids], dtype=np.float64))
-        self.seq_model, vocab = sequence_model.load(sequence_path)
-        self.seq_index = {item: n for n, item in enumerate(vocab, start=1)}
-        self._seq_rows = np.array([self.seq_index.get(i, 0) for i in self.ids])
-        with torch.no_grad():
-            self._seq_items = self.seq_model.item_vectors().numpy()[self._seq_rows]  # [N, 64]
         encoder, self.tokenizer = load_encoder(encoder_path, device)
         self.pooled = mean_pooled_encoder(encoder)
         self.item_vectors = self.encode([item_text(catalog[i]) for i in self.ids])  # [N, 384]
+        self.sequence = SequenceScorer(sequence_path)
+        self.scorer = CatalogScorer(self.ids, data.split.popularity, self.item_vectors, self.sequence.item_vectors())
+        self.log_pop = self.scorer.log_popularity
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -174,14 +173,7 @@ class HybridRetrieval:
 
     def sequence_scores(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """[B, N] sequence-model logits (NaN for items it does not know)."""
-        length = self.seq_model.config.max_len
-        seqs = torch.tensor([sequence_model.left_pad([self.seq_index[i] for i in h if i in self.seq_index], length)
-                             for h in histories])
-        with torch.no_grad():
-            users = self.seq_model(seqs).numpy()
-        out = users @ self._seq_items.T
-        out[:, self._seq_rows == 0] = np.nan
-        return out
+        return self.scorer.sequence_logits(self.sequence.user_vectors(histories))
 
     def fused(self, histories: Sequence[Sequence[str]], queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Fused scores [B, N] (history items -inf) and the sequence logits [B, N], as the retrieval service."""
@@ -189,17 +181,12 @@ class HybridRetrieval:
         seq = self.sequence_scores(histories)
         recent = [[catalog[i] for i in h[-prompts.DEFAULT_MAX_HISTORY_ITEMS:]] for h in histories]
         texts = [prompts.retrieval_text(q, r, prompts.DEFAULT_MAX_HISTORY_ITEMS) for q, r in zip(queries, recent)]
-        encoded = self.encode(texts)
+        text = self.scorer.text_cosines(self.encode(texts), [[i.item_id for i in r] for r in recent])
         out = np.empty_like(seq)
-        for row, (h, q, r) in enumerate(zip(histories, queries, recent)):
+        for row, (h, q) in enumerate(zip(histories, queries)):
             weights = BASE_FUSION.weights(has_query=bool(q.strip()))
-            text = None
-            if weights.text > 0:
-                rows = [self.position[i.item_id] for i in r]
-                v = user_vector(encoded[row], self.item_vectors[rows] if rows else None, RETRIEVAL_HISTORY_WEIGHT)
-                text = self.item_vectors @ v
-            out[row] = fuse_retrieval(weights, sequence=seq[row], text=text, log_popularity=self.log_pop,
-                                      temperature=RETRIEVAL_TEMPERATURE)
+            out[row] = self.scorer.fused(weights, sequence=seq[row:row + 1],
+                                         text=text[row:row + 1] if weights.text > 0 else None)[0]
             out[row, [self.position[i] for i in h if i in self.position]] = -np.inf
         return out, seq
 

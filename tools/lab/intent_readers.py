@@ -18,7 +18,7 @@ intent heads train on, ``tools/train/intent.py``):
 Scores: genre read right (named with 1 - p(NONE) >= 0.5 and the top value right), decade read right on the
 specific requests, and on the vague ones the share where the decade head rightly says NONE.
 
-    python -m tools.lab.intent_readers --out docs/evaluation/intent-readers
+    python -m tools.lab.intent_readers --out docs/lab/intent-readers
 
 About 40 minutes on 2 cores (2,269 s on 2026-12-03).
 """
@@ -77,7 +77,7 @@ def _mean_pool(hidden, mask) -> np.ndarray:
 
 
 def main(
-    out: Path = typer.Option(Path("docs/evaluation/intent-readers"), help="Writes OUT.json and OUT.md."),
+    out: Path = typer.Option(Path("docs/lab/intent-readers"), help="Writes OUT.json and OUT.md."),
     data_dir: Path = typer.Option(Path("var/data/movielens-100k")),
     base_dir: Path = typer.Option(Path("var/base_models/smollm2-135m-instruct")),
     adapter_dir: Path = typer.Option(Path("tools/train/adapters/ranker")),

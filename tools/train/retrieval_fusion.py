@@ -42,10 +42,12 @@ from services.core.contracts import (
     RETRIEVAL_TEMPERATURE,
 )
 from services.core.fusion import SERVED_RETRIEVAL_FUSION, SITUATIONS, RetrievalFusion, SourceWeights
-from services.core.index import user_vector
 from services.core.modeltext import mean_pooled_encoder
-from tools.core import sequence_model, teacher
+from tools.core import teacher
 from tools.core.machine import repo_path
+from tools.core.metrics import ndcg_of_ranks
+from tools.core.retrieval_score import CatalogScorer
+from tools.core.sequence_model import SequenceScorer
 from tools.train.examples import load_training_data, validation_samples
 from tools.train.intent import choose_l2, cross_fitted_models, fit_intent_model, intent_examples
 
@@ -82,8 +84,7 @@ def _per_user_ndcg(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray
     s = np.where(excluded, -np.inf, scores)
     target = s[np.arange(len(s)), targets]
     ranks = (s > target[:, None]).sum(axis=1) + ((s == target[:, None]).sum(axis=1) - 1) / 2.0
-    hit = ranks < 10
-    return hit / np.log2(ranks + 2.0), hit.astype(np.float64)
+    return ndcg_of_ranks(ranks, 10), (ranks < 10).astype(np.float64)
 
 
 def _ndcg_at_10(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> tuple[float, float]:
@@ -97,12 +98,12 @@ class ValidationScores:
     """Each source's score of every catalog item for each validation user (rows: users, columns: ``ids``)."""
 
     samples: list
-    ids: list[str]
+    scorer: CatalogScorer
+    """The served score's offline form over the catalog (``tools/core/retrieval_score.py``)."""
     sequence: np.ndarray
     """Sequence model logits; items it does not know are filled with the row's mean."""
     cosines: dict[str, np.ndarray]
     """Text rule cosines per situation ("with_query", "without_query", "without_sequence")."""
-    log_popularity: np.ndarray
     excluded: np.ndarray
     """The history of each row (never retrieved)."""
     targets: np.ndarray
@@ -114,13 +115,14 @@ class ValidationScores:
     intent_record: dict = field(default_factory=dict)
     """How the cross-fitted heads were fitted (L2 weight, examples) and how many queries they read."""
 
+    @property
+    def log_popularity(self) -> np.ndarray:
+        return self.scorer.log_popularity
+
     def fused(self, weights: SourceWeights, situation: str) -> np.ndarray:
         """The served fused score of every item (without the history mask)."""
-        total = (weights.sequence * self.sequence + weights.text * self.cosines[situation] / RETRIEVAL_TEMPERATURE
-                 + weights.popularity * self.log_popularity)
-        if situation in QUERY_SITUATIONS and weights.intent:
-            total = total + weights.intent * self.intent
-        return total
+        return self.scorer.fused(weights, sequence=self.sequence, text=self.cosines[situation],
+                                 intent=self.intent if situation in QUERY_SITUATIONS else None)
 
 
 def training_queries(catalog, samples, seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -179,18 +181,6 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
     excluded = np.zeros((len(samples), len(ids)), dtype=bool)
     for row, sample in enumerate(samples):
         excluded[row, [position[i] for i in sample.history if i in position]] = True
-    log_pop = np.log1p(np.array([data.split.popularity[i] for i in ids], dtype=np.float64))
-
-    model, vocab = sequence_model.load(config.sequence)
-    seq_index = {item: n for n, item in enumerate(vocab, start=1)}
-    with torch.no_grad():
-        seqs = torch.tensor([sequence_model.left_pad([seq_index[i] for i in s.history if i in seq_index],
-                                                 model.config.max_len) for s in samples])
-        users = model(seqs).numpy()  # [N, H]
-        item_vectors = model.item_vectors().numpy()  # [V + 1, H]
-    rows = np.array([seq_index.get(i, 0) for i in ids])
-    seq = users @ item_vectors[rows].T  # [N, items]
-    seq[:, rows == 0] = np.nan
 
     encoder, tokenizer = load_encoder(config.encoder, device)
     pooled = mean_pooled_encoder(encoder)
@@ -206,17 +196,18 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
         }
         encoded = {k: encode(pooled, tokenizer, v, device).numpy() for k, v in texts.items()}
         query_vectors = encode(pooled, tokenizer, [q.strip() for q in queries], device).numpy()
-    cosines = {}
-    for situation, vectors in encoded.items():
-        history = recent if situation != "without_sequence" else [[] for _ in recent]
-        blended = np.stack([user_vector(v, item_text_vectors[[position[i.item_id] for i in r]] if r else None,
-                                        RETRIEVAL_HISTORY_WEIGHT) for v, r in zip(vectors, history)])
-        cosines[situation] = blended @ item_text_vectors.T  # [N, items]
+    sequence = SequenceScorer(config.sequence)
+    scorer = CatalogScorer(ids, data.split.popularity, item_text_vectors, sequence.item_vectors())
+    seq = scorer.sequence_logits(sequence.user_vectors([s.history for s in samples]))  # [N, items]
+    recent_ids = [[i.item_id for i in r] for r in recent]
+    cosines = {situation: scorer.text_cosines(vectors, recent_ids if situation != "without_sequence"
+                                              else [[] for _ in recent_ids])
+               for situation, vectors in encoded.items()}
     intent, intent_record = cross_fitted_intent(catalog, ids, query_vectors, wordings, pooled, tokenizer, device)
     log.info("intent heads: %s", intent_record)
 
     seq_filled = np.where(np.isnan(seq), np.nanmean(seq, axis=1, keepdims=True), seq)
-    return ValidationScores(samples, ids, seq_filled, cosines, log_pop, excluded, targets, intent, kinds,
+    return ValidationScores(samples, scorer, seq_filled, cosines, excluded, targets, intent, kinds,
                             intent_record)
 
 

@@ -25,8 +25,9 @@ import torch
 from services.core import prompts
 from services.core.catalog import item_text
 from services.core.contracts import RETRIEVAL_HISTORY_WEIGHT, RETRIEVAL_POPULARITY_WEIGHT, RETRIEVAL_TEMPERATURE
-from services.core.index import user_vector
+from services.core.fusion import SourceWeights
 from services.core.modeltext import mean_pooled_encoder
+from tools.core.retrieval_score import CatalogScorer
 from tools.core.text_encoder import DEFAULT_MAX_TOKENS, encode
 from tools.train.common import LoopConfig, Record, Task, cycle, run_loop, setup_torch
 from tools.train.examples import RetrievalPair, draw_samples, load_training_data, retrieval_pair, validation_samples
@@ -70,21 +71,22 @@ def recall_at(pooled, tokenizer, data, samples, device, k: int, history_weight: 
     popularity-prior weight (``ItemIndex.search``): ``Recall@k`` for the first weight, ``Recall@k w=..`` each."""
     ids = list(data.catalog.items)
     vectors = encode(pooled, tokenizer, [item_text(data.catalog[i]) for i in ids], device, max_tokens).cpu().numpy()
-    index = {i: n for n, i in enumerate(ids)}
     texts = [prompts.retrieval_text("", [data.catalog[i] for i in s.history[-max_history:]], max_history)
              for s in samples]
     queries = encode(pooled, tokenizer, texts, device, max_tokens).cpu().numpy()
-    prior = np.log1p(np.array([data.split.popularity[i] for i in ids], dtype=np.float32))
+    scorer = CatalogScorer(ids, data.split.popularity, vectors, history_weight=history_weight,
+                           temperature=RETRIEVAL_TEMPERATURE)
+    cosines = scorer.text_cosines(queries, [s.history[-max_history:] for s in samples])  # [N, items]
     hits = dict.fromkeys(popularity_weights, 0)
-    for sample, query in zip(samples, queries):
-        recent = [index[i] for i in sample.history[-max_history:]]
-        vector = user_vector(query, vectors[recent], history_weight)
-        cosines = vectors @ vector
-        for weight in popularity_weights:
-            scores = cosines + weight * prior
-            scores[[index[i] for i in sample.history]] = -np.inf
-            top = np.argpartition(-scores, k)[:k]
-            hits[weight] += int(index[sample.target] in set(top.tolist()))
+    for weight in popularity_weights:
+        # The text index's search rule, cos + w * log(1 + count): the served score with text 1 and popularity
+        # w / T ranks the same (it is that rule divided by the temperature T).
+        scores = scorer.fused(SourceWeights(sequence=0.0, text=1.0, popularity=weight / RETRIEVAL_TEMPERATURE),
+                              text=cosines)
+        for row, sample in enumerate(samples):
+            scores[row, [scorer.position[i] for i in sample.history]] = -np.inf
+            top = np.argpartition(-scores[row], k)[:k]
+            hits[weight] += int(scorer.position[sample.target] in set(top.tolist()))
     out = {f"Recall@{k} w={w}": h / max(1, len(samples)) for w, h in hits.items()}
     out[f"Recall@{k}"] = out[f"Recall@{k} w={popularity_weights[0]}"]
     return out

@@ -1,4 +1,4 @@
-"""`instructrec recommend --filter`: the README's filter syntax -> AttributeFilter messages."""
+"""`instructrec recommend --filter`: the filter syntax of docs/business-rules.md -> AttributeFilter messages."""
 
 import pytest
 import typer

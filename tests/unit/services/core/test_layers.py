@@ -68,3 +68,46 @@ def test_tools_and_scripts_see_services_only_through_core_and_common(path: Path)
         return
     for module in _imports(path):
         assert _layer(module) in (None, "core", "common"), f"{path.relative_to(ROOT)} imports {module}"
+
+
+def _tools_package(module: str) -> str | None:
+    """``tools.<package>`` for a module inside a package of tools/; None for a root module or another package."""
+    parts = module.split(".")
+    if parts[0] != "tools" or len(parts) < 2 or not (ROOT / "tools" / parts[1]).is_dir():
+        return None
+    return parts[1]
+
+
+def _tools_graph() -> dict[str, set[str]]:
+    """Which tools packages each tools package imports (every import, lazy ones inside functions too)."""
+    graph: dict[str, set[str]] = {}
+    for path in _files("tools/**/*.py"):
+        source = _tools_package(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        if source is None:
+            continue
+        targets = {_tools_package(m) for m in _imports(path)} - {None, source}
+        graph.setdefault(source, set()).update(targets)
+    return graph
+
+
+def test_tools_core_imports_no_other_tools_package() -> None:
+    assert _tools_graph().get("core", set()) == set()
+
+
+def test_no_two_tools_packages_import_each_other() -> None:
+    graph = _tools_graph()
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if reaches(b, a, {b}))
+    assert not cycles, cycles
+
+
+def test_nothing_outside_the_lab_imports_it() -> None:
+    lab = {("tools", "lab"), ("tests", "unit", "tools", "lab")}  # the experiments and their own tests
+    outside = [p for p in _files("**/*.py")
+               if not any(p.relative_to(ROOT).parts[:len(prefix)] == prefix for prefix in lab)]
+    importers = sorted(f"{p.relative_to(ROOT)} imports {m}" for p in outside for m in _imports(p)
+                       if m == "tools.lab" or m.startswith("tools.lab."))
+    assert not importers, importers
