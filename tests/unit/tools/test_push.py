@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tools import export
 from tools.cli import app
 from tools.core import base_models
-from tools.export import push
+from tools.export import canary, push
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -184,10 +184,10 @@ ENCODED = [0.6, 0.8, 0.0]
 def test_canary_output_checks(name: str, expected: list[float] | None, output, error: str | None) -> None:  # noqa: ANN001
     spec = {"output_name": "candidate_scores", "expected": expected, "tolerance": 0.01}
     if error is None:
-        push.check_canary(name, spec, output)
+        canary.check_canary(name, spec, output)
     else:
-        with pytest.raises(push.CanaryError) as err:
-            push.check_canary(name, spec, output)
+        with pytest.raises(canary.CanaryError) as err:
+            canary.check_canary(name, spec, output)
         assert error in str(err.value)
 
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.runtime.stack import SETTINGS, StackConfig, service_env
+from tools.runtime.config import SETTINGS, StackConfig
+from tools.runtime.stack import service_env
 from tools.train.fusion import read_fusion, stale_fusion
 
 KEY = "k" * 43
@@ -118,7 +119,7 @@ def _fake_version(repository, name, version, adapter=None):
 
 
 def test_served_versions_are_the_latest_or_the_latest_base_export(tmp_path):
-    from tools.runtime.stack import BASE, TUNED, served_versions
+    from tools.runtime.assets import BASE, TUNED, served_versions
 
     for name in ("text_encoder", "ranker", "preference_generator"):
         _fake_version(tmp_path, name, 1)
@@ -134,7 +135,7 @@ def test_served_versions_are_the_latest_or_the_latest_base_export(tmp_path):
 def test_served_versions_name_what_is_missing(tmp_path):
     import pytest
 
-    from tools.runtime.stack import BASE, served_versions
+    from tools.runtime.assets import BASE, served_versions
 
     for name in ("text_encoder", "ranker", "preference_generator"):
         _fake_version(tmp_path, name, 2, adapter={"type": "lora"})
@@ -176,7 +177,7 @@ def test_an_index_is_rebuilt_when_its_intent_heads_were_fitted_on_other_examples
 
     from services.core.index import write_item_index
     from services.core.intent import NONE, AttributeHead, IntentModel
-    from tools.runtime.stack import index_is_current
+    from tools.runtime.assets import index_is_current
 
     write_item_index(tmp_path, ["1", "2"], np.eye(2, dtype=np.float32), model_version="3", popularity=[1, 1])
     assert index_is_current(tmp_path, "3") and not index_is_current(tmp_path, "4")
