@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -31,7 +32,7 @@ from services.core.contracts import (
     TEXT_INPUT,
 )
 from services.core.index import DOT, write_item_index
-from tools.data import atomic_output_dir
+from tools.core.files import atomic_output_dir
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
 
 TEXT_ENCODER_MODEL = TEXT_ENCODER
@@ -161,7 +162,27 @@ async def build_index_async(
     model_version: str = "",
     progress: bool = True,
 ) -> Path:
-    """``build_index`` for callers that already run an event loop."""
+    """Embed every catalog item with Triton's text encoder and write the FAISS index atomically.
+
+    Args:
+        catalog_path: Catalog JSON Lines file.
+        train_path: Training interactions CSV (for the popularity fallback counts).
+        out_dir: Index folder (``items.faiss`` + ``items.json``), replaced as a whole.
+        triton_grpc_addr: Triton gRPC address, ``host:port`` (TLS from ``INSTRUCTREC_TRITON__TLS__*``).
+        batch_concurrency: Requests in flight; Triton's dynamic batcher forms the batches.
+        timeout_s: Deadline of each request, in seconds.
+        model_name: Triton model that embeds text.
+        model_version: Model version to request; "" lets Triton choose. The version that answered is
+            recorded either way.
+        progress: Show a progress bar.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        IndexBuildError: Triton or the model is unavailable, or answered inconsistently.
+        DataFormatError: the catalog or training file is malformed or they disagree.
+    """
     catalog = Catalog.load(catalog_path)
     if not len(catalog):
         raise DataFormatError(f"{catalog_path} has no items")
@@ -209,52 +230,9 @@ async def build_index_async(
     return Path(out_dir)
 
 
-def build_index(
-    catalog_path: Path,
-    train_path: Path,
-    out_dir: Path,
-    triton_grpc_addr: str,
-    *,
-    batch_concurrency: int = 32,
-    timeout_s: float = 60.0,
-    model_name: str = TEXT_ENCODER_MODEL,
-    model_version: str = "",
-    progress: bool = True,
-) -> Path:
-    """Embed every catalog item with Triton's text encoder and write the FAISS index atomically.
-
-    Args:
-        catalog_path: Catalog JSON Lines file.
-        train_path: Training interactions CSV (for the popularity fallback counts).
-        out_dir: Index folder (``items.faiss`` + ``items.json``), replaced as a whole.
-        triton_grpc_addr: Triton gRPC address, ``host:port`` (TLS from ``INSTRUCTREC_TRITON__TLS__*``).
-        batch_concurrency: Requests in flight; Triton's dynamic batcher forms the batches.
-        timeout_s: Deadline of each request, in seconds.
-        model_name: Triton model that embeds text.
-        model_version: Model version to request; "" lets Triton choose. The version that answered is
-            recorded either way.
-        progress: Show a progress bar.
-
-    Returns:
-        ``out_dir``.
-
-    Raises:
-        IndexBuildError: Triton or the model is unavailable, or answered inconsistently.
-        DataFormatError: the catalog or training file is malformed or they disagree.
-    """
-    return asyncio.run(
-        build_index_async(
-            catalog_path,
-            train_path,
-            out_dir,
-            triton_grpc_addr,
-            batch_concurrency=batch_concurrency,
-            timeout_s=timeout_s,
-            model_name=model_name,
-            model_version=model_version,
-            progress=progress,
-        )
-    )
+def build_index(catalog_path: Path, train_path: Path, out_dir: Path, triton_grpc_addr: str, **options: Any) -> Path:
+    """:func:`build_index_async` run to completion (``options``: its keyword arguments)."""
+    return asyncio.run(build_index_async(catalog_path, train_path, out_dir, triton_grpc_addr, **options))
 
 
 async def served_version(client: grpcclient.InferenceServerClient, model_name: str, timeout_s: float) -> str:

@@ -62,3 +62,7 @@ def build_index_cmd(
         path = asyncio.run(build_sequence_index_async(data_dir / "items.jsonl", data_dir / "train.csv",
                                                       sequence_out_dir, triton, repository))
         console.print(f"sequence index written to {path}")
+
+
+COMMANDS = {"prepare-data": prepare_data, "build-index": build_index_cmd}
+"""The group's commands by their name on the command line."""

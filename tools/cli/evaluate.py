@@ -86,3 +86,7 @@ def evaluate_statements_cmd(
     setup_logging()
     run_faithfulness(FaithfulnessConfig(data_dir=data_dir, out_dir=out_dir, max_users=max_users or None, seed=seed))
     console.print(f"report written to {out_dir / 'faithfulness.md'}")
+
+
+COMMANDS = {"evaluate": evaluate, "evaluate-statements": evaluate_statements_cmd}
+"""The group's commands by their name on the command line."""

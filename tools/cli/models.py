@@ -171,3 +171,7 @@ def models(
                       row.get("exported_at") or "", str(row.get("size_mb", "")),
                       f"{diff:.2g}" if isinstance(diff, float) else "", row.get("source") or "")
     console.print(table)
+
+
+COMMANDS = {"export": export_cmd, "models": models}
+"""The group's commands by their name on the command line."""

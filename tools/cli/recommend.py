@@ -133,3 +133,7 @@ def recommend(
             f"{r.item_id} ({r.detail})" for r in response.removed_items[:10]))
     if response.fewer_items:
         console.print("[yellow]fewer items than asked: the filters and rules leave fewer[/yellow]")
+
+
+COMMANDS = {"recommend": recommend}
+"""The group's commands by their name on the command line."""

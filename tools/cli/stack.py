@@ -111,3 +111,7 @@ def precompute_preferences_cmd(
         report.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
     if result.failed and not result.written:
         raise typer.Exit(1)
+
+
+COMMANDS = {"prepare": prepare, "run": run, "precompute-preferences": precompute_preferences_cmd}
+"""The group's commands by their name on the command line."""

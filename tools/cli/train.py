@@ -169,3 +169,7 @@ def fit_fusion_cmd(
          f"LM only {figures(result['lm_only'])}; retrieval only {figures(result['retrieval_only'] or {})}")
     if write:
         say(f"written to {write_fusion(models.value, result)}")
+
+
+COMMANDS = {"train": train, "fit-fusion": fit_fusion_cmd}
+"""The group's commands by their name on the command line."""

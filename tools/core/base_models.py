@@ -17,10 +17,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+from tools.core.files import atomic_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -131,17 +132,9 @@ def convert_gguf(gguf_path: Path, dest: Path) -> Path:
     fresh.eval()
     del loaded
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_output_dir(dest) as tmp:
         fresh.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("converted %s -> %s in %.1f s", gguf_path.name, dest, time.perf_counter() - started)
     return dest
 
@@ -186,16 +179,8 @@ def smollm2_tokenizer_dir(workspace: Path = Path("var")) -> Path:
 
     gguf_path = locate_smollm2_gguf(workspace)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_output_dir(dest) as tmp:
         tokenizer.save_pretrained(str(tmp))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

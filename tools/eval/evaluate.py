@@ -189,6 +189,17 @@ def _full_ranking_baselines(split: Split, cases, sasrec, k: int) -> dict[str, li
     return out
 
 
+async def _rerank_protocol(protocol: int, split: Split, cases: Sequence[Case], candidates: Sequence[Sequence[str]],
+                           sasrec: SequenceScorer | None, served: ServedSystem, config: EvalConfig) -> dict:
+    """Protocols 1 and 2: the baselines and the served system (``candidate_item_ids``) rank each case's list."""
+    ranks = _baseline_ranks(split, cases, candidates, sasrec)
+    if config.gateway_addr:
+        orders = await _gather_bounded([served.rerank(c, cands) for c, cands in zip(cases, candidates)],
+                                       config.concurrency, f"protocol {protocol}")
+        ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
+    return {m: summarize(r, PROTOCOL_KS[protocol]) for m, r in ranks.items()}
+
+
 async def evaluate(config: EvalConfig) -> dict:
     """Run the protocols; returns {protocol: {method: metrics}} plus a record of the run."""
     started = time.time()
@@ -206,12 +217,7 @@ async def evaluate(config: EvalConfig) -> dict:
     try:
         if 1 in config.protocols:
             candidates = random_candidates(split, cases, seed=config.seed)
-            ranks = _baseline_ranks(split, cases, candidates, sasrec)
-            if config.gateway_addr:
-                orders = await _gather_bounded([served.rerank(c, cands) for c, cands in zip(cases, candidates)],
-                                               config.concurrency, "protocol 1")
-                ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
-            results["1"] = {m: summarize(r, PROTOCOL_KS[1]) for m, r in ranks.items()}
+            results["1"] = await _rerank_protocol(1, split, cases, candidates, sasrec, served, config)
         if 2 in config.protocols:
             if config.hard_negative_lists is not None:
                 candidates = _reuse_lists(config.hard_negative_lists, cases)
@@ -219,14 +225,7 @@ async def evaluate(config: EvalConfig) -> dict:
                 candidates = hard_negative_lists(split, cases, seed=config.seed)
                 protocol2_lists = {"retriever": HARD_NEGATIVE_SOURCE,
                                    "lists": {c.user_id: list(cands) for c, cands in zip(cases, candidates)}}
-            ranks = _baseline_ranks(split, cases, candidates, sasrec)
-            if config.gateway_addr:
-                orders = await _gather_bounded([served.rerank(c, cands) for c, cands in zip(cases, candidates)],
-                                               config.concurrency, "protocol 2")
-                # Without the baselines (an appended system) on lists of its own retriever, the row is not
-                # comparable with the report's others: its name says so.
-                ranks[config.served_name] = [o.index(c.target) for c, o in zip(cases, orders)]
-            results["2"] = {m: summarize(r, PROTOCOL_KS[2]) for m, r in ranks.items()}
+            results["2"] = await _rerank_protocol(2, split, cases, candidates, sasrec, served, config)
         if 3 in config.protocols and config.gateway_addr and config.retrieval_addr:
             ranks = _full_ranking_baselines(split, cases, sasrec, 10)
             tops = await _gather_bounded([served.recommend(c, 10) for c in cases], config.concurrency, "protocol 3")

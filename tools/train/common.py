@@ -67,13 +67,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON can hold it: dataclasses as dicts, paths relative to the repository, tuples as lists."""
     if is_dataclass(value):
-        return _jsonable(asdict(value))
+        return jsonable(asdict(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return repo_path(value)
     return value
@@ -96,12 +97,12 @@ class Record:
         data = {
             "model": self.model,
             "status": self.status,
-            "config": _jsonable(self.config),
+            "config": jsonable(self.config),
             "best": self.best,
             "validations": self.validations,
             "seconds": round(time.time() - self.started_at, 1),
             "machine": machine(),
-            **_jsonable(self.extra),
+            **jsonable(self.extra),
         }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -16,17 +16,11 @@ import torch
 
 from services.core.catalog import Catalog, Item
 from tools.core.base_models import smollm2_tokenizer_dir
-from tools.lab.intent_ranker import (
-    FrozenLM,
-    IntentRankerConfig,
-    ListExample,
-    LMResidual,
-    TextFeatures,
-    TextResidual,
-    list_rank,
-    lm_features,
-    residual_scores,
-)
+from tools.lab.frozen_lm import FrozenLM
+from tools.lab.intent_ranker_data import IntentRankerConfig, ListExample
+from tools.lab.intent_ranker_eval import list_rank
+from tools.lab.intent_ranker_features import TextFeatures, lm_features
+from tools.lab.intent_ranker_model import LMResidual, TextResidual, residual_scores
 from tools.tiny_models import build_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -142,7 +136,7 @@ def test_the_minilm_comparator_starts_at_the_retrieval_order() -> None:
 
 
 def test_distillation_adds_the_teachers_list_order_and_nothing_when_the_scorer_matches_it() -> None:
-    from tools.lab.intent_ranker import list_loss
+    from tools.lab.intent_ranker_model import list_loss
 
     teacher = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
     answers = torch.tensor([0])
@@ -157,7 +151,7 @@ def test_distillation_adds_the_teachers_list_order_and_nothing_when_the_scorer_m
 
 def test_random_lists_are_judged_against_popularity_and_the_sequence_model_on_the_same_lists() -> None:
     from tools.eval.intentions import StringFilter
-    from tools.lab.intent_ranker import RANDOM_METHODS, evaluate
+    from tools.lab.intent_ranker_eval import RANDOM_METHODS, evaluate
 
     catalog = toy_catalog()
     config = IntentRankerConfig(lists="random")

@@ -13,21 +13,9 @@ from torch import nn
 
 from services.core.catalog import Catalog, Item
 from tools.core.split import Case, Split
-from tools.lab.lm_sequence import (
-    TEST,
-    TRAIN,
-    VALID,
-    CatalogHead,
-    LMSequenceConfig,
-    Pairs,
-    Scorer,
-    fit,
-    fit_weights,
-    full_ranks,
-    late_fusion,
-    list_ranks,
-    windows,
-)
+from tools.lab.lm_sequence_features import TEST, TRAIN, VALID, LMSequenceConfig, Pairs, windows
+from tools.lab.lm_sequence_fusion import fit_weights, late_fusion
+from tools.lab.lm_sequence_heads import CatalogHead, Scorer, fit, full_ranks, list_ranks
 
 
 @pytest.fixture(autouse=True)
@@ -151,7 +139,7 @@ def test_late_fusion_with_a_flat_second_score_keeps_the_base_order() -> None:
 
 def test_cross_fitted_sequence_replaces_only_training_pairs_with_the_other_folds_model() -> None:
     from tools.core.sequence_model import SequenceModel, SequentialConfig
-    from tools.lab.lm_sequence import cross_fitted_sequence
+    from tools.lab.lm_sequence_fusion import cross_fitted_sequence
 
     config = SequentialConfig(max_len=4, hidden=8, inner=16, layers=1, heads=1, dropout=0.0, attn_dropout=0.0)
     models = [SequenceModel(5, config).eval() for _ in range(2)]
