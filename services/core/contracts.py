@@ -25,6 +25,8 @@ TEXT_ENCODER = "text_encoder"
 RANKER = "ranker"
 PREFERENCE_GENERATOR = "preference_generator"
 SEQUENCE_ENCODER = "sequence_encoder"
+REQUEST_READER = "request_reader"
+"""The token tagger that reads a request (``services/core/reading.py``); on the text encoder's family."""
 MODEL_NAMES: tuple[str, ...] = (TEXT_ENCODER, RANKER, PREFERENCE_GENERATOR)
 """The language models (exported from Hugging Face checkpoints, tuned with LoRA)."""
 SERVED_MODELS: tuple[str, ...] = (*MODEL_NAMES, SEQUENCE_ENCODER)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from services.core.contracts import SEQUENCE_ENCODER, TEXT_ENCODER
+from services.core.contracts import REQUEST_READER, SEQUENCE_ENCODER, TEXT_ENCODER
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def default_base_model(name: str, workspace: Path = Path("var")) -> Path:
         from tools.core.sequence_model import PUBLISHED_DIR
 
         return PUBLISHED_DIR  # trained here, not a pretrained model: version 1 is the committed model
-    return minilm_dir() if name == TEXT_ENCODER else smollm2_dir(workspace)
+    return minilm_dir() if name in (TEXT_ENCODER, REQUEST_READER) else smollm2_dir(workspace)
 
 
 def resolve_adapter_base(

@@ -1,0 +1,108 @@
+"""Reading a request: labelled words -> constraints on the catalog, with nothing about movies in the code."""
+
+from __future__ import annotations
+
+from services.core.catalog import Catalog, Item
+from services.core.filters import ALL, ANY, RANGE
+from services.core.reading import (
+    WORD_LABELS,
+    Lexicon,
+    TitleMatcher,
+    decode_spans,
+    parse_quantity,
+    read,
+    split_words,
+)
+
+MOVIES = Catalog({i.item_id: i for i in [
+    Item("1", "Star Wars", 1977, ("Action", "Sci-Fi")), Item("2", "Fargo", 1996, ("Crime", "Drama")),
+    Item("3", "Heat", 1995, ("Action", "Crime")), Item("4", "Godfather, The", 1972, ("Crime", "Drama")),
+    Item("5", "Sleepless in Seattle", 1993, ("Comedy", "Romance")), Item("6", "Casablanca", 1942, ("Drama",)),
+    Item("7", "Scream", 1996, ("Horror",)), Item("8", "Star Trek", 1979, ("Sci-Fi",)),
+]})
+SHOP = Catalog({i.item_id: i for i in [
+    Item("s1", "Trail Runner 2", extra_attributes={"category": "running shoes", "brand": "Nike", "price": 120.0}),
+    Item("s2", "Road Glide", extra_attributes={"category": "running shoes", "brand": "Asics", "price": 90.0}),
+    Item("s3", "Court Pro", extra_attributes={"category": "tennis shoes", "brand": "Adidas", "price": 70.0}),
+]})
+LEXICON = Lexicon(MOVIES, {"_comment": "ignored", "sci-fi": ["genres=Sci-Fi"], "rom-com": ["genres=Comedy",
+                                                                                            "genres=Romance"]})
+
+
+def _reading(text: str, tags: dict[str, str], lexicon: Lexicon = LEXICON, catalog: Catalog = MOVIES):
+    """Read ``text`` with the given word tags (word -> label name; others O), as the tagger would label it."""
+    words = split_words(text)
+    labels = [WORD_LABELS.index(tags.get(f"{n}:{w.text}", tags.get(w.text, "O"))) for n, w in enumerate(words)]
+    spans = decode_spans(words, labels, [0.9] * len(words))
+    return read(text, words, spans, lexicon, TitleMatcher(catalog, {"1": 500, "8": 10}))
+
+
+def test_words_keep_hyphens_decades_and_prices_whole() -> None:
+    assert [w.text for w in split_words("sci-fi from the '80s, under $100!")] == [
+        "sci-fi", "from", "the", "'80s", ",", "under", "$100", "!"]
+
+
+def test_an_exclusion_is_an_exclude_filter_and_leaves_the_residual_text() -> None:
+    r = _reading("anything except dramas, something cozy", {"dramas": "B-NOT"})
+    (f,) = r.filters
+    assert (f.filter.attribute, f.filter.values, f.filter.exclude) == ("genres", ("Drama",), True)
+    assert "dramas" not in r.residual_text and "except" not in r.residual_text and "cozy" in r.residual_text
+
+
+def test_wanted_values_are_all_of_unless_joined_by_or() -> None:
+    both = _reading("a horror comedy", {"horror": "B-WANT", "comedy": "B-WANT"})
+    assert [(f.filter.values, f.filter.match) for f in both.filters] == [(("Comedy", "Horror"), ALL)]
+    either = _reading("a horror or a comedy", {"horror": "B-WANT", "comedy": "B-WANT"})
+    assert [(f.filter.values, f.filter.match) for f in either.filters] == [(("Comedy", "Horror"), ANY)]
+    synonym = _reading("a rom-com", {"rom-com": "B-WANT"})
+    assert [(f.filter.values, f.filter.match) for f in synonym.filters] == [(("Comedy", "Romance"), ALL)]
+
+
+def test_bounds_decades_years_in_words_and_eras() -> None:
+    def ranges(text, tags):
+        return [(f.filter.min, f.filter.max, f.filter.exclude) for f in _reading(text, tags).filters
+                if f.filter.kind == RANGE]
+
+    assert ranges("a film made before 1960", {"1960": "B-LT"}) == [(None, 1959.0, False)]
+    assert ranges("from the eighties", {"the": "B-IN", "eighties": "I-IN"}) == [(1980, 1989, False)]
+    assert ranges("a thriller, but not one from the 90s", {"5:the": "B-NOTIN", "90s": "I-NOTIN"}) == [
+        (1990, 1999, True)]
+    assert ranges("after 1980 and before 1990", {"1980": "B-GT", "1990": "B-LT"}) == [(1981.0, 1989.0, False)]
+    assert ranges("the fifties or sixties", {"the": "B-IN", "fifties": "I-IN", "sixties": "B-IN"}) == [
+        (1950, 1969, False)]
+    assert ranges("something recent", {"recent": "B-IN"}) == [(1996 - 4, None, False)]  # the newest is 1996
+    assert ranges("nineteen eighty five or later", {"nineteen": "B-GE", "eighty": "I-GE", "five": "I-GE"}) == [
+        (1985.0, None, False)]
+    assert parse_quantity("the 1980s") == ("decade", 1980, 1989)
+
+
+def test_references_resolve_fuzzy_titles_and_report_alternatives() -> None:
+    r = _reading("something like Star Wares and the godfater", {"Star": "B-REF", "Wares": "I-REF",
+                                                               "6:the": "B-REF", "godfater": "I-REF"})
+    assert [x.item_id for x in r.references] == ["1", "4"]
+    assert "Star" not in r.residual_text and "like" not in r.residual_text
+    star = _reading("like Star", {"Star": "B-REF"}).references[0]
+    assert star.item_id == "1" and [a.item_id for a in star.alternatives] == ["8"]  # the more popular wins
+
+
+def test_what_the_catalog_lacks_is_reported_not_dropped() -> None:
+    r = _reading("a telenovela please", {"telenovela": "B-WANT"})
+    assert r.filters == () and r.unread == ("telenovela",)
+
+
+def test_a_shop_catalog_is_read_the_same_way() -> None:
+    lexicon = Lexicon(SHOP)
+    r = _reading("running shoes under 100, not Nike", {"running": "B-WANT", "shoes": "I-WANT", "100": "B-LT",
+                                                        "Nike": "B-NOT"}, lexicon, SHOP)
+    found = {(f.filter.attribute, f.filter.values, f.filter.max, f.filter.exclude) for f in r.filters}
+    assert found == {("category", ("running shoes",), None, False), ("brand", ("Nike",), None, True),
+                     ("price", (), 99.0, False)}  # whole-number prices: under 100 is at most 99
+    allowed = [i.item_id for i in SHOP if all(f.filter.allows(i) for f in r.filters)]
+    assert allowed == ["s2"]
+
+
+def test_low_confidence_parts_are_soft() -> None:
+    words = split_words("no horror")
+    spans = decode_spans(words, [0, WORD_LABELS.index("B-NOT")], [0.99, 0.3])
+    r = read("no horror", words, spans, LEXICON)
+    assert r.filters[0].confidence == 0.3 and not r.filters[0].hard and r.hard_filters() == []

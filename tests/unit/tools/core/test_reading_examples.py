@@ -1,0 +1,72 @@
+"""The reader's training and evaluation banks: labels match the words, the expected reading is what grounding
+the right labels gives, and the two banks share no clause, filler or value combination."""
+
+from __future__ import annotations
+
+import random
+
+from services.core.catalog import Catalog, Item
+from services.core.reading import WORD_LABELS, TitleMatcher, decode_spans, read, split_words
+from tools.core.reading_examples import Renderer, Vocabulary, combination_split, generate
+from tools.eval.reading import canonical, reading_dict
+from tools.eval.reading_bank import EVALUATION_BANK
+from tools.train.reader_examples import TRAINING_BANK
+
+GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Western", "Children's")
+CATALOG = Catalog({str(n): Item(str(n), title, 1930 + (n * 7) % 68, (GENRES[n % 8], GENRES[(n * 3) % 8]))
+                   for n, title in enumerate(["Star Wars", "Fargo", "Heat", "Casablanca", "Toy Story", "Alien",
+                                              "Godfather, The", "Scream", "Clueless", "Unforgiven", "Babe",
+                                              "Vertigo", "Jaws", "Rocky", "Psycho", "Annie Hall"])})
+SYNONYMS = {"sci-fi": ["genres=Sci-Fi"], "rom-com": ["genres=Comedy", "genres=Romance"], "kids": ["genres=Children's"]}
+VOCABULARY = Vocabulary(CATALOG, SYNONYMS)
+
+
+def test_banks_share_no_clause_filler_or_mood() -> None:
+    def texts(bank):
+        return {c.text for c in bank.clauses}, {*bank.prefixes, *bank.suffixes, *bank.joiners} - {""}, set(bank.moods)
+
+    for train, held_out in zip(texts(TRAINING_BANK), texts(EVALUATION_BANK)):
+        assert not train & held_out, train & held_out
+    constructs = {c.construct for c in EVALUATION_BANK.clauses}
+    assert constructs == {c.construct for c in TRAINING_BANK.clauses} == {
+        "plain", "conjunction", "disjunction", "negation", "bounds", "references"}
+
+
+def _combinations(examples) -> set[frozenset]:
+    out = set()
+    for e in examples:
+        parts = canonical(e.reading)
+        values = {p for p in parts if p[0] in ("want", "exclude")}
+        if len({v for p in values for v in (p[2] if p[0] == "want" else (p[2],))}) >= 2:
+            out.add(frozenset(values))
+    return out
+
+
+def test_the_held_out_value_combinations_never_reach_training() -> None:
+    train = generate(Renderer(VOCABULARY, TRAINING_BANK, "train"), 600, 0)
+    held_out = generate(Renderer(VOCABULARY, EVALUATION_BANK, "eval"), 300, 0)
+    assert not _combinations(train) & _combinations(held_out)
+    assert combination_split(["+genres=Comedy"]) == "any"
+    assert {combination_split([f"+genres={a}", f"-genres={b}"]) for a in GENRES for b in GENRES if a != b} == {
+        "train", "eval"}
+
+
+def test_every_word_is_labelled_and_the_right_labels_ground_to_the_expected_reading() -> None:
+    titles = TitleMatcher(CATALOG)
+    examples = generate(Renderer(VOCABULARY, TRAINING_BANK, "train", typo_rate=0.0), 400, 1)
+    agree = 0
+    for e in examples:
+        words = split_words(e.text)
+        assert [w.text for w in words] == list(e.words) and len(e.labels) == len(words)
+        assert all(WORD_LABELS[label] == "O" or WORD_LABELS[label][:2] in ("B-", "I-") for label in e.labels)
+        reading = read(e.text, words, decode_spans(words, e.labels, [1.0] * len(words)), VOCABULARY.lexicon, titles)
+        agree += canonical(reading_dict(reading)) == canonical(e.reading)
+    assert agree / len(examples) >= 0.98, agree / len(examples)
+
+
+def test_generation_is_seeded_and_has_no_repeats() -> None:
+    renderer = Renderer(VOCABULARY, TRAINING_BANK, "train")
+    first, again = generate(renderer, 200, 3), generate(renderer, 200, 3)
+    assert [e.text for e in first] == [e.text for e in again]
+    assert len({e.text.lower() for e in first}) == 200
+    assert renderer.sample(random.Random(0)).words
