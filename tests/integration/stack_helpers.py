@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
+
+import grpc
+from instructrec.v1 import (
+    instruction_service_pb2_grpc,
+    ranking_service_pb2_grpc,
+    recommend_service_pb2_grpc,
+    retrieval_service_pb2_grpc,
+)
 
 from services.common.server import ServiceRunner
 from services.core.catalog import Catalog, Interaction, Item, write_interactions
@@ -42,6 +53,15 @@ def sequence_index_of(index_dir: Path) -> Path:
     return index_dir.with_name(index_dir.name + "-sequence")
 
 
+STUBS: dict[str, Any] = {
+    "gateway": recommend_service_pb2_grpc.RecommendServiceStub,
+    "instruction": instruction_service_pb2_grpc.InstructionServiceStub,
+    "retrieval": retrieval_service_pb2_grpc.RetrievalServiceStub,
+    "ranking": ranking_service_pb2_grpc.RankingServiceStub,
+}
+"""The gRPC stub class of each service's public API, by service name."""
+
+
 @dataclass
 class Stack:
     """Addresses of the running services and their runners."""
@@ -50,6 +70,12 @@ class Stack:
 
     def addr(self, name: str) -> str:
         return f"127.0.0.1:{self.runners[name].port}"
+
+    @contextlib.asynccontextmanager
+    async def stub(self, name: str) -> AsyncIterator[Any]:
+        """A stub of service ``name``'s API on a plaintext channel, closed on leaving."""
+        async with grpc.aio.insecure_channel(self.addr(name)) as channel:
+            yield STUBS[name](channel)
 
 
 def service_settings(
@@ -131,3 +157,29 @@ def stub_pid(triton, model: str) -> int:
         except psutil.NoSuchProcess:
             continue
     raise AssertionError(f"no backend process for {model}")
+
+
+class BackgroundCallers:
+    """``callers`` concurrent tasks running :meth:`_caller` from entering (``async with``) until leaving.
+
+    Subclasses implement ``_caller(n)`` as a loop that runs while :meth:`running` and record what they see.
+    """
+
+    def __init__(self, callers: int) -> None:
+        self.callers = callers
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def running(self) -> bool:
+        return not self._stop.is_set()
+
+    async def _caller(self, n: int) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._tasks = [asyncio.create_task(self._caller(n)) for n in range(self.callers)]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)

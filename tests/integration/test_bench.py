@@ -14,7 +14,7 @@ import pytest
 
 from services.common.settings import TritonSettings
 from services.common.triton_clients import triton_sync_client
-from tests.integration.conftest import ROOT, TRITON_MODELS
+from tests.integration.conftest import TRITON_MODELS, StartTriton
 from tests.integration.stack_helpers import running_stack
 from tools.bench.config import MODELS, BenchConfig
 from tools.bench.run import run_bench
@@ -24,15 +24,9 @@ pytestmark = pytest.mark.triton
 
 
 @pytest.fixture(scope="module")
-def bench_triton(tiny_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = TritonServer(tiny_model_repository, models=TRITON_MODELS, backend_dir=ROOT / "var" / "triton" / "backends",
-                          log_file=tmp_path_factory.mktemp("bench_triton") / "tritonserver.log")
-    server.start()
-    try:
-        server.wait_ready(timeout_s=180)
+def bench_triton(tiny_model_repository: Path, start_triton: StartTriton) -> Iterator[TritonServer]:
+    with start_triton(tiny_model_repository, TRITON_MODELS, name="bench_triton") as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_bench_measures_the_stack_with_batching_on_and_off_and_restores_the_configs(

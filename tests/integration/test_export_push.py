@@ -21,7 +21,8 @@ import tritonclient.grpc as triton_grpc
 from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 from typer.testing import CliRunner
 
-from tests.integration.stack_helpers import running_stack, write_synthetic_dataset
+from tests.integration.conftest import ROOT, StartTriton
+from tests.integration.stack_helpers import BackgroundCallers, running_stack, write_synthetic_dataset
 from tools import export
 from tools.cli import app
 from tools.export import push
@@ -29,8 +30,6 @@ from tools.index import build_index
 from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +46,9 @@ def tiny_lm(repository: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def triton(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = TritonServer(repository, models=export.MODEL_NAMES, backend_dir=ROOT / "var" / "triton" / "backends",
-                          log_file=tmp_path_factory.mktemp("push_triton") / "tritonserver.log")
-    server.start()
-    try:
-        server.wait_ready(timeout_s=180)
+def triton(repository: Path, start_triton: StartTriton) -> Iterator[TritonServer]:
+    with start_triton(repository, export.MODEL_NAMES, name="push_triton") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +86,16 @@ def _hidden(repository: Path) -> list[str]:
     return [p.name for p in (repository / "ranker").iterdir() if p.name.startswith(".")]
 
 
+async def _assert_unchanged(gateway, triton: TritonServer, repository: Path, before: dict[str, str | int],
+                            serving: list[str], user_id: str) -> None:
+    """The ranker's files are as ``before`` (no hidden leftovers), Triton serves ``serving`` and Recommend answers
+    from it, not degraded."""
+    assert _snapshot(repository) == before and _hidden(repository) == []
+    assert _served(triton) == serving
+    response = await gateway.Recommend(recommend_service_pb2.RecommendRequest(user_id=user_id), timeout=60)
+    assert not response.degraded and [_ranker_version(response)] == serving
+
+
 async def _cli(*args: str) -> tuple[int, str]:
     """Run `instructrec` in its own process, as an engineer would."""
     process = await asyncio.create_subprocess_exec(
@@ -103,19 +106,17 @@ async def _cli(*args: str) -> tuple[int, str]:
     return process.returncode, output.decode(errors="replace")
 
 
-class Traffic:
+class Traffic(BackgroundCallers):
     """Concurrent Recommend callers; every outcome recorded with its start and end time."""
 
     def __init__(self, gateway, callers: int = 4) -> None:  # noqa: ANN001
+        super().__init__(callers)
         self.gateway = gateway
-        self.callers = callers
         self.results: list[tuple[float, float, object]] = []
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
 
-    async def _call_repeatedly(self, caller: int) -> None:
+    async def _caller(self, caller: int) -> None:
         n = 0
-        while not self._stop.is_set():
+        while self.running():
             request = recommend_service_pb2.RecommendRequest(
                 user_id=str(1 + (caller * 3 + n) % 12), query=("a funny film", "", "an old drama")[n % 3]
             )
@@ -126,14 +127,6 @@ class Traffic:
                 outcome = err
             self.results.append((started, time.monotonic(), outcome))
             n += 1
-
-    async def __aenter__(self) -> Traffic:
-        self._tasks = [asyncio.create_task(self._call_repeatedly(i)) for i in range(self.callers)]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
 
     def failures(self) -> list[str]:
         """Failed calls and degraded answers (a ranker failure degrades instead of failing)."""
@@ -205,10 +198,7 @@ async def test_a_diverged_checkpoint_is_refused_before_triton_sees_it(
     with pytest.raises(export.ParityError, match="ranker: ONNX Runtime differs from torch by nan"):
         await asyncio.to_thread(push.publish, "ranker", diverged, repository, [triton.grpc_addr])
 
-    assert _snapshot(repository) == before and _hidden(repository) == []
-    assert _served(triton) == serving
-    response = await gateway.Recommend(recommend_service_pb2.RecommendRequest(user_id="3"), timeout=60)
-    assert not response.degraded and [_ranker_version(response)] == serving
+    await _assert_unchanged(gateway, triton, repository, before, serving, user_id="3")
 
 
 async def test_a_version_failing_its_canary_is_rolled_back_with_its_config(
@@ -224,10 +214,7 @@ async def test_a_version_failing_its_canary_is_rolled_back_with_its_config(
     assert code == 1, output
     assert "push failed" in output and f"canary inference on {triton.grpc_addr}" in output
     assert "more than max_prompt_tokens=16" in output and "rolled back" in output and "restored config.pbtxt" in output
-    assert _snapshot(repository) == before and _hidden(repository) == []
-    assert _served(triton) == serving
-    response = await gateway.Recommend(recommend_service_pb2.RecommendRequest(user_id="5"), timeout=60)
-    assert not response.degraded and [_ranker_version(response)] == serving
+    await _assert_unchanged(gateway, triton, repository, before, serving, user_id="5")
 
 
 async def test_a_version_failing_to_load_is_rolled_back_without_failing_a_request(

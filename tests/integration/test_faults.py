@@ -19,10 +19,9 @@ from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
 from services.common.server import ServiceRunner
 from services.retrieval.service import RetrievalApp
-from tests.integration.conftest import ROOT, TRITON_MODELS
-from tests.integration.stack_helpers import running_stack, stub_pid
+from tests.integration.conftest import TRITON_MODELS, TRITON_READY_TIMEOUT_S, StartTriton
+from tests.integration.stack_helpers import BackgroundCallers, running_stack, stub_pid
 from tools.index import build_index_async
-from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -30,13 +29,9 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
-def own_triton(tiny_model_repository, tmp_path):
-    server = TritonServer(tiny_model_repository, TRITON_MODELS, backend_dir=ROOT / "var" / "triton" / "backends",
-                          log_file=tmp_path / "triton.log")
-    server.start()
-    server.wait_ready(timeout_s=180)
-    yield server
-    server.stop()
+def own_triton(tiny_model_repository, start_triton: StartTriton):
+    with start_triton(tiny_model_repository, TRITON_MODELS, name="own_triton") as server:
+        yield server
 
 
 @pytest.fixture
@@ -65,19 +60,19 @@ async def _wait_for(predicate, timeout_s: float, what: str) -> float:
     raise AssertionError(f"not reached within {timeout_s} s: {what}")
 
 
-class Load:
+class Load(BackgroundCallers):
     """Concurrent Recommend callers recording (status, degraded, seconds) until stopped."""
 
     def __init__(self, addr: str, callers: int = 3, timeout_s: float = 10.0) -> None:
-        self.addr, self.callers, self.timeout_s = addr, callers, timeout_s
+        super().__init__(callers)
+        self.addr, self.timeout_s = addr, timeout_s
         self.results: list[tuple[grpc.StatusCode, bool, float]] = []
-        self._stop = asyncio.Event()
 
     async def _caller(self, n: int) -> None:
         async with grpc.aio.insecure_channel(self.addr) as ch:
             stub = recommend_service_pb2_grpc.RecommendServiceStub(ch)
             i = 0
-            while not self._stop.is_set():
+            while self.running():
                 i += 1
                 start = time.perf_counter()
                 try:
@@ -89,14 +84,6 @@ class Load:
                 except grpc.aio.AioRpcError as err:
                     self.results.append((err.code(), False, time.perf_counter() - start))
                 await asyncio.sleep(0.01)
-
-    async def __aenter__(self) -> Load:
-        self._tasks = [asyncio.create_task(self._caller(n)) for n in range(self.callers)]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
 
     def mark(self) -> int:
         return len(self.results)
@@ -116,7 +103,7 @@ async def test_triton_killed_under_load_fails_fast_then_recovers_without_restart
         own_triton.stop()
         restart = time.monotonic()
         own_triton.start()
-        own_triton.wait_ready(timeout_s=180)
+        own_triton.wait_ready(timeout_s=TRITON_READY_TIMEOUT_S)
         recovery = await _wait_for(lambda: _is(s.addr("gateway"), SERVING), 60, "gateway SERVING again")
         await _wait_for(lambda: _is(s.addr("ranking"), SERVING), 30, "ranking SERVING again")
         after_recovery = load.mark()

@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.settings import TritonSettings
 from services.common.triton import TritonModel
-from tests.integration.conftest import ROOT, TRITON_MODELS
+from tests.integration.conftest import TRITON_MODELS, StartTriton
 from tests.integration.stack_helpers import running_stack, stub_pid
 from tools.export import push
 from tools.index import build_index_async
@@ -38,15 +38,9 @@ REPAIRING = ("ranking", "retrieval", "instruction")
 
 
 @pytest.fixture(scope="module")
-def keyed_triton(tiny_model_repository: Path, tmp_path_factory: pytest.TempPathFactory):
-    server = TritonServer(tiny_model_repository, TRITON_MODELS, backend_dir=ROOT / "var" / "triton" / "backends",
-                          log_file=tmp_path_factory.mktemp("keyed_triton") / "triton.log", model_control_key=KEY)
-    server.start()
-    try:
-        server.wait_ready(timeout_s=180)
+def keyed_triton(tiny_model_repository: Path, start_triton: StartTriton):
+    with start_triton(tiny_model_repository, TRITON_MODELS, name="keyed_triton", model_control_key=KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

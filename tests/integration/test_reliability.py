@@ -16,17 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from instructrec.v1 import (
     instruction_service_pb2,
-    instruction_service_pb2_grpc,
     ranking_service_pb2,
-    ranking_service_pb2_grpc,
     recommend_service_pb2,
     recommend_service_pb2_grpc,
     retrieval_service_pb2,
-    retrieval_service_pb2_grpc,
 )
 
 from tests.integration.certs import make_certs
-from tests.integration.stack_helpers import running_stack
+from tests.integration.stack_helpers import STUBS, running_stack
 
 pytestmark = pytest.mark.triton
 
@@ -66,13 +63,14 @@ async def _all_serving(stack) -> bool:
     return True
 
 
-async def _fuzz(addr: str, stub_cls, method_name: str, strategy) -> dict[grpc.StatusCode, int]:
-    """Run a hypothesis search in a thread (the servers live on this event loop) and count status codes."""
+async def _fuzz(stack, service: str, method_name: str, strategy) -> dict[grpc.StatusCode, int]:
+    """Run a hypothesis search against ``service`` in a thread (the servers live on this event loop) and count
+    status codes."""
     seen: dict[grpc.StatusCode, int] = {}
 
     def run() -> None:
-        with grpc.insecure_channel(addr) as channel:
-            method = getattr(stub_cls(channel), method_name)
+        with grpc.insecure_channel(stack.addr(service)) as channel:
+            method = getattr(STUBS[service](channel), method_name)
 
             @HYPOTHESIS
             @given(strategy)
@@ -97,7 +95,7 @@ async def test_generated_recommend_requests_never_fail_internally(stack):
         exclude_item_ids=id_lists,
         candidate_item_ids=st.one_of(st.just([]), candidate_lists),
     )
-    seen = await _fuzz(stack.addr("gateway"), recommend_service_pb2_grpc.RecommendServiceStub, "Recommend", requests)
+    seen = await _fuzz(stack, "gateway", "Recommend", requests)
     print(f"\nRecommend: {_counts(seen)}")
     assert seen.get(grpc.StatusCode.OK, 0) > 200 and seen.get(grpc.StatusCode.INVALID_ARGUMENT, 0) > 200, seen
     assert await _all_serving(stack)
@@ -105,21 +103,21 @@ async def test_generated_recommend_requests_never_fail_internally(stack):
 
 async def test_generated_internal_requests_never_fail_internally(stack):
     cases = [
-        ("instruction", instruction_service_pb2_grpc.InstructionServiceStub, "GenerateInstruction",
+        ("instruction", "GenerateInstruction",
          st.builds(instruction_service_pb2.GenerateInstructionRequest, history_item_ids=id_lists, query=texts,
                    candidate_item_ids=candidate_lists)),
-        ("retrieval", retrieval_service_pb2_grpc.RetrievalServiceStub, "RetrieveCandidates",
+        ("retrieval", "RetrieveCandidates",
          st.builds(retrieval_service_pb2.RetrieveCandidatesRequest, history_item_ids=id_lists, query=texts,
                    exclude_item_ids=id_lists,
                    num_candidates=st.one_of(st.integers(0, 100), st.integers(-3, 1001), int32),
                    candidate_item_ids=st.one_of(st.just([]), candidate_lists))),
-        ("ranking", ranking_service_pb2_grpc.RankingServiceStub, "RankCandidates",
+        ("ranking", "RankCandidates",
          st.builds(ranking_service_pb2.RankCandidatesRequest, instruction=texts,
                    candidate_item_ids=candidate_lists,
                    retrieval_scores=st.one_of(st.just([]), st.lists(st.floats(width=32), max_size=22)))),
     ]
-    for name, stub_cls, method, strategy in cases:
-        seen = await _fuzz(stack.addr(name), stub_cls, method, strategy)
+    for name, method, strategy in cases:
+        seen = await _fuzz(stack, name, method, strategy)
         print(f"\n{method}: {_counts(seen)}")
         assert seen.get(grpc.StatusCode.OK, 0) > 100 and seen.get(grpc.StatusCode.INVALID_ARGUMENT, 0) > 100, seen
     assert await _all_serving(stack)
@@ -170,8 +168,7 @@ async def test_short_deadline_returns_promptly_as_deadline_exceeded_or_degraded(
 async def test_overload_is_refused_at_once_with_resource_exhausted(triton_server, dataset, index_dir):
     async with running_stack(
         triton_server.grpc_addr, dataset, index_dir, service_overrides={"gateway": {"max_concurrent_rpcs": 2}}
-    ) as s, grpc.aio.insecure_channel(s.addr("gateway")) as ch:
-        stub = recommend_service_pb2_grpc.RecommendServiceStub(ch)
+    ) as s, s.stub("gateway") as stub:
 
         async def one(n: int):
             history = [str((n * 3 + k) % 80 + 1) for k in range(5)]

@@ -9,11 +9,11 @@ from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 from services.common.settings import DEFAULT_DATA_DIR, ROOT
 from services.core.catalog import Catalog, InteractionStore
 from services.core.contracts import SERVED_MODELS
+from tests.integration.conftest import StartTriton
 from tests.integration.stack_helpers import running_stack, sequence_index_of
 from tools.export import has_weights
 from tools.index import build_index_async, build_sequence_index_async
-from tools.runtime.stack import TUNED, served_versions
-from tools.runtime.triton_server import TritonServer
+from tools.runtime.assets import TUNED, served_versions
 
 pytestmark = [pytest.mark.smoke, pytest.mark.triton]
 
@@ -29,14 +29,9 @@ def prepared():
 
 
 @pytest.fixture(scope="module")
-def real_triton(prepared, tmp_path_factory):
-    server = TritonServer(REPOSITORY, MODELS, log_file=tmp_path_factory.mktemp("triton") / "triton.log")
-    server.start()
-    try:
-        server.wait_ready(timeout_s=300)
+def real_triton(prepared, start_triton: StartTriton):
+    with start_triton(REPOSITORY, MODELS, name="real_triton", ready_timeout_s=300) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_user_196_gets_ten_catalog_movies_outside_their_history(real_triton, tmp_path):

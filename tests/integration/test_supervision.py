@@ -32,6 +32,7 @@ from tritonclient.utils import InferenceServerException
 from services.common.grpc_client import reconnect_options
 from services.common.settings import TritonSettings
 from tests.integration.conftest import ROOT
+from tests.integration.stack_helpers import BackgroundCallers
 from tools.runtime.stack import KEY_FILE, SERVICES
 from tools.runtime.triton_server import free_ports
 
@@ -116,20 +117,20 @@ async def _until_answered_not_degraded(addr: str, limit_s: float) -> float:
     raise AssertionError(f"Recommend did not answer undegraded within {limit_s:.0f} s")
 
 
-class Load:
+class Load(BackgroundCallers):
     """Concurrent Recommend callers recording (seconds since start, status, degraded) until stopped."""
 
     def __init__(self, addr: str, callers: int = 3) -> None:
-        self.addr, self.callers = addr, callers
+        super().__init__(callers)
+        self.addr = addr
         self.results: list[tuple[float, grpc.StatusCode, bool]] = []
-        self._stop = asyncio.Event()
         self._start = time.monotonic()
 
     async def _caller(self, n: int) -> None:
         async with _channel(self.addr) as channel:
             stub = recommend_service_pb2_grpc.RecommendServiceStub(channel)
             i = n * 1000
-            while not self._stop.is_set():
+            while self.running():
                 i += 1
                 code, degraded = await _recommend(stub, i)
                 self.results.append((time.monotonic() - self._start, code, degraded))
@@ -140,14 +141,6 @@ class Load:
 
     def now(self) -> float:
         return time.monotonic() - self._start
-
-    async def __aenter__(self) -> Load:
-        self._tasks = [asyncio.create_task(self._caller(n)) for n in range(self.callers)]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
 
 
 @pytest.fixture(scope="module")

@@ -9,34 +9,23 @@ from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.certs import make_certs
-from tests.integration.conftest import ROOT, TRITON_MODELS
+from tests.integration.conftest import TRITON_MODELS, StartTriton
 from tests.integration.stack_helpers import running_stack
-from tools.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.triton
 
 
 @pytest.fixture(scope="module")
-def tls_triton(tiny_model_repository, tmp_path_factory):
+def tls_triton(tiny_model_repository, tmp_path_factory, start_triton: StartTriton):
     certs = make_certs(tmp_path_factory.mktemp("certs"))
-    server = TritonServer(
-        tiny_model_repository,
-        TRITON_MODELS,
-        backend_dir=ROOT / "var" / "triton" / "backends",
-        log_file=tmp_path_factory.mktemp("triton-tls") / "triton.log",
-        extra_args=[
-            "--grpc-use-ssl-mutual=true",
-            f"--grpc-server-cert={certs.server_cert}",
-            f"--grpc-server-key={certs.server_key}",
-            f"--grpc-root-cert={certs.ca}",
-        ],
-    )
-    server.start()
-    try:
-        server.wait_ready(timeout_s=180)
+    extra_args = [
+        "--grpc-use-ssl-mutual=true",
+        f"--grpc-server-cert={certs.server_cert}",
+        f"--grpc-server-key={certs.server_key}",
+        f"--grpc-root-cert={certs.ca}",
+    ]
+    with start_triton(tiny_model_repository, TRITON_MODELS, name="triton-tls", extra_args=extra_args) as server:
         yield server, certs
-    finally:
-        server.stop()
 
 
 async def test_services_reach_triton_over_mutual_tls_and_plaintext_is_refused(tls_triton, dataset, index_dir):

@@ -143,22 +143,25 @@ def test_prepare_custom_is_deterministic_and_replaces_the_folder(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no temporary folders left
 
 
+ITEM_A = '{"item_id": "1", "title": "A"}\n'
+HEADER = "user_id,item_id,timestamp\n"
+
+
 @pytest.mark.parametrize(
     ("catalog_text", "interactions_text", "message"),
     [
-        ('{"item_id": "1", "title": "A"}\n', "user_id,item_id,timestamp\nu,9,1\n", "missing from the catalog"),
-        ('{"item_id": "1", "title": "A"}\n', "user_id,item,timestamp\nu,1,1\n", "missing columns"),
-        ('{"item_id": "1", "title": "A"}\n', "user_id,item_id,timestamp\nu,1,yesterday\n", ":2:"),
-        ('{"item_id": "1", "title": "A"}\n', "user_id,item_id,timestamp\nu,1,nan\n", "finite"),
-        ('{"item_id": "1", "title": "A"}\n', "user_id,item_id,timestamp\n,1,1\n", "non-empty"),
-        ('{"item_id": "1", "title": "A"}\n', "user_id,item_id,timestamp\n", "no interactions"),
-        ("", "user_id,item_id,timestamp\nu,1,1\n", "no items"),
-        ('{"item_id": "1", "title": "A"}\n{"item_id": "1", "title": "B"}\n', "user_id,item_id,timestamp\n",
-         "duplicate item_id"),
-        ('{"item_id": "1"}\n', "user_id,item_id,timestamp\nu,1,1\n", "'title'"),
-        ('{"item_id": "1", "title": "  "}\n', "user_id,item_id,timestamp\nu,1,1\n", "non-empty"),
-        ('{"item_id": "1", "title": "A", "year": "soon"}\n', "user_id,item_id,timestamp\nu,1,1\n", ":1:"),
-        ("not json\n", "user_id,item_id,timestamp\nu,1,1\n", ":1:"),
+        (ITEM_A, HEADER + "u,9,1\n", "missing from the catalog"),
+        (ITEM_A, "user_id,item,timestamp\nu,1,1\n", "missing columns"),
+        (ITEM_A, HEADER + "u,1,yesterday\n", ":2:"),
+        (ITEM_A, HEADER + "u,1,nan\n", "finite"),
+        (ITEM_A, HEADER + ",1,1\n", "non-empty"),
+        (ITEM_A, HEADER, "no interactions"),
+        ("", HEADER + "u,1,1\n", "no items"),
+        (ITEM_A + '{"item_id": "1", "title": "B"}\n', HEADER, "duplicate item_id"),
+        ('{"item_id": "1"}\n', HEADER + "u,1,1\n", "'title'"),
+        ('{"item_id": "1", "title": "  "}\n', HEADER + "u,1,1\n", "non-empty"),
+        ('{"item_id": "1", "title": "A", "year": "soon"}\n', HEADER + "u,1,1\n", ":1:"),
+        ("not json\n", HEADER + "u,1,1\n", ":1:"),
     ],
 )
 def test_prepare_custom_rejects_bad_data_and_keeps_previous_output(

@@ -5,17 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from services.common.errors import (
-    DeadlineExceeded,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    ServiceError,
-    Unauthenticated,
-    Unavailable,
-    from_rpc_error,
-    status_code,
-)
+from services.common import errors
+from services.common.errors import from_rpc_error, status_code
 
 
 def _rpc_error(code: grpc.StatusCode, details: str | None) -> grpc.aio.AioRpcError:
@@ -25,26 +16,28 @@ def _rpc_error(code: grpc.StatusCode, details: str | None) -> grpc.aio.AioRpcErr
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-        (NotFound, grpc.StatusCode.NOT_FOUND),
-        (Unavailable, grpc.StatusCode.UNAVAILABLE),
-        (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-        (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-        (ServiceError, grpc.StatusCode.INTERNAL),
+        (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+        (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+        (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+        (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+        (errors.ServiceError, grpc.StatusCode.INTERNAL),
     ],
 )
-def test_status_code_is_the_status_each_exception_names(error: type[ServiceError], code: grpc.StatusCode) -> None:
+def test_status_code_is_the_status_each_exception_names(
+    error: type[errors.ServiceError], code: grpc.StatusCode
+) -> None:
     assert status_code(error("x")) is code
 
 
 @pytest.mark.parametrize(
     ("code", "error"),
     [
-        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
-        (grpc.StatusCode.NOT_FOUND, NotFound),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhausted),
+        (grpc.StatusCode.INVALID_ARGUMENT, errors.InvalidArgument),
+        (grpc.StatusCode.NOT_FOUND, errors.NotFound),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, errors.DeadlineExceeded),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, errors.ResourceExhausted),
     ],
 )
 def test_from_rpc_error_keeps_the_callers_own_codes_and_names_the_stage(code, error) -> None:
@@ -67,7 +60,7 @@ def test_from_rpc_error_keeps_the_callers_own_codes_and_names_the_stage(code, er
 )
 def test_from_rpc_error_turns_every_other_code_into_unavailable(code: grpc.StatusCode) -> None:
     mapped = from_rpc_error("retrieval", _rpc_error(code, "boom"))
-    assert type(mapped) is Unavailable and str(mapped) == "retrieval: boom"
+    assert type(mapped) is errors.Unavailable and str(mapped) == "retrieval: boom"
 
 
 def test_from_rpc_error_without_details_names_the_code() -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
 from services.core.catalog import Item
-from services.core.statements import clean_statement, contradictions, parse_statement, repetitions
+from services.core.statements import ParsedStatement, clean_statement, contradictions, parse_statement, repetitions
 from tools.core.teacher import explicit_preference
 
 GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
@@ -48,6 +49,14 @@ def test_user_196s_statement_contradicts_itself_and_the_like_wins() -> None:
         "Enjoys comedy, drama and thriller films, mostly from the 1990s and 1980s.")
 
 
+def _cleaned_of(problems: Callable[[ParsedStatement], list[str]], text: str, expected: str) -> ParsedStatement:
+    """Assert that ``text`` has ``problems`` and cleans to ``expected``; the cleaned statement, parsed."""
+    assert problems(parse_statement(text, GENRES))
+    cleaned = clean_statement(text, GENRES)
+    assert cleaned == expected
+    return parse_statement(cleaned, GENRES)
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("Enjoys drama films. Tends to rate comedy, drama and horror low.",
      "Enjoys drama films. Tends to rate comedy and horror low."),
@@ -60,10 +69,7 @@ def test_user_196s_statement_contradicts_itself_and_the_like_wins() -> None:
      "Enjoys drama films, mostly from the 1990s."),
 ])
 def test_cleaning_removes_only_the_contradicting_part(text: str, expected: str) -> None:
-    assert contradictions(parse_statement(text, GENRES))
-    cleaned = clean_statement(text, GENRES)
-    assert cleaned == expected
-    assert contradictions(parse_statement(cleaned, GENRES)) == []
+    assert contradictions(_cleaned_of(contradictions, text, expected)) == []
 
 
 def test_a_coherent_statement_is_served_as_it_is() -> None:
@@ -115,7 +121,5 @@ def test_the_teacher_never_contradicts_itself_and_parses_back_exactly() -> None:
      "Enjoys drama, comedy and romance films. Tends to rate children's low."),
 ])
 def test_a_value_or_decade_named_twice_is_named_once(text: str, expected: str) -> None:
-    assert repetitions(parse_statement(text, GENRES))
-    cleaned = clean_statement(text, GENRES)
-    assert cleaned == expected
-    assert repetitions(parse_statement(cleaned, GENRES)) == [] == contradictions(parse_statement(cleaned, GENRES))
+    cleaned = _cleaned_of(repetitions, text, expected)
+    assert repetitions(cleaned) == [] == contradictions(cleaned)

@@ -13,22 +13,15 @@ from hypothesis import strategies as st
 from services.common.errors import InvalidArgument
 from services.core.catalog import Catalog, Item
 from services.core.filters import AttributeFilter, CatalogAttributes, first_violation
-from services.core.fusion import RetrievalFusion, SourceWeights
-from services.core.index import ItemIndex, write_item_index
-from services.core.validation import Limits
 from services.retrieval.retriever import POPULARITY, Retriever, Snapshot
-
-# When the sequence model cannot run: cos / 0.05 + log(1 + count).
-TEXT_ONLY = SourceWeights(sequence=0.0, text=1.0, popularity=1.0)
+from tests.unit.services.retrieval.helpers import make_retriever, retrieval_fusion, snapshot_of
 
 N = 3_000
 COMMON = ("Comedy", "Drama", "Action", "Romance", "Thriller")
 RARE = "Western"  # 25 items: far fewer than the sources' 20-candidate fetch would ever reach unfiltered
 RARE_IDS = {str(i) for i in range(7, N, 120)}
 SEQ_DIM, TEXT_DIM = 16, 8
-FUSION = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=1.0, popularity=0.5),
-                         without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.5),
-                         without_sequence=TEXT_ONLY)
+FUSION = retrieval_fusion(text=1.0, popularity=0.5)
 
 
 def _catalog() -> Catalog:
@@ -51,14 +44,8 @@ SEQ_VECTORS[[int(i) for i in RARE_IDS]] = -np.abs(USER) * np.sign(USER) * 0.2
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
     base: Path = tmp_path_factory.mktemp("filtered")
-    ids = list(CATALOG.items)
-    (base / "seq").mkdir()
-    (base / "text").mkdir()
-    write_item_index(base / "seq", ids, SEQ_VECTORS, model_version="1", model_name="sequence_encoder", metric="dot",
-                     popularity=POPULARITY_COUNTS.tolist())
-    write_item_index(base / "text", ids, RNG.normal(size=(N, TEXT_DIM)), model_version="1",
-                     model_name="text_encoder", metric="cosine", popularity=POPULARITY_COUNTS.tolist())
-    return Snapshot(ItemIndex.load(base / "text"), ItemIndex.load(base / "seq"))
+    return snapshot_of(base, list(CATALOG.items), SEQ_VECTORS, RNG.normal(size=(N, TEXT_DIM)),
+                       popularity=POPULARITY_COUNTS.tolist())
 
 
 async def _encode_text(text: str, timeout_s: float, version: str):
@@ -70,10 +57,8 @@ async def _encode_history(ids, timeout_s: float, version: str):
 
 
 def _retriever(snapshot: Snapshot, *, exact_max: int = 5_000) -> Retriever:
-    return Retriever(snapshot, CATALOG, encode_text=_encode_text, encode_history=_encode_history, fusion=FUSION,
-                     history_weight=0.5, recent_history_items=10,
-                     sequence_history_items=50, source_candidates=20, text_timeout_s=5.0, sequence_timeout_s=5.0,
-                     default_k=20, max_k=1_000, limits=Limits(), exact_filter_max_items=exact_max)
+    return make_retriever(snapshot, CATALOG, encode_text=_encode_text, encode_history=_encode_history, fusion=FUSION,
+                          max_k=1_000, exact_filter_max_items=exact_max)
 
 
 def _brute_force(allowed: set[str], exclude: set[str], k: int) -> list[str]:

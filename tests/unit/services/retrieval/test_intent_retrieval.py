@@ -11,13 +11,9 @@ import pytest
 from services.core.catalog import Catalog, Item
 from services.core.filters import AttributeFilter
 from services.core.fusion import RetrievalFusion, SourceWeights
-from services.core.index import ItemIndex, write_item_index
 from services.core.intent import NONE, AttributeHead, IntentModel
-from services.core.validation import Limits
 from services.retrieval.retriever import Retriever, Snapshot
-
-# When the sequence model cannot run: cos / 0.05 + log(1 + count).
-TEXT_ONLY = SourceWeights(sequence=0.0, text=1.0, popularity=1.0)
+from tests.unit.services.retrieval.helpers import make_retriever, retrieval_fusion, snapshot_of
 
 N, DIM = 400, 8
 GENRES = ("Comedy", "Drama", "Horror", "Western")
@@ -28,22 +24,14 @@ SEQ = RNG.normal(size=(N, DIM)).astype(np.float32)
 SEQ[[i for i in range(N) if i % 4 == 0]] -= USER * 0.3  # the user's taste leans away from comedies
 QUERY_VECTOR = np.eye(DIM, dtype=np.float32)[0]  # what the encoder returns for the query alone
 HEAD = AttributeHead("genres", (*GENRES, NONE), np.vstack([np.eye(DIM)[0] * 12, np.zeros((4, DIM))]), np.zeros(5))
-FUSION = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=0.5, popularity=0.1),
-                         without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.1),
-                         without_sequence=TEXT_ONLY)
+FUSION = retrieval_fusion(text=0.5, popularity=0.1)
 
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
     base: Path = tmp_path_factory.mktemp("intent")
-    ids = list(CATALOG.items)
-    (base / "seq").mkdir()
-    (base / "text").mkdir()
-    write_item_index(base / "seq", ids, SEQ, model_version="1", model_name="sequence_encoder", metric="dot")
-    write_item_index(base / "text", ids, RNG.normal(size=(N, DIM)), model_version="1", model_name="text_encoder",
-                     metric="cosine")
-    return Snapshot(ItemIndex.load(base / "text"), ItemIndex.load(base / "seq"),
-                    IntentModel([HEAD], encoder_version="1"))
+    return snapshot_of(base, list(CATALOG.items), SEQ, RNG.normal(size=(N, DIM)),
+                       intent=IntentModel([HEAD], encoder_version="1"))
 
 
 class Encoder:
@@ -61,10 +49,8 @@ async def _history(ids, timeout_s, version):
 
 def _retriever(snapshot: Snapshot, encoder: Encoder, weight: float | None,
                fusion: RetrievalFusion = FUSION) -> Retriever:
-    return Retriever(snapshot, CATALOG, encode_text=encoder, encode_history=_history, fusion=fusion,
-                     history_weight=0.5, recent_history_items=10,
-                     sequence_history_items=50, source_candidates=20, text_timeout_s=5.0, sequence_timeout_s=5.0,
-                     default_k=20, max_k=400, limits=Limits(), intent_weight=weight)
+    return make_retriever(snapshot, CATALOG, encode_text=encoder, encode_history=_history, fusion=fusion,
+                          max_k=400, intent_weight=weight)
 
 
 def _comedies(found) -> int:

@@ -9,25 +9,14 @@ import pytest
 
 from services.common.errors import Unavailable
 from services.core.catalog import Catalog, Item
+from services.core.contracts import SEQUENCE_ENCODER, TEXT_ENCODER
 from services.core.fusion import RetrievalFusion, SourceWeights
-from services.core.index import ItemIndex, write_item_index
-from services.core.validation import Limits
+from services.core.index import COSINE, DOT
 from services.retrieval.retriever import HYBRID, POPULARITY, SEQUENCE, TEXT, Retriever, Snapshot
-
-# When the sequence model cannot run: cos / 0.05 + log(1 + count).
-TEXT_ONLY = SourceWeights(sequence=0.0, text=1.0, popularity=1.0)
+from tests.unit.services.retrieval.helpers import TEXT_ONLY, item_index, make_retriever, retrieval_fusion
 
 ITEMS = [Item(str(i), f"Movie {i}", 1990 + i, ("Comedy",) if i % 2 else ("Drama",)) for i in range(1, 9)]
 NEW_ITEM = Item("99", "Brand New", 2024, ("Comedy",))
-
-
-def _index(tmp: Path, name: str, ids: list[str], vectors: np.ndarray, *, model: str, version: str, metric: str,
-           popularity: list[int]) -> ItemIndex:
-    folder = tmp / name
-    folder.mkdir()
-    write_item_index(folder, ids, vectors, model_version=version, model_name=model, metric=metric,
-                     popularity=popularity)
-    return ItemIndex.load(folder)
 
 
 @pytest.fixture
@@ -35,10 +24,10 @@ def snapshot(tmp_path: Path) -> Snapshot:
     rng = np.random.default_rng(0)
     ids = [i.item_id for i in ITEMS]
     text_ids = [*ids, NEW_ITEM.item_id]  # the new item has text but no interactions yet
-    text = _index(tmp_path, "text", text_ids, rng.normal(size=(len(text_ids), 4)), model="text_encoder",
-                  version="2", metric="cosine", popularity=[*range(len(ids), 0, -1), 0])
-    sequence = _index(tmp_path, "seq", ids, np.eye(8), model="sequence_encoder", version="1", metric="dot",
-                      popularity=list(range(len(ids), 0, -1)))
+    text = item_index(tmp_path / "text", text_ids, rng.normal(size=(len(text_ids), 4)), model=TEXT_ENCODER,
+                      version="2", metric=COSINE, popularity=[*range(len(ids), 0, -1), 0])
+    sequence = item_index(tmp_path / "seq", ids, np.eye(8), model=SEQUENCE_ENCODER, version="1", metric=DOT,
+                          popularity=list(range(len(ids), 0, -1)))
     return Snapshot(text, sequence)
 
 
@@ -62,14 +51,13 @@ class Models:
         return self.user_vector, self.sequence_version
 
 
+FUSION = retrieval_fusion(text=1.0, popularity=0.0)
+
+
 def _retriever(snapshot: Snapshot, models: Models, fusion: RetrievalFusion | None = None) -> Retriever:
-    fusion = fusion or RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=1.0, popularity=0.0),
-                                       without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.0),
-                                       without_sequence=TEXT_ONLY)
-    return Retriever(snapshot, Catalog({i.item_id: i for i in [*ITEMS, NEW_ITEM]}), encode_text=models.encode_text,
-                     encode_history=models.encode_history, fusion=fusion,
-                     history_weight=0.5, recent_history_items=10, sequence_history_items=50, source_candidates=100,
-                     text_timeout_s=5.0, sequence_timeout_s=5.0, default_k=3, max_k=20, limits=Limits())
+    return make_retriever(snapshot, Catalog({i.item_id: i for i in [*ITEMS, NEW_ITEM]}),
+                          encode_text=models.encode_text, encode_history=models.encode_history,
+                          fusion=fusion or FUSION, max_k=20, source_candidates=100, default_k=3)
 
 
 async def test_without_a_query_only_the_sequence_model_is_called(snapshot: Snapshot) -> None:
@@ -130,8 +118,8 @@ async def test_caller_candidates_are_scored_by_the_fused_rule(snapshot: Snapshot
 async def test_install_switches_later_requests_to_the_new_pair(snapshot: Snapshot, tmp_path: Path) -> None:
     models = Models()
     retriever = _retriever(snapshot, models)
-    newer = _index(tmp_path, "seq2", list(snapshot.sequence.item_ids), np.eye(8), model="sequence_encoder",
-                   version="2", metric="dot", popularity=[1] * 8)
+    newer = item_index(tmp_path / "seq2", list(snapshot.sequence.item_ids), np.eye(8), model=SEQUENCE_ENCODER,
+                       version="2", metric=DOT, popularity=[1] * 8)
     retriever.install(Snapshot(snapshot.text, newer))
     models.sequence_version = "2"
     await retriever.retrieve(["1"], "", [], 3, 5.0)
