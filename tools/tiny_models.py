@@ -123,3 +123,28 @@ def build_tiny_sequence_model(dest: Path, item_ids: list[str]) -> Path:
     config = SequentialConfig(max_len=20, hidden=16, inner=32, layers=1, heads=2, seed=SEED)
     torch.manual_seed(SEED)
     return save(SequenceModel(len(item_ids), config).eval(), item_ids, dest)
+
+
+def build_tiny_reader(dest: Path, tokenizer_source: Path | None = None) -> Path:
+    """Save a random-initialised BERT token classifier with the request reader's labels (hidden 32, 2 layers)
+    and MiniLM's real tokenizer: what ``instructrec export request_reader`` takes, in seconds.
+
+    Returns:
+        ``dest``, loadable with ``AutoModelForTokenClassification.from_pretrained``.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    from services.core.reading import WORD_LABELS
+
+    source = tokenizer_source or minilm_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    _copy_tokenizer_files(source, dest)
+    tokenizer = AutoTokenizer.from_pretrained(str(dest))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id or 0,
+                        num_labels=len(WORD_LABELS), id2label=dict(enumerate(WORD_LABELS)),
+                        label2id={name: n for n, name in enumerate(WORD_LABELS)})
+    torch.manual_seed(SEED)
+    BertForTokenClassification(config).eval().save_pretrained(str(dest))
+    return dest

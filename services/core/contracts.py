@@ -27,7 +27,7 @@ PREFERENCE_GENERATOR = "preference_generator"
 SEQUENCE_ENCODER = "sequence_encoder"
 REQUEST_READER = "request_reader"
 """The token tagger that reads a request (``services/core/reading.py``); on the text encoder's family."""
-MODEL_NAMES: tuple[str, ...] = (TEXT_ENCODER, RANKER, PREFERENCE_GENERATOR)
+MODEL_NAMES: tuple[str, ...] = (TEXT_ENCODER, RANKER, PREFERENCE_GENERATOR, REQUEST_READER)
 """The language models (exported from Hugging Face checkpoints, tuned with LoRA)."""
 SERVED_MODELS: tuple[str, ...] = (*MODEL_NAMES, SEQUENCE_ENCODER)
 """Every model Triton serves."""
@@ -41,12 +41,15 @@ TEXT_OUTPUT = "text"
 HISTORY_INPUT = "item_ids"
 """The sequence encoder's input: catalog item ids, oldest first (TYPE_STRING, variable length)."""
 USER_VECTOR_OUTPUT = "user_vector"
+WORD_LABEL_PROBS_OUTPUT = "word_label_probs"
+"""The request reader's output: one row of role probabilities per word of the request ([W, roles])."""
 
 TRITON_CONTRACTS: dict[str, TritonContract] = {
     TEXT_ENCODER: TritonContract(TEXT_ENCODER, TEXT_INPUT, EMBEDDING_OUTPUT),
     RANKER: TritonContract(RANKER, PROMPT_INPUT, CANDIDATE_SCORES_OUTPUT),
     PREFERENCE_GENERATOR: TritonContract(PREFERENCE_GENERATOR, PROMPT_INPUT, TEXT_OUTPUT),
     SEQUENCE_ENCODER: TritonContract(SEQUENCE_ENCODER, HISTORY_INPUT, USER_VECTOR_OUTPUT),
+    REQUEST_READER: TritonContract(REQUEST_READER, TEXT_INPUT, WORD_LABEL_PROBS_OUTPUT),
 }
 
 # ONNX graph tensors (what the exports write and the python-backend adapters feed).
@@ -58,6 +61,8 @@ ONNX_LABEL_LOGITS = "label_logits"
 ONNX_ITEM_INDICES = "item_indices"
 """The sequence model's graph input: model item rows (1..N, 0 = padding), left-padded [B, L]."""
 ONNX_USER_VECTOR = "user_vector"
+ONNX_TOKEN_LOGITS = "token_label_logits"
+"""The request reader's graph output: role logits of every token [B, T, roles]."""
 
 # ---- The ranker's labels ---------------------------------------------------------------------------------
 

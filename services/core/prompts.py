@@ -191,12 +191,15 @@ def render_instruction(
     noun: str = DEFAULT_ITEM_NOUN,
     max_history_items: int = DEFAULT_MAX_HISTORY_ITEMS,
     candidate: Item | None = None,
+    reading: str = "",
 ) -> str:
     """Fill a template: the exact text the model reads (before its chat template).
 
-    ``candidates`` fill T3's lettered list; ``candidate`` is T0's single item; T2 uses neither.
+    ``candidates`` fill T3's lettered list; ``candidate`` is T0's single item; T2 uses neither. ``reading``: how
+    the query was read (``Reading.describe()``), stated right after the quoted query so the instruction says
+    what the rest of the system follows; "" (training, and requests without a reading) leaves the text as is.
     """
-    return template.text.format(
+    text = template.text.format(
         noun=noun,
         nouns=_plural(noun),
         history=format_history(history, max_history_items),
@@ -205,6 +208,8 @@ def render_instruction(
         candidates=format_candidates(candidates) if candidates else "",
         candidate=candidate_text(candidate) if candidate is not None else "",
     )
+    quoted = f'"{query.strip()}"'
+    return text.replace(quoted, f"{quoted} (read as: {reading})", 1) if reading and query.strip() else text
 
 
 def render_preference_prompt(

@@ -48,6 +48,8 @@ NEGATION_CUES = frozenset({"not", "no", "nothing", "without", "except", "excludi
 # Years around the newest item that "recent" and "old" mean: the newest five years, and 30 or more years older.
 RECENT_YEARS = 5
 OLD_YEARS = 29
+READER_MAX_TOKENS = 64
+"""Sub-word tokens of one request the reader reads (a longer request's tail words are read as O)."""
 # Fuzzy-match floors (rapidfuzz scores, 0-100) for a value name and a title.
 VALUE_MATCH_MIN = 80.0
 TITLE_MATCH_MIN = 80.0
@@ -56,7 +58,9 @@ TITLE_TIE_POINTS = 3.0
 # A part read with less confidence than this is a soft preference, not a filter.
 MIN_HARD_CONFIDENCE = 0.5
 
-_WORD = re.compile(r"\$?\d+(?:[.,]\d+)*(?:'?s)?|[’']\d0s|\w+(?:[-'’]\w+)*|[^\w\s]")
+WORD_PATTERN = r"\$?\d+(?:[.,]\d+)*(?:'?s)?|[’']\d0s|\w+(?:[-'’][^\W\d]\w*)*|[^\w\s]"
+"""What a word is (``model_repository/request_reader/1/model.py`` spells the same pattern; a test compares them)."""
+_WORD = re.compile(WORD_PATTERN)
 
 
 @dataclass(frozen=True)

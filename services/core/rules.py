@@ -52,7 +52,7 @@ from services.core.filters import (
 
 # Why an item was left out of an answer (RemovedItem.reason in the proto).
 REMOVED_FILTER, REMOVED_BLOCKED, REMOVED_DIVERSITY, REMOVED_EXCLUDED = "filter", "blocked", "diversity", "excluded"
-SOURCE_REQUEST, SOURCE_RULES = "request", "rules"
+SOURCE_REQUEST, SOURCE_RULES, SOURCE_QUERY = "request", "rules", "query"
 CALLER_FALLBACK = "*"
 # A rules file with more entries than this is refused (it is read on every change and held per process).
 MAX_RULE_ENTRIES = 100_000
@@ -302,7 +302,8 @@ def load_rules(path: str | Path, attributes: CatalogAttributes, limits: FilterLi
 
 @dataclass(frozen=True)
 class SourcedFilter:
-    """A filter in force for a request and where it came from: ``request``, ``caller:<id>`` or ``rules``."""
+    """A filter in force for a request and where it came from: ``request``, ``caller:<id>``, ``rules`` or
+    ``query`` (read from the request's free text)."""
 
     filter: AttributeFilter
     source: str
@@ -341,9 +342,11 @@ class Policy:
 
     @classmethod
     def build(cls, rules: Rules, *, filters: Sequence[AttributeFilter] = (), diversity: DiversityRule | None = None,
-              caller_id: str = "") -> Policy:
-        """The request's filters and diversity (already validated) joined with ``rules``."""
+              caller_id: str = "", read_filters: Sequence[AttributeFilter] = ()) -> Policy:
+        """The request's filters and diversity (already validated) joined with ``rules``; ``read_filters``: those
+        read from the request's query (source ``query``)."""
         sourced = [SourcedFilter(f, SOURCE_REQUEST) for f in filters]
+        sourced += [SourcedFilter(f, SOURCE_QUERY) for f in read_filters]
         found = rules.for_caller(caller_id)
         caller_key = ""
         diversity_source = SOURCE_REQUEST if diversity else ""

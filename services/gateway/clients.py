@@ -17,7 +17,9 @@ from instructrec.v1 import (
 from services.common.errors import from_rpc_error
 from services.common.filters_proto import filter_to_proto
 from services.common.grpc_client import is_serving, open_channel
+from services.common.reading_proto import reading_from_proto, reading_to_proto
 from services.core.filters import AttributeFilter
+from services.core.reading import Reading
 from services.gateway.settings import GatewaySettings
 
 
@@ -64,11 +66,21 @@ class GrpcStages:
         understood = [(u.attribute, u.value, u.probability) for u in r.understood_intent]
         return [(c.item_id, c.score) for c in r.candidates], _versions(r), understood
 
-    async def instruct(self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float):
+    async def read(self, query: str, *, timeout_s: float):
+        try:
+            r = await self._instruction.ReadQuery(instruction_service_pb2.ReadQueryRequest(query=query),
+                                                  timeout=timeout_s, wait_for_ready=False)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error("instruction", err) from err
+        return reading_from_proto(r.reading), _versions(r)
+
+    async def instruct(self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float,
+                       reading: Reading | None = None):
         try:
             r = await self._instruction.GenerateInstruction(
                 instruction_service_pb2.GenerateInstructionRequest(
-                    history_item_ids=history, query=query, candidate_item_ids=candidates
+                    history_item_ids=history, query=query, candidate_item_ids=candidates,
+                    reading=reading_to_proto(reading) if reading is not None else None,
                 ),
                 timeout=timeout_s,
                 wait_for_ready=self._wait,

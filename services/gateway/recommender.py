@@ -15,8 +15,10 @@ from services.core.catalog import Catalog, InteractionStore
 from services.core.deadlines import Budget
 from services.core.filters import AttributeFilter, CatalogAttributes, DiversityRule, diversify
 from services.core.prompts import MAX_CANDIDATES
+from services.core.reading import Reading
 from services.core.rules import Policy, Removal, Rules, SourcedFilter
 from services.core.validation import Limits, require_known_items
+from services.gateway.reading import ReadingPlan, Step
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,13 @@ class Stages(Protocol):
         and what retrieval understood the query to ask for."""
 
     async def instruct(
-        self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float
+        self, history: Sequence[str], query: str, *, candidates: Sequence[str], timeout_s: float,
+        reading: Reading | None = None,
     ) -> tuple[str, str, Versions, bool]:
         """(instruction, template id, model versions, whether the query was cut to fit the ranker's prompt)."""
+
+    async def read(self, query: str, *, timeout_s: float) -> tuple[Reading, Versions]:
+        """The query's reading (constraints, references, residual text) and the reader version."""
 
     async def rank(
         self, instruction: str, *, candidates: Sequence[str], timeout_s: float,
@@ -81,6 +87,8 @@ class RecommendResult:
     removed: list[Removal] = field(default_factory=list)
     fewer_items: bool = False  # fewer than num_items passed the filters and rules
     understood_intent: Understood = field(default_factory=list)
+    reading: Reading | None = None  # how the query was read (None: no query, or the reader failed)
+    relaxed_constraints: list[str] = field(default_factory=list)  # read constraints given up, in order
 
 
 class Recommender:
@@ -150,24 +158,30 @@ class Recommender:
         num_items = q.num_items or s.default_num_items
         history, result.unknown_history_item_ids = self.resolve_history(q)
         rules = self._rules()
-        policy = Policy.build(rules, filters=q.filters, diversity=q.diversity, caller_id=q.caller_id)
-        result.rules_version = rules.version
-        result.applied_filters = list(policy.filters)
-        result.applied_rules = policy.describe()
-        filters = policy.item_filters
+        plan = ReadingPlan(await self._read(q, result, budget), q.query)
+        steps = list(plan.steps())
+
+        def policy_for(step: Step) -> Policy:
+            return Policy.build(rules, filters=q.filters, diversity=q.diversity, caller_id=q.caller_id,
+                                read_filters=step.filters)
 
         retrieval_scores: list[float] = []
         if q.candidate_item_ids:
             num_items = min(q.num_items or s.default_num_items, len(q.candidate_item_ids))
-            candidates, result.removed = policy.screen([(i, 0.0) for i in q.candidate_item_ids], self._catalog)
+            for step in steps:  # the strictest read constraints that leave enough of the caller's candidates
+                policy = policy_for(step)
+                candidates, result.removed = policy.screen([(i, 0.0) for i in q.candidate_item_ids], self._catalog)
+                if len(candidates) >= num_items:
+                    break
+            result.relaxed_constraints = list(step.relaxed)
             candidate_ids = [i for i, _ in candidates]
             if s.fuse_retrieval_scores and candidate_ids:
                 try:
                     with self._timed(result, "retrieval"):
                         timeout_s = budget.hop("retrieval", s.retrieval_timeout_s, reserve_s=s.degrade_reserve_s)
                         scored, versions, result.understood_intent = await self._stages.retrieve(
-                            history, q.query, exclude=[], k=0, timeout_s=timeout_s, candidates=candidate_ids,
-                            filters=filters,
+                            plan.history(history), plan.retrieval_query, exclude=[], k=0, timeout_s=timeout_s,
+                            candidates=candidate_ids, filters=policy.item_filters,
                         )
                     by_id = dict(scored)
                     if set(by_id) != set(candidate_ids):
@@ -182,34 +196,20 @@ class Recommender:
                     result.degraded = True
                     result.degraded_reasons.append(f"retrieval scores skipped: {exc}")
         else:
-            # Blocked items go to retrieval as exclusions, so they cost no candidate slot; past the id limit the
-            # rest are left to the check below.
-            exclude = list(dict.fromkeys([*q.exclude_item_ids, *sorted(policy.blocked_item_ids)]))
-            exclude = exclude[:self._limits.max_ids_per_field]
-            # A diversity cap would drop ranked items: rank the first candidates of a larger pool that keep it.
-            k = s.num_candidates if policy.diversity is None else max(s.num_candidates, s.diversity_pool_candidates)
-            with self._timed(result, "retrieval"):
-                timeout_s = budget.hop("retrieval", s.retrieval_timeout_s)
-                candidates, versions, result.understood_intent = await self._stages.retrieve(
-                    history, q.query, exclude=exclude, k=k, timeout_s=timeout_s, filters=filters
-                )
-            result.model_versions += versions
-            never = set(history) | set(q.exclude_item_ids)
-            candidates = [(i, score) for i, score in candidates if i not in never]
-            candidates, result.removed = policy.screen(candidates, self._catalog)
-            if result.removed:
-                log.warning("retrieval returned items the filters do not allow; removed",
-                            extra={"removed": len(result.removed)})
-            if policy.diversity is not None:
-                keep = set(diversify([i for i, _ in candidates], self._catalog, policy.diversity,
-                                     limit=s.num_candidates)[0])
-                candidates = [c for c in candidates if c[0] in keep]
-            candidates = candidates[:s.num_candidates]
+            for step in steps:  # relax read constraints (never exclusions or bounds) while too few items meet them
+                policy = policy_for(step)
+                candidates = await self._retrieve(q, result, budget, plan, history, policy)
+                if len(candidates) >= num_items:
+                    break
+            result.relaxed_constraints = list(step.relaxed)
             candidate_ids = [c for c, _ in candidates]
             if s.fuse_retrieval_scores:
                 retrieval_scores = [score for _, score in candidates]
+        result.applied_filters = list(policy.filters)
+        result.applied_rules = policy.describe()
+        result.rules_version = rules.version
         if not candidates:
-            self._finish(result, policy, [], num_items, history, q)
+            self._finish(result, policy, [], num_items, history, q, plan)
             return result
 
         ranked: Scored | None = None
@@ -218,6 +218,7 @@ class Recommender:
                 result.instruction, result.template_id, versions, result.query_truncated = await self._stages.instruct(
                     history, q.query, candidates=candidate_ids,
                     timeout_s=budget.hop("instruction", s.instruction_timeout_s, reserve_s=s.degrade_reserve_s),
+                    reading=plan.reading,
                 )
             result.model_versions += versions
             with self._timed(result, "ranking"):
@@ -235,13 +236,64 @@ class Recommender:
             result.degraded_reasons.append(f"{stage} skipped: {exc}")
             ranked = candidates
 
-        self._finish(result, policy, ranked, num_items, history, q)
+        self._finish(result, policy, ranked, num_items, history, q, plan)
         return result
 
+    async def _read(self, q: RecommendQuery, result: RecommendResult, budget: Budget) -> Reading | None:
+        """The query's reading; None without a query, with reading off, or when the reader fails (degraded: the
+        query then goes to retrieval as written)."""
+        s = self._s
+        if not s.read_queries or not q.query.strip():
+            return None
+        try:
+            with self._timed(result, "reading"):
+                reading, versions = await self._stages.read(
+                    q.query, timeout_s=budget.hop("reading", s.reading_timeout_s, reserve_s=s.degrade_reserve_s))
+        except ServiceError as exc:
+            log.warning("degraded: reading the query failed", extra={"error": str(exc)})
+            DEGRADED.labels("gateway", "reading").inc()
+            result.degraded = True
+            result.degraded_reasons.append(f"reading skipped (the query was used as written): {exc}")
+            return None
+        result.model_versions += versions
+        result.reading = reading
+        return reading
+
+    async def _retrieve(self, q: RecommendQuery, result: RecommendResult, budget: Budget, plan: ReadingPlan,
+                        history: list[str], policy: Policy) -> Scored:
+        """Retrieval's candidates under ``policy``, screened again, within the diversity cap, at most
+        ``num_candidates``."""
+        s = self._s
+        # Blocked items go to retrieval as exclusions, so they cost no candidate slot; past the id limit the
+        # rest are left to the check below.
+        exclude = list(dict.fromkeys([*q.exclude_item_ids, *plan.reference_ids, *sorted(policy.blocked_item_ids)]))
+        exclude = exclude[:self._limits.max_ids_per_field]
+        # A diversity cap would drop ranked items: rank the first candidates of a larger pool that keep it.
+        k = s.num_candidates if policy.diversity is None else max(s.num_candidates, s.diversity_pool_candidates)
+        with self._timed(result, "retrieval"):
+            timeout_s = budget.hop("retrieval", s.retrieval_timeout_s)
+            candidates, versions, result.understood_intent = await self._stages.retrieve(
+                plan.history(history), plan.retrieval_query, exclude=exclude, k=k, timeout_s=timeout_s,
+                filters=policy.item_filters,
+            )
+        result.model_versions += versions
+        never = set(history) | set(q.exclude_item_ids) | set(plan.reference_ids)
+        candidates = [(i, score) for i, score in candidates if i not in never]
+        candidates, result.removed = policy.screen(candidates, self._catalog)
+        if result.removed:
+            log.warning("retrieval returned items the filters do not allow; removed",
+                        extra={"removed": len(result.removed)})
+        if policy.diversity is not None:
+            keep = set(diversify([i for i, _ in candidates], self._catalog, policy.diversity,
+                                 limit=s.num_candidates)[0])
+            candidates = [c for c in candidates if c[0] in keep]
+        return candidates[:s.num_candidates]
+
     def _finish(self, result: RecommendResult, policy: Policy, ranked: Scored, num_items: int,
-                history: Sequence[str], q: RecommendQuery) -> None:
+                history: Sequence[str], q: RecommendQuery, plan: ReadingPlan) -> None:
         """The answer's items from the ranked list under the policy, and what it applied and removed."""
-        excluded = {**dict.fromkeys(q.exclude_item_ids, "in exclude_item_ids"),
+        excluded = {**dict.fromkeys(plan.reference_ids, "named in the query as a reference"),
+                    **dict.fromkeys(q.exclude_item_ids, "in exclude_item_ids"),
                     **dict.fromkeys(history, "in the user's history")}
         ordered = policy.order(ranked, self._catalog, num_items, pin_blocked=excluded.get,
                                insert_pins=not q.candidate_item_ids)

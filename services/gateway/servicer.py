@@ -6,6 +6,7 @@ import grpc
 from instructrec.v1 import common_pb2, recommend_service_pb2, recommend_service_pb2_grpc
 
 from services.common.filters_proto import filter_from_proto
+from services.common.reading_proto import reading_to_proto
 from services.gateway.convert import applied_filter_to_proto, diversity_from_proto, removal_to_proto
 from services.gateway.recommender import Recommender, RecommendQuery
 
@@ -48,4 +49,6 @@ class RecommendServicer(recommend_service_pb2_grpc.RecommendServiceServicer):
             fewer_items=r.fewer_items,
             understood_intent=[common_pb2.UnderstoodIntent(attribute=a, value=v, probability=p)
                                for a, v, p in r.understood_intent],
+            reading=reading_to_proto(r.reading) if r.reading is not None else None,
+            relaxed_constraints=r.relaxed_constraints,
         )

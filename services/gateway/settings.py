@@ -34,6 +34,13 @@ class GatewaySettings(ServiceSettings):
     """Longest wait for an instruction (includes a preference statement not yet cached)."""
     retrieval_timeout_s: float = Field(5.0, gt=0)
     """Longest wait for candidates."""
+    read_queries: bool = True
+    """Read each query (the instruction service's ReadQuery) and act on it: exclusions and bounds as filters,
+    wanted values as filters relaxed when too few items meet them, references as history (docs/serving.md).
+    Off: the query goes to retrieval as written."""
+    reading_timeout_s: float = Field(2.0, gt=0)
+    """Longest wait for a query's reading; past it (or on any reader failure) the query is used as written and
+    the answer says degraded."""
     ranking_timeout_s: float = Field(30.0, gt=0)
     """Longest wait for the ranker; past it the retrieval order is returned with degraded=true."""
     request_timeout_s: float = Field(120.0, gt=0)

@@ -11,6 +11,9 @@ from services.core.catalog import Catalog
 from services.core.validation import Limits, require_known_items
 from services.instruction.preferences import Preferences, preference_request
 
+# The reading stated after the query has its own share of the ranker's prompt budget (bytes).
+READING_MAX_BYTES = 200
+
 
 @dataclass(frozen=True)
 class Instruction:
@@ -78,7 +81,8 @@ class InstructionWriter:
         self._limits.check_distinct("candidate_item_ids", candidate_ids)
 
     async def write(
-        self, history_ids: Sequence[str], query: str, candidate_ids: Sequence[str], timeout_s: float | None = None
+        self, history_ids: Sequence[str], query: str, candidate_ids: Sequence[str], timeout_s: float | None = None,
+        reading: str = "",
     ) -> Instruction:
         """Write the instruction.
 
@@ -88,6 +92,7 @@ class InstructionWriter:
             candidate_ids: Candidates in label order.
             timeout_s: Time left for this call; bounds the wait for a new preference statement (when the
                 preferences wait at all: by default a statement not yet written is queued, not waited for).
+            reading: How the query was read (``Reading.describe()``), stated after it; "" states the query alone.
         """
         self.validate(history_ids, query, candidate_ids)
         history = require_known_items(self._catalog, "history_item_ids", history_ids)
@@ -98,6 +103,7 @@ class InstructionWriter:
             found = await self._preferences.statement(request, timeout_s)
             statement, cached, version, pending = found.statement, found.cached, found.generator_version, found.pending
         query, truncated = fit_query(query, self._query_max_bytes)
+        reading, _ = fit_query(reading, READING_MAX_BYTES)
         template = prompts.select_template(bool(history), bool(statement), bool(query))
         text = prompts.render_instruction(
             template,
@@ -107,6 +113,7 @@ class InstructionWriter:
             preference=statement,
             noun=self._noun,
             max_history_items=self._max_history,
+            reading=reading,
         )
         source = "explicit" if statement else ("implicit" if history else "none")
         return Instruction(text, template.template_id, source, statement, cached, version, truncated, pending)

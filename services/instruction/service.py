@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+from collections import Counter
 
 import grpc
 from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 
 from services.common.triton import TritonModel
-from services.core.catalog import Catalog
-from services.core.contracts import PROMPT_INPUT, TEXT_OUTPUT
+from services.core.catalog import Catalog, read_interactions
+from services.core.contracts import PROMPT_INPUT, TEXT_INPUT, TEXT_OUTPUT, WORD_LABEL_PROBS_OUTPUT
+from services.core.reading import Lexicon, TitleMatcher
 from services.core.statements import clean_statement, complete_sentences
 from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter
 from services.instruction.preferences import FinishFn, GenerateFn, Preferences, newer_version
+from services.instruction.reader import RequestReader, TagFn
 from services.instruction.servicer import InstructionServicer
 from services.instruction.settings import InstructionSettings
 from services.instruction.store import PreferenceStore, StoreError
@@ -32,6 +36,28 @@ def generator_fn(model: TritonModel) -> GenerateFn:
         return out.array.reshape(-1)[0].decode("utf-8", errors="replace"), out.model_version
 
     return generate
+
+
+def tagger_fn(model: TritonModel) -> TagFn:
+    """The request reader as the reading path calls it: text -> (word role probabilities, version)."""
+
+    async def tag(text: str, timeout_s: float | None):
+        out = await model.infer_text(text, timeout_s)
+        return out.array, out.model_version
+
+    return tag
+
+
+def request_reader(settings: InstructionSettings, catalog: Catalog, model: TritonModel) -> RequestReader:
+    """The reader over the catalog, with the synonyms and popularity of the data set the catalog comes from."""
+    folder = settings.catalog_path.parent
+    synonyms_path = folder / "synonyms.json"
+    synonyms = json.loads(synonyms_path.read_text(encoding="utf-8")) if synonyms_path.is_file() else None
+    popularity: dict[str, int] = {}
+    if (folder / "train.csv").is_file():
+        popularity = Counter(r.item_id for r in read_interactions(folder / "train.csv"))
+    return RequestReader(tagger_fn(model), Lexicon(catalog, synonyms), TitleMatcher(catalog, popularity),
+                         Limits.of(settings), cache_size=settings.reading_cache_size)
 
 
 def statement_finisher(catalog: Catalog) -> FinishFn:
@@ -63,10 +89,15 @@ class InstructionApp:
         self.preferences: Preferences | None = None
         self.writer: InstructionWriter | None = None
         self._version_task: asyncio.Task | None = None
+        self.reader_model: TritonModel | None = None
+        self.reader: RequestReader | None = None
 
     async def start(self) -> None:
         s = self.settings
         catalog = Catalog.load(s.catalog_path)
+        if s.read_queries:
+            self.reader_model = TritonModel(s.triton, s.reader_model_name, TEXT_INPUT, WORD_LABEL_PROBS_OUTPUT)
+            self.reader = request_reader(s, catalog, self.reader_model)
         if s.explicit_preference:
             self.generator = TritonModel(s.triton, s.model_name, PROMPT_INPUT, TEXT_OUTPUT)
             self.store = self._open_store()
@@ -89,7 +120,8 @@ class InstructionApp:
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         instruction_service_pb2_grpc.add_InstructionServiceServicer_to_server(
-            InstructionServicer(self.writer, self.settings.model_name), server
+            InstructionServicer(self.writer, self.settings.model_name, self.reader, self.settings.reader_model_name),
+            server
         )
 
     def _open_store(self, quiet: bool = False) -> PreferenceStore | None:
@@ -142,5 +174,7 @@ class InstructionApp:
             await self.preferences.close()
         if self.generator is not None:
             await self.generator.close()
+        if self.reader_model is not None:
+            await self.reader_model.close()
         if self.store is not None:
             self.store.close()

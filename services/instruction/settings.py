@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEFAULT_DATA_DIR, DEFAULT_PREFERENCE_STORE, ServiceSettings, TritonSettings
-from services.core.contracts import PREFERENCE_GENERATOR
+from services.core.contracts import PREFERENCE_GENERATOR, REQUEST_READER
 from services.core.prompts import DEFAULT_ITEM_NOUN, DEFAULT_MAX_HISTORY_ITEMS
 
 
@@ -47,6 +47,15 @@ class InstructionSettings(ServiceSettings):
     """How often the served generator version is read from Triton (statements of other versions are misses)."""
     recent_history_items: int = Field(DEFAULT_MAX_HISTORY_ITEMS, gt=0)
     """Most recent history items written into instructions and preference prompts (prompt length budget)."""
+    read_queries: bool = True
+    """Serve ``ReadQuery``: the ``request_reader`` on Triton reads a request into constraints, references and
+    residual text, grounded in the catalog (its ``synonyms.json`` and ``train.csv`` beside ``catalog_path``, when
+    there, name values and break title ties). Off: ``ReadQuery`` answers UNAVAILABLE and the gateway reads
+    nothing (queries go to retrieval as written)."""
+    reader_model_name: str = REQUEST_READER
+    """Triton model that labels a request's words."""
+    reading_cache_size: int = Field(10_000, ge=0)
+    """Readings of repeated requests kept (LRU), keyed by the request's words and the reader version."""
     item_noun: str = DEFAULT_ITEM_NOUN
     """What an item is called in instructions ("movie")."""
     prompt_query_max_bytes: int = Field(300, gt=0)

@@ -1,4 +1,5 @@
-"""Session fixtures shared by the integration tests: a tiny model repository and a real Triton serving it.
+"""Session fixtures shared by the integration tests: a tiny model repository, a real Triton serving it, and
+``start_triton``, the one factory every test that needs a Triton of its own starts it with.
 
 The models are random-initialised copies of the served architectures (BERT encoder, Llama LM) with the real
 tokenizers, exported by the same code as the real models (``tools/export``), so the tests exercise the
@@ -7,20 +8,27 @@ whole path (export, ``config.pbtxt``, ``model.py``, Triton's dynamic batcher) in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.core.catalog import Catalog
-from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS
+from services.core.contracts import REQUEST_READER, SEQUENCE_ENCODER, SERVED_MODELS
 from tools import export
+from tools.core.adapters import PUBLISHED_ADAPTERS
 from tools.core.base_models import smollm2_tokenizer_dir
 from tools.runtime.triton_server import TritonServer
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm, build_tiny_sequence_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITON_MODELS = SERVED_MODELS
+BACKEND_DIR = ROOT / "var" / "triton" / "backends"
+TRITON_READY_TIMEOUT_S = 180.0
+StartTriton = Callable[..., AbstractContextManager[TritonServer]]
 
 # A longer batching window than the defaults: on a loaded 2-core CI machine it makes executions with
 # several requests reliable, at no cost to the tests' run time.
@@ -29,11 +37,11 @@ _TEST_QUEUE_DELAY_US = 20_000
 
 @pytest.fixture(scope="session")
 def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory, dataset: Path, tiny_sequence_model: Path) -> Path:
-    """A model repository with version 1 of the four models, exported from tiny random models.
+    """A model repository with version 1 of the five models, four of them exported from tiny random models.
 
     ``text_encoder`` outputs 32-d embeddings; ``ranker`` and ``preference_generator`` use SmolLM2's real
-    tokenizer and chat template; ``sequence_encoder`` knows the items of ``dataset``; all use the committed
-    ``model.py`` adapters.
+    tokenizer and chat template; ``sequence_encoder`` knows the items of ``dataset``; ``request_reader`` is the
+    real one; all use the committed ``model.py`` adapters.
     """
     base = tmp_path_factory.mktemp("tiny_models")
     encoder = build_tiny_encoder(base / "encoder")
@@ -43,6 +51,10 @@ def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory, dataset: Pat
     export.export_ranker(lm, repository, 1, max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     export.export_preference_generator(lm, repository, 1, max_new_tokens=8)
     export.export_model(SEQUENCE_ENCODER, tiny_sequence_model, repository, version=1,
+                        max_queue_delay_us=_TEST_QUEUE_DELAY_US)
+    # The real reader (the committed adapter merged into MiniLM): a random tagger reads nothing, and reading is
+    # what the reading tests check; it is small enough to export in seconds.
+    export.export_model(REQUEST_READER, PUBLISHED_ADAPTERS / REQUEST_READER, repository, version=1,
                         max_queue_delay_us=_TEST_QUEUE_DELAY_US)
     return repository
 
@@ -55,21 +67,36 @@ def tiny_sequence_model(tmp_path_factory: pytest.TempPathFactory, dataset: Path)
 
 
 @pytest.fixture(scope="session")
-def triton_server(tiny_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """A real Triton (from the nvidia-pytriton wheel) on free ports serving ``tiny_model_repository``."""
-    log_file = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = TritonServer(
-        tiny_model_repository,
-        models=TRITON_MODELS,
-        backend_dir=ROOT / "var" / "triton" / "backends",
-        log_file=log_file,
-    )
-    server.start()
-    try:
-        server.wait_ready(timeout_s=180)
+def start_triton(tmp_path_factory: pytest.TempPathFactory) -> StartTriton:
+    """The one way the tests start a real Triton (from the nvidia-pytriton wheel) on free ports.
+
+    ``start_triton(repository, models, name=..., ready_timeout_s=..., **options)`` is a context manager: it
+    starts ``TritonServer(repository, models, backend_dir=BACKEND_DIR, log_file=<new tmp folder named
+    name>/tritonserver.log, **options)``, waits until it is ready and yields it; on leaving it stops the server
+    (also when it never became ready). ``options`` are ``TritonServer``'s other keywords (``extra_args``,
+    ``model_control_key``, ports...).
+    """
+
+    @contextlib.contextmanager
+    def start(repository: Path, models: Sequence[str] = TRITON_MODELS, *, name: str = "triton",
+              ready_timeout_s: float = TRITON_READY_TIMEOUT_S, **options: Any) -> Iterator[TritonServer]:
+        log_file = tmp_path_factory.mktemp(name) / "tritonserver.log"
+        server = TritonServer(repository, models, backend_dir=BACKEND_DIR, log_file=log_file, **options)
+        server.start()
+        try:
+            server.wait_ready(timeout_s=ready_timeout_s)
+            yield server
+        finally:
+            server.stop()
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_model_repository: Path, start_triton: StartTriton) -> Iterator[TritonServer]:
+    """The session's shared Triton serving ``tiny_model_repository``."""
+    with start_triton(tiny_model_repository) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

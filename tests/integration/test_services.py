@@ -11,16 +11,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from instructrec.v1 import (
-    instruction_service_pb2,
-    instruction_service_pb2_grpc,
-    ranking_service_pb2,
-    ranking_service_pb2_grpc,
-    recommend_service_pb2,
-    recommend_service_pb2_grpc,
-    retrieval_service_pb2,
-    retrieval_service_pb2_grpc,
-)
+from instructrec.v1 import instruction_service_pb2, ranking_service_pb2, recommend_service_pb2, retrieval_service_pb2
 
 from services.core.catalog import InteractionStore
 from tests.integration.stack_helpers import running_stack
@@ -39,10 +30,10 @@ async def test_known_user_gets_ten_distinct_ranked_items_outside_their_history(g
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-5
     assert not r.degraded
     assert '"a funny film"' in r.instruction and "\nT. " in r.instruction
-    assert {v.model_name for v in r.model_versions} == {"sequence_encoder", "text_encoder", "ranker",
-                                                        "preference_generator"}
+    assert {v.model_name for v in r.model_versions} == {"request_reader", "sequence_encoder", "text_encoder",
+                                                        "ranker", "preference_generator"}
     assert r.template_id == "P2-I1-T3-0"
-    assert [t.stage for t in r.stage_timings] == ["retrieval", "instruction", "ranking"]
+    assert [t.stage for t in r.stage_timings] == ["reading", "retrieval", "instruction", "ranking"]
 
 
 async def test_candidates_are_scored_by_retrieval_not_searched_and_reranked_in_label_order(gateway):
@@ -58,8 +49,7 @@ async def test_candidates_are_scored_by_retrieval_not_searched_and_reranked_in_l
 
 
 async def test_retrieval_scores_given_candidates_exactly_as_its_search_does(stack):
-    async with grpc.aio.insecure_channel(stack.addr("retrieval")) as ch:
-        stub = retrieval_service_pb2_grpc.RetrievalServiceStub(ch)
+    async with stack.stub("retrieval") as stub:
         searched = await stub.RetrieveCandidates(
             retrieval_service_pb2.RetrieveCandidatesRequest(history_item_ids=["1", "2"], num_candidates=30), timeout=30
         )
@@ -83,8 +73,7 @@ async def test_retrieval_scores_given_candidates_exactly_as_its_search_does(stac
 
 
 async def test_ranking_fuses_retrieval_scores_and_rejects_misaligned_ones(stack):
-    async with grpc.aio.insecure_channel(stack.addr("ranking")) as ch:
-        stub = ranking_service_pb2_grpc.RankingServiceStub(ch)
+    async with stack.stub("ranking") as stub:
         instruction = "Pick one.\nA. Film number 1\nB. Film number 2\nC. Film number 3"
         for best in range(3):
             scores = [5.0 if n == best else 0.0 for n in range(3)]  # 100 logits apart at temperature 0.05
@@ -134,15 +123,15 @@ async def test_invalid_input_is_invalid_argument_naming_the_field(gateway, reque
 
 
 async def test_internal_services_validate_their_own_input(stack):
-    async with grpc.aio.insecure_channel(stack.addr("ranking")) as ch:
+    async with stack.stub("ranking") as ranking:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await ranking_service_pb2_grpc.RankingServiceStub(ch).RankCandidates(
+            await ranking.RankCandidates(
                 ranking_service_pb2.RankCandidatesRequest(instruction="x", candidate_item_ids=[]), timeout=10
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "candidate_item_ids" in err.value.details()
-    async with grpc.aio.insecure_channel(stack.addr("instruction")) as ch:
+    async with stack.stub("instruction") as instruction:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await instruction_service_pb2_grpc.InstructionServiceStub(ch).GenerateInstruction(
+            await instruction.GenerateInstruction(
                 instruction_service_pb2.GenerateInstructionRequest(history_item_ids=["nope"], candidate_item_ids=["1"]),
                 timeout=10,
             )
@@ -178,10 +167,8 @@ async def test_ranker_down_returns_retrieval_order_marked_degraded(triton_server
     # The ranking address points at a port nobody listens on: the ranking stage fails fast.
     async with running_stack(
         triton_server.grpc_addr, dataset, index_dir, ranking_addr=f"127.0.0.1:{_free_port()}", retry_max_attempts=1
-    ) as s, grpc.aio.insecure_channel(s.addr("gateway")) as ch:
-        r = await recommend_service_pb2_grpc.RecommendServiceStub(ch).Recommend(
-            recommend_service_pb2.RecommendRequest(user_id="4"), timeout=60
-        )
+    ) as s, s.stub("gateway") as gateway:
+        r = await gateway.Recommend(recommend_service_pb2.RecommendRequest(user_id="4"), timeout=60)
     assert r.degraded and r.degraded_reasons and r.degraded_reasons[0].startswith("ranking skipped")
     assert len(r.items) == 10
     scores = [i.score for i in r.items]

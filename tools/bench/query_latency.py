@@ -1,11 +1,13 @@
-"""Latency of Recommend with a free-text query the text encoder has not seen (Triton's cache cannot answer it).
+"""Latency and throughput of Recommend with free-text queries nobody sent before (no cache can answer them).
 
-Concurrency 1, known users 1..N, one distinct query each (evaluation-bank paraphrases made unique by a counter).
-Prints the p50 of the gateway's retrieval stage (``stage_timings``) and of the wall time, the first 5 requests
-left out as warm-up. Compare two stack settings in the same run, e.g. the intent heads on and off:
+Known users 1..N, one distinct query each: hand-written-style requests from the reading evaluation bank
+(``tools/eval/reading_bank.py``, rendered over the catalog and made unique by a counter), or no query at all
+(``--no-query``). Concurrency 1 gives the p50 of the wall time and of each gateway stage (``stage_timings``);
+concurrency 8 gives the throughput too. The first requests of each run are warm-up. Compare two stack settings on
+the same machine in one session, e.g. reading on and off:
 
-    RETRIEVAL_INTENT_WEIGHT=0 instructrec run --no-fill-preferences &   # then:
-    python -m tools.bench.query_latency
+    GATEWAY_READ_QUERIES=false instructrec run --no-fill-preferences &   # then:
+    python -m tools.bench.query_latency --concurrency 1 --concurrency 8
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import json
 import statistics
 import time
+from pathlib import Path
 
 import typer
 from instructrec.v1 import recommend_service_pb2 as pb
@@ -21,30 +24,53 @@ from instructrec.v1 import recommend_service_pb2_grpc as rpc
 
 from tools.core.channels import open_tool_channel
 from tools.core.machine import machine
-from tools.eval.intentions import EVAL_VAGUE_BANK
 
 WARM_UP = 5
 
 
-def main(gateway: str = "127.0.0.1:50051", requests: int = typer.Option(60, min=WARM_UP + 1)) -> None:
-    print(json.dumps(asyncio.run(measure(gateway, requests))))
+def main(gateway: str = "127.0.0.1:50051", requests: int = typer.Option(200, min=WARM_UP + 1),
+         concurrency: list[int] = typer.Option([1], help="Callers in flight; repeat for several runs."),
+         no_query: bool = typer.Option(False, help="Requests without a query (a known user's history only)."),
+         data_dir: Path = Path("var/data/movielens-100k"), seed: int = 0) -> None:
+    queries = [""] * requests if no_query else unseen_requests(data_dir, requests, seed)
+    runs = {c: asyncio.run(measure(gateway, queries, c)) for c in concurrency}
+    print(json.dumps({"requests": requests, "no_query": no_query, "runs": runs, "machine": machine()}))
 
 
-async def measure(gateway: str, requests: int) -> dict:
-    """p50 wall time and retrieval stage time of ``requests`` sequential Recommend calls with unseen queries."""
-    phrases = [p for bank in EVAL_VAGUE_BANK.values() for p in bank]
-    wall, retrieval = [], []
+def unseen_requests(data_dir: Path, count: int, seed: int) -> list[str]:
+    """``count`` distinct requests from the reading evaluation bank, each made unique by a counter."""
+    from tools.core.reading_examples import Renderer, generate, load_vocabulary
+    from tools.eval.reading_bank import EVALUATION_BANK
+
+    examples = generate(Renderer(load_vocabulary(data_dir), EVALUATION_BANK, "eval"), count, seed + 99)
+    return [f"{e.text} (take {n})" for n, e in enumerate(examples)]
+
+
+async def measure(gateway: str, queries: list[str], concurrency: int) -> dict:
+    """p50 wall and stage times, and requests per second, of the queries sent by ``concurrency`` callers."""
+    wall: list[float] = []
+    stages: dict[str, list[float]] = {}
+    order = iter(enumerate(queries))
     async with open_tool_channel(gateway) as channel:
         stub = rpc.RecommendServiceStub(channel)
-        for i in range(requests):
-            query = f"{phrases[i % len(phrases)]}, take {i}"
-            started = time.perf_counter()
-            response = await stub.Recommend(pb.RecommendRequest(user_id=str(1 + i), query=query, num_items=10),
-                                            timeout=30)
-            wall.append((time.perf_counter() - started) * 1e3)
-            retrieval += [s.duration_ms for s in response.stage_timings if s.stage == "retrieval"]
-    return {"requests": requests, "wall_p50_ms": round(statistics.median(wall[WARM_UP:]), 1),
-            "retrieval_p50_ms": round(statistics.median(retrieval[WARM_UP:]), 1), "machine": machine()}
+
+        async def caller() -> None:
+            for n, query in order:
+                started = time.perf_counter()
+                response = await stub.Recommend(pb.RecommendRequest(user_id=str(1 + n % 943), query=query,
+                                                                    num_items=10), timeout=30)
+                if n >= WARM_UP:
+                    wall.append((time.perf_counter() - started) * 1e3)
+                    for s in response.stage_timings:
+                        stages.setdefault(s.stage, []).append(s.duration_ms)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"wall_p50_ms": round(statistics.median(wall), 1),
+            "wall_p99_ms": round(sorted(wall)[int(0.99 * (len(wall) - 1))], 1),
+            "requests_per_s": round(len(queries) / elapsed, 1),
+            **{f"{stage}_p50_ms": round(statistics.median(v), 1) for stage, v in stages.items()}}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ def prepare_data(
     out_dir: Annotated[Path, typer.Option(help="Where the validated, split data set is written.")] = Path(
         "var/data/custom"
     ),
+    synonyms: Annotated[Path | None, typer.Option(
+        help="JSON object: phrase -> [\"attribute=value\", ...], the words people use for your catalog's values "
+             "(the request reader's lexicon; docs/reading.md). Checked against the catalog.")] = None,
 ) -> None:
     """Validate your own catalog and interactions and write the leave-one-out split (serve it with `run --data-dir`)."""
     from services.core.catalog import DataFormatError
@@ -27,7 +30,7 @@ def prepare_data(
 
     setup_logging()
     try:
-        path = prepare_custom(catalog, interactions, out_dir)
+        path = prepare_custom(catalog, interactions, out_dir, synonyms)
     except (DataFormatError, FileNotFoundError) as exc:
         console.print(f"[red]invalid data:[/red] {exc}")
         raise typer.Exit(2) from None

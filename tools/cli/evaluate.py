@@ -29,8 +29,11 @@ def evaluate(
     name: Annotated[str, typer.Option(help="Label of the served system in the report.")] = "served",
     protocols: Annotated[str, typer.Option(
         help="Comma-separated protocols to run: 1, 2, 3 (no intention), 4 (history + intention), 5 (intention "
-             "only; both write search.md).")] = "1,2,3",
+             "only; both write search.md), 6 (hand-written requests followed: precision@10), 7 (personalised "
+             "compositional requests; 6-7 write following.md).")] = "1,2,3",
     max_users: Annotated[int, typer.Option(help="Evaluate the first N test users (0 = all).")] = 0,
+    following_users: Annotated[int, typer.Option(
+        help="Protocol 6: test users per hand-written request, a seeded sample (0 = all 943).")] = 25,
     out_dir: Annotated[Path, typer.Option(help="Where report.md, the PNGs and results.json go.")] = Path(
         "docs/evaluation"
     ),
@@ -63,6 +66,7 @@ def evaluate(
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
         seed=seed, baselines=not append, hard_negative_lists=lists,
         paired_with=tuple(paired_with or ()), validation=validation, literal_intentions=literal_intentions,
+        following_users=following_users,
     )
     report = asyncio.run(run_evaluation(config))
     path = write_report(report, out_dir, invocation("instructrec evaluate"), append=append)

@@ -31,6 +31,7 @@ class ModelName(StrEnum):
     ranker = "ranker"
     preference_generator = "preference_generator"
     sequence_encoder = "sequence_encoder"
+    request_reader = "request_reader"
 
 
 class Precision(StrEnum):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -121,6 +122,10 @@ def recommend(
         console.print("[yellow]degraded:[/yellow] " + "; ".join(response.degraded_reasons))
     if response.unknown_history_item_ids:
         console.print("unknown history ids skipped: " + ", ".join(response.unknown_history_item_ids))
+    if response.HasField("reading"):
+        _print_reading(response.reading)
+    for relaxed in response.relaxed_constraints:
+        console.print(f"[yellow]relaxed[/yellow] (too few items met it): {relaxed}")
     if response.understood_intent:
         console.print("understood from the query (soft preferences): " + ", ".join(
             f"{u.attribute}={u.value} (p {u.probability:.2f})" for u in response.understood_intent))
@@ -137,3 +142,22 @@ def recommend(
 
 COMMANDS = {"recommend": recommend}
 """The group's commands by their name on the command line."""
+
+
+def _print_reading(reading) -> None:
+    """How the gateway read the query: each constraint with its confidence, the references, the residual text."""
+    from services.common.filters_proto import filter_from_proto
+
+    for c in reading.constraints:
+        kind = "filter" if c.hard else "soft (not sure enough)"
+        console.print(f"read ({kind}, p {c.confidence:.2f}): {filter_from_proto(c.filter).describe()}  "
+                      f"[dim]from {escape(repr(c.text))}[/dim]")
+    for r in reading.references:
+        others = f"; also close: {', '.join(r.alternative_item_ids)}" if r.alternative_item_ids else ""
+        console.print(f"read reference: {escape(repr(r.mention))} -> {r.item_id} {escape(r.title)} "
+                      f"(match {r.confidence:.2f}{others})")
+    if reading.unread_spans:
+        console.print("read but not in the catalog: " + ", ".join(map(repr, reading.unread_spans)))
+    console.print(f"text searched: {escape(repr(reading.residual_text))}"
+                  f"{' (cached reading)' if reading.cached else ''}")
+

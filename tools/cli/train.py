@@ -20,11 +20,12 @@ from tools.cli.common import (
 
 
 class TrainTarget(StrEnum):
-    """A model to instruction-tune, or all three in order."""
+    """A model to train, or all the LoRA-tuned ones in order."""
 
     text_encoder = "text_encoder"
     ranker = "ranker"
     preference_generator = "preference_generator"
+    request_reader = "request_reader"
     sequential = "sequential"
     all = "all"
 
@@ -60,7 +61,7 @@ def train(
     """Instruction-tune the LMs with LoRA, or train the sequential model, on the training split (validation
     picks the checkpoint). `sequential` trains SASRec (the served `sequence_encoder`); `all` does not include it."""
     from tools.core.base_models import minilm_dir, smollm2_dir
-    from tools.export import TEXT_ENCODER
+    from tools.export import REQUEST_READER, TEXT_ENCODER
     from tools.train.common import ADAPTER_DIR
     from tools.train.run import TRAIN_ORDER, make_config, published_adapter, train_one
     from tools.train.run import publish as publish_adapter
@@ -73,7 +74,7 @@ def train(
         return
     names = TRAIN_ORDER if model == TrainTarget.all else (model.value,)
     for name in names:
-        base = minilm_dir() if name == TEXT_ENCODER else smollm2_dir(workspace)
+        base = minilm_dir() if name in (TEXT_ENCODER, REQUEST_READER) else smollm2_dir(workspace)
         # The ranker's hard negatives: this run's tuned retriever, else the committed one, else the base.
         trained = out_dir / TEXT_ENCODER / ADAPTER_DIR
         encoder = (trained if (trained / "adapter_config.json").is_file()

@@ -11,9 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from services.common.settings import ROOT
 from services.core.contracts import REQUEST_READER, SEQUENCE_ENCODER, TEXT_ENCODER
 
 logger = logging.getLogger(__name__)
+
+PUBLISHED_ADAPTERS = ROOT / "tools" / "train" / "adapters"
+"""The committed adapters (one folder per model, ``instructrec train --publish``): what `make run` serves."""
 
 ADAPTER_CONFIG = "adapter_config.json"
 

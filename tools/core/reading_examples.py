@@ -130,16 +130,22 @@ class Vocabulary:
     def value_phrase(self, rng: random.Random, key: tuple[str, ...]) -> str:
         return rng.choice(self.forms[key])
 
-    def quantity(self, rng: random.Random, attribute: NumericAttribute, role: str) -> Quantity:
-        """A quantity of ``attribute`` that suits the role (eras only where an interval is meant)."""
+    def quantity(self, rng: random.Random, attribute: NumericAttribute, role: str,
+                 like: Quantity | None = None, digits: bool = False) -> Quantity:
+        """A quantity of ``attribute`` that suits the role (eras only where an interval is meant; the same kind,
+        decade or year, as ``like`` when given)."""
         if not attribute.year_like:
             value = rng.choice([round(attribute.low + (attribute.high - attribute.low) * f) for f in
                                 (0.2, 0.35, 0.5, 0.65, 0.8)])
             text = rng.choice([f"{value}", f"${value}", f"{value} dollars", f"{value} bucks"])
             return Quantity(text, float(value), float(value))
         newest, oldest = int(attribute.high), int(attribute.low)
-        kinds = ["decade", "decade", "year", "year_words"] + (["era"] if role in (IN, NOTIN) else [])
+        kinds = ["decade", "decade", "year", "year_words"] + (["era"] if role in (IN, NOTIN) and like is None else [])
         kind = rng.choice(kinds)
+        if like is not None:
+            kind = "decade" if like.high is not None and like.low is not None and like.high > like.low else "year"
+        if digits and kind not in ("decade", "year"):  # glued to a prefix ("pre-1950"): written in digits
+            kind = "year"
         if kind == "era":
             if rng.random() < 0.5:
                 return Quantity(rng.choice(["recent", "new", "newer", "latest", "modern"]),
@@ -149,8 +155,9 @@ class Vocabulary:
         if kind == "decade":
             decade = rng.choice(range((oldest // 10 + 1) * 10, newest // 10 * 10 + 1, 10))
             short = decade % 100
-            text = rng.choice([f"the {short}s", f"{short}s", f"'{short}s", f"the {decade}s", f"{decade}s",
-                               f"the {_TENS_WORDS.get(short, f'{short}s')}"])
+            forms = [f"{short}s", f"'{short}s", f"{decade}s"]
+            text = rng.choice(forms if digits else [*forms, f"the {short}s", f"the {decade}s",
+                                                     f"the {_TENS_WORDS.get(short, f'{short}s')}"])
             return Quantity(text, float(decade), float(decade + 9))
         year = rng.randint(oldest + 3, newest)
         if kind == "year_words" and year // 100 in _TEENS and year % 100 >= 20:
@@ -246,6 +253,9 @@ class Renderer:
         parts.append((rng.choice(self.bank.suffixes), ""))
         if combination_split(roles_values) not in ("any", self.side):
             return None
+        if rng.random() < 0.3:  # a request typed with a capital first letter
+            parts = [(piece[:1].upper() + piece[1:], role) if n == _first_nonempty(parts) else (piece, role)
+                     for n, (piece, role) in enumerate(parts)]
         text, words, labels = _assemble(parts)
         return Example(text, tuple(words), tuple(labels), tuple(sorted({c.construct for c in clauses} or {"mood"})),
                        tuple(c.family for c in clauses), reading)
@@ -264,29 +274,39 @@ class Renderer:
         slots: dict[str, tuple[str, str]] = {}  # slot -> (text, role)
         wanted: list[tuple[str, ...]] = []
         excluded: list[tuple[str, ...]] = []
+        quantities: list[tuple[NumericAttribute, str, Quantity]] = []
+        roles = clause.role.split("/")
         for slot in re.findall(r"\{(\w+)\}", clause.text):
-            if slot in ("w", "w2"):
+            if slot in ("w", "w2", "w3"):
                 key = self._value(rng, used, single=clause.construct == "disjunction")
                 wanted.append(key)
                 role = ALT if clause.construct == "disjunction" else WANT
                 slots[slot] = (self._maybe_typo(rng, v.value_phrase(rng, key)), role)
-            elif slot in ("x", "x2"):
+            elif slot in ("x", "x2", "x3"):
                 key = self._value(rng, used, single=True)
                 excluded.append(key)
                 slots[slot] = (self._maybe_typo(rng, v.value_phrase(rng, key)), NOT)
-            elif slot == "t":
-                attribute = self._quantity_attribute(rng, clause)
+            elif slot in ("t", "t2"):
+                role = roles[len(quantities)]
+                attribute = quantities[0][0] if quantities else self._quantity_attribute(rng, clause)
                 if attribute is None:
                     return False
-                quantity = v.quantity(rng, attribute, clause.role)
-                slots[slot] = (quantity.text, clause.role)
-                reading["constraints"].append(_range_constraint(attribute, clause.role, quantity))
+                quantity = v.quantity(rng, attribute, role, like=quantities[0][2] if quantities else None,
+                                      digits=f"-{{{slot}}}" in clause.text)
+                if quantities and not _ordered(quantities[0][2], quantity):
+                    return False
+                slots[slot] = (quantity.text, role)
+                quantities.append((attribute, role, quantity))
             elif slot in ("r", "r2"):
                 item_id, title = rng.choice(v.titles)
                 if item_id in reading["references"]:
                     return False
                 reading["references"] = sorted({*reading["references"], item_id})
+                if rng.random() < 0.3:  # people type titles in lower case, often without the article
+                    title = re.sub(r"^(the|a|an) ", "", title.lower()) if rng.random() < 0.5 else title.lower()
                 slots[slot] = (self._maybe_typo(rng, title), REF)
+        if quantities:
+            reading["constraints"].append(_quantity_constraint(quantities, union=" or " in clause.text))
         if wanted:
             values = sorted({pair for key in wanted for pair in key})
             match = "any" if clause.construct == "disjunction" else "all"
@@ -303,8 +323,7 @@ class Renderer:
         return True
 
     def _quantity_attribute(self, rng: random.Random, clause: Clause) -> NumericAttribute | None:
-        options = ([self.year_attribute] if self.year_attribute and "{t}" in clause.text else []) + \
-            self.number_attributes
+        options = ([self.year_attribute] if self.year_attribute else []) + self.number_attributes
         return rng.choice(options) if options else None
 
     def _maybe_typo(self, rng: random.Random, phrase: str) -> str:
@@ -325,6 +344,27 @@ def _value_constraints(pairs: Sequence[str], *, match: str, exclude: bool) -> li
             for a, vs in by_attribute.items()]
 
 
+def _ordered(first: Quantity, second: Quantity) -> bool:
+    """Whether two quantities of a range clause ("between 1970 and 1980") come in increasing order."""
+    return first.low is not None and second.low is not None and first.low < second.low
+
+
+def _quantity_constraint(quantities: Sequence[tuple[NumericAttribute, str, Quantity]], *, union: bool) -> dict:
+    """One quantity's range; two joined by "or" (the fifties or sixties): their span; two others ("between
+    1970 and 1980", "after 1980 and before 1990"): the range both allow."""
+    ranges = [_range_constraint(a, role, q) for a, role, q in quantities]
+    if len(ranges) == 1:
+        return ranges[0]
+    lows, highs = [r["min"] for r in ranges], [r["max"] for r in ranges]
+    if union:
+        lo = None if None in lows else min(lows)
+        hi = None if None in highs else max(highs)
+    else:
+        lo = max((x for x in lows if x is not None), default=None)
+        hi = min((x for x in highs if x is not None), default=None)
+    return {**ranges[0], "min": lo, "max": hi}
+
+
 def _range_constraint(attribute: NumericAttribute, role: str, q: Quantity) -> dict:
     """The expected range of a role on a quantity (the convention ``services/core/reading.py`` documents)."""
     step = 1.0 if attribute.integers else 0.0
@@ -332,6 +372,10 @@ def _range_constraint(attribute: NumericAttribute, role: str, q: Quantity) -> di
     bounds = {IN: (lo, hi), NOTIN: (lo, hi), LT: (None, (lo if lo is not None else hi) - step),
               LE: (None, hi), GT: ((hi if hi is not None else lo) + step, None), GE: (lo, None)}[role]
     return {"attribute": attribute.name, "min": bounds[0], "max": bounds[1], "exclude": role == NOTIN}
+
+
+def _first_nonempty(parts: Sequence[tuple[str, str]]) -> int:
+    return next((n for n, (piece, _) in enumerate(parts) if piece.strip()), 0)
 
 
 def _assemble(parts: Sequence[tuple[str, str]]) -> tuple[str, list[str], list[int]]:
@@ -343,7 +387,8 @@ def _assemble(parts: Sequence[tuple[str, str]]) -> tuple[str, list[str], list[in
         stripped = piece.strip()
         if not stripped:
             continue
-        if text and not text.endswith(" ") and stripped[0] not in ",.!?;:":
+        glued = text.endswith("-") and stripped[0].isdigit()  # "pre-1950"
+        if text and not text.endswith(" ") and not glued and stripped[0] not in ",.!?;:":
             text += " "
         if stripped[0] in ",.!?;:" and text.endswith(" "):
             text = text[:-1]

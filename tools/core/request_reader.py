@@ -12,11 +12,10 @@ import numpy as np
 import torch
 
 from services.core.contracts import REQUEST_READER
-from services.core.reading import WORD_LABELS, Reading, Word, decode_spans, read, split_words
+from services.core.reading import READER_MAX_TOKENS, WORD_LABELS, Reading, Word, decode_spans, read, split_words
 from tools.core.adapters import is_lora_adapter, resolve_adapter_base
 
-MAX_TOKENS = 64
-"""Sub-word tokens of one request the reader reads (longer requests are truncated; their tail words are O)."""
+MAX_TOKENS = READER_MAX_TOKENS
 
 
 def word_inputs(tokenizer, words: Sequence[Sequence[str]], max_tokens: int = MAX_TOKENS):
@@ -66,7 +65,8 @@ def load_reader(path: Path, device: torch.device):
         base = resolve_adapter_base(path, REQUEST_READER, None)
         model = AutoModelForTokenClassification.from_pretrained(str(base), num_labels=len(WORD_LABELS))
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        # A published adapter has no tokenizer of its own: the base's is the one it was trained with.
+        tokenizer = AutoTokenizer.from_pretrained(str(path if (path / "tokenizer_config.json").is_file() else base))
     else:
         model = AutoModelForTokenClassification.from_pretrained(str(path))
         tokenizer = AutoTokenizer.from_pretrained(str(path))

@@ -19,9 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from services.common.settings import ROOT
+from services.core.contracts import SEQUENCE_ENCODER
+from tools.core.adapters import PUBLISHED_ADAPTERS
 
-PUBLISHED_DIR = ROOT / "tools" / "train" / "adapters" / "sequence_encoder"
+PUBLISHED_DIR = PUBLISHED_ADAPTERS / SEQUENCE_ENCODER
 """The committed checkpoint `make run` serves (``instructrec train sequential --publish`` writes it)."""
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "item_ids.json"

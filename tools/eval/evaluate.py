@@ -29,6 +29,7 @@ from instructrec.v1 import (
 )
 from tqdm import tqdm
 
+from services.common.filters_proto import filter_to_proto
 from tools.core.channels import PLAINTEXT, ClientCredentials, open_tool_channel
 from tools.core.machine import repo_path
 from tools.core.metrics import rank_of, summarize
@@ -71,6 +72,8 @@ class EvalConfig:
     literal_intentions: bool = False
     """Protocols 4-5: vague intentions name the genre they paraphrase (``intentions.intention(literal=True)``),
     the ceiling of a perfect intention reader; specific ones are unchanged."""
+    following_users: int = 25
+    """Protocol 6: test users per hand-written request (a seeded sample; 0 = all)."""
     paired_with: tuple[Path, ...] = ()
     """Earlier ``search.json`` reports whose served system joins protocols 4-5 as a paired method."""
 
@@ -140,6 +143,13 @@ class ServedSystem:
         r = await stub.Recommend(recommend_service_pb2.RecommendRequest(
             history_item_ids=history, query=query, candidate_item_ids=candidates, num_items=len(candidates)),
             timeout=300)
+        return [i.item_id for i in r.items]
+
+    async def recommend_filtered(self, history: Sequence[str], filters, k: int) -> list[str]:
+        """Full ranking for a history under ``filters`` (no query): what the exact reading of a request gives."""
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(self._gateway)
+        r = await stub.Recommend(recommend_service_pb2.RecommendRequest(
+            history_item_ids=history, filters=[filter_to_proto(f) for f in filters], num_items=k), timeout=300)
         return [i.item_id for i in r.items]
 
     async def retrieve(self, case: Case, k: int, exclude: Sequence[str] = ()) -> list[str]:
@@ -214,6 +224,7 @@ async def evaluate(config: EvalConfig) -> dict:
     results: dict[str, dict] = {}
     protocol2_lists: dict | None = None
     search_results: dict | None = None
+    following_results: dict | None = None
     try:
         if 1 in config.protocols:
             candidates = random_candidates(split, cases, seed=config.seed)
@@ -239,6 +250,8 @@ async def evaluate(config: EvalConfig) -> dict:
                 sum(c.target in p for c, p in zip(cases, pools)) / len(cases))
         if config.gateway_addr and ({4, 5} & set(config.protocols)):
             search_results = await _search(split, cases, served, config)
+        if config.gateway_addr and ({6, 7} & set(config.protocols)):
+            following_results = await _following(split, served, config)
     finally:
         await served.close()
     out = {
@@ -254,6 +267,21 @@ async def evaluate(config: EvalConfig) -> dict:
         out["protocol2_lists"] = protocol2_lists
     if search_results is not None:
         out["search"] = {"system": config.served_name, **search_results}
+    if following_results is not None:
+        out["following"] = {"system": config.served_name, **following_results}
+    return out
+
+
+async def _following(split: Split, served: ServedSystem, config: EvalConfig) -> dict:
+    """Protocols 6 (following hand-written requests) and 7 (personalised compositional requests)."""
+    from tools.eval.following import compositional, following
+
+    out: dict = {}
+    if 6 in config.protocols:
+        out["6"] = await following(split, served, config.following_users, config.seed, config.concurrency)
+    if 7 in config.protocols:
+        out["7"] = await compositional(split, served, SequenceScorer(config.sequence_model).catalog_scores,
+                                       config.seed, config.concurrency, config.max_users)
     return out
 
 
@@ -408,6 +436,13 @@ def write_report(report: dict, out_dir: Path, command: str, append: bool = False
                                                       "",
                                                       *search_lines(report["search"])]))
         lines += ["Protocols 4-5 (with intentions): [search.md](search.md).", ""]
+    if report.get("following"):
+        from tools.eval.following import following_lines
+
+        (out_dir / "following.json").write_text(json.dumps(report["following"], indent=2) + "\n")
+        (out_dir / "following.md").write_text("\n".join(["# Following requests", "", "Command:", "",
+                                                         f"    {command}", "", *following_lines(report["following"])]))
+        lines += ["Protocols 6-7 (following requests): [following.md](following.md).", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -66,7 +66,7 @@ def _number(value: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
-class Case:
+class ReadingCase:
     """One request with its expected reading and the constructs it exercises."""
 
     id: str
@@ -75,12 +75,12 @@ class Case:
     reading: dict
 
 
-def handwritten_cases(path: Path = HANDWRITTEN) -> list[Case]:
+def handwritten_cases(path: Path = HANDWRITTEN) -> list[ReadingCase]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [Case(r["id"], r["request"], tuple(r.get("constructs", ())), r["reading"]) for r in rows]
+    return [ReadingCase(r["id"], r["request"], tuple(r.get("constructs", ())), r["reading"]) for r in rows]
 
 
-def score(cases: Sequence[Case], predicted: Sequence[dict]) -> dict:
+def score(cases: Sequence[ReadingCase], predicted: Sequence[dict]) -> dict:
     """Exact match and part F1 overall and per construct; the misread cases listed (for the report)."""
     rows = []
     for case, reading in zip(cases, predicted):
@@ -108,3 +108,125 @@ def _summary(rows: Iterable[dict]) -> dict:
 
 
 ReadMany = Callable[[Sequence[str]], list[Reading]]
+
+
+def understood_reading(understood: Sequence, catalog) -> dict:
+    """Today's reading (the intent heads' one most likely value per attribute, a soft preference) in the schema:
+    a wanted value, or for a numeric attribute read in buckets, the bucket's decade."""
+    constraints = []
+    for u in understood:
+        if u.value.isdigit():
+            constraints.append({"attribute": u.attribute, "min": float(u.value), "max": float(u.value) + 9,
+                                "exclude": False})
+        else:
+            constraints.append({"attribute": u.attribute, "values": [u.value], "match": "any", "exclude": False})
+    return {"constraints": constraints, "references": []}
+
+
+def evaluate_readers(readers: dict[str, Callable[[Sequence[str]], list[dict]]], banks: dict[str, Sequence[ReadingCase]]
+                     ) -> dict:
+    """Every reader on every bank: ``{reader: {bank: score(...)}}``."""
+    return {name: {bank: score(cases, read_many([c.request for c in cases])) for bank, cases in banks.items()}
+            for name, read_many in readers.items()}
+
+
+def generated_cases(examples) -> list[ReadingCase]:
+    return [ReadingCase(f"gen-{n}", e.text, e.constructs, e.reading) for n, e in enumerate(examples)]
+
+
+def write_reading_report(results: dict, out: Path, command: str, meta: dict) -> Path:
+    """``OUT.json`` (everything) and ``OUT.md`` (exact match and part F1 per reader, bank and construct)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, **meta, "results": results}, indent=1,
+                                                   default=str) + "\n")
+    lines = ["# Reading requests: exact match and part F1 per construct", "",
+             f"Command: `{command}`", "", *(f"- {k}: {v}" for k, v in meta.items()), ""]
+    for reader, banks in results.items():
+        lines += [f"## {reader}", ""]
+        for bank, scored in banks.items():
+            lines += [f"### {bank}", "", "| construct | requests | exact match | part F1 |", "|---|---|---|---|"]
+            for construct, s in scored.items():
+                if construct == "misread":
+                    continue
+                lines.append(f"| {construct} | {s['requests']} | {s['exact_match']:.3f} | {s['part_f1']:.3f} |")
+            misread = scored.get("misread", [])[:15]
+            if misread:
+                lines += ["", f"First misread requests ({len(scored['misread'])} in all):", ""]
+                lines += [f"- `{m['request']}`: missing {m['missing']}, extra {m['extra']}" for m in misread]
+            lines.append("")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return out.with_suffix(".md")
+
+
+def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path = Path("var/data/movielens-100k"),
+         out: Path = Path("docs/evaluation/reading"), generated: int = 1000, seed: int = 0,
+         intent_heads: bool = True) -> None:
+    """Measure the request reader (in this process) and today's intent heads on the held-out bank, the
+    training bank (in distribution, for reference) and the hand-written set."""
+    import shlex
+    import sys
+    import time
+    from collections import Counter
+
+    import torch
+
+    from services.core.catalog import Catalog, read_interactions
+    from services.core.reading import TitleMatcher
+    from tools.core.machine import machine
+    from tools.core.reading_examples import Renderer, generate, load_vocabulary
+    from tools.core.request_reader import InProcessReader
+    from tools.eval.reading_bank import EVALUATION_BANK
+    from tools.train.reader_examples import TRAINING_BANK
+
+    started = time.time()
+    vocabulary = load_vocabulary(data_dir)
+    popularity = Counter(r.item_id for r in read_interactions(data_dir / "train.csv"))
+    catalog = Catalog.load(data_dir / "items.jsonl")
+    titles = TitleMatcher(catalog, popularity)
+    banks = {
+        "held-out bank (new wording and value combinations)": generated_cases(
+            generate(Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed)),
+        "hand-written set": handwritten_cases(),
+        "training bank (in distribution, fresh draw)": generated_cases(
+            generate(Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777)),
+    }
+    tagger = InProcessReader(reader, vocabulary.lexicon, titles, torch.device("cpu"))
+    readers: dict[str, Callable[[Sequence[str]], list[dict]]] = {
+        "token tagger (MiniLM + LoRA)": lambda texts: [reading_dict(r) for r in tagger.read_many(texts)]}
+    if intent_heads:
+        readers["today: intent heads (one value per attribute)"] = _intent_heads_reader(data_dir, catalog)
+    results = evaluate_readers(readers, banks)
+    command = " ".join(["python -m tools.eval.reading", *map(shlex.quote, sys.argv[1:])])
+    meta = {"reader": str(reader), "generated_per_bank": generated, "seed": seed,
+            "seconds": round(time.time() - started, 1), "machine": machine()}
+    print(write_reading_report(results, out, command, meta))
+
+
+def _intent_heads_reader(data_dir: Path, catalog) -> Callable[[Sequence[str]], list[dict]]:
+    """The served intent heads on each request, through the committed text encoder, in this process."""
+    import torch
+
+    from services.core.contracts import INTENT_MIN_CONFIDENCE, TEXT_ENCODER
+    from services.core.intent import IntentModel
+    from services.core.modeltext import mean_pooled_encoder
+    from tools.core.text_encoder import encode, load_encoder
+
+    adapter = Path(__file__).resolve().parents[1] / "train" / "adapters" / TEXT_ENCODER
+    model, tokenizer = load_encoder(adapter, torch.device("cpu"))
+    pooled = mean_pooled_encoder(model)
+    heads = IntentModel.load(Path("var/index") / Path(data_dir).name)
+    if heads is None:
+        raise FileNotFoundError("no intent heads beside the text index: run `instructrec run` (or build-index)")
+
+    def read_many(texts: Sequence[str]) -> list[dict]:
+        with torch.no_grad():
+            vectors = encode(pooled, tokenizer, list(texts), torch.device("cpu")).numpy()
+        return [understood_reading(heads.understand(v, INTENT_MIN_CONFIDENCE), catalog) for v in vectors]
+
+    return read_many
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(main)

@@ -30,7 +30,7 @@ output the export produced for it) that ``tools/export/push.py`` checks on Trito
 from __future__ import annotations
 
 from services.core import prompts
-from services.core.contracts import MODEL_NAMES, PREFERENCE_GENERATOR, RANKER, TEXT_ENCODER
+from services.core.contracts import MODEL_NAMES, PREFERENCE_GENERATOR, RANKER, REQUEST_READER, TEXT_ENCODER
 from services.core.modeltext import label_token_ids, mean_pooled_encoder, ranker_model_text, ranker_scorer, right_pad
 from tools.core.adapters import default_base_model, is_lora_adapter, resolve_adapter_base
 from tools.export import versions
@@ -95,7 +95,8 @@ __all__ = [
     "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_MAX_PROMPT_TOKENS", "DEFAULT_MAX_TOKENS", "ENCODER_INT8_MIN_COSINE",
     "ENCODER_INT8_TOLERANCE", "ENCODER_PARITY_TOLERANCE", "EXPORTERS", "FP32", "INT8", "METADATA_FILE",
     "MODEL_NAMES", "ONNX_OPSET", "PRECISIONS", "PREFERENCE_GENERATOR", "RANKER", "RANKER_INT8_MIN_TOP1_AGREEMENT",
-    "RANKER_INT8_MIN_TOPK_OVERLAP", "RANKER_INT8_TOLERANCE", "RANKER_PARITY_TOLERANCE", "SERVING_OPTIONS",
+    "RANKER_INT8_MIN_TOPK_OVERLAP", "RANKER_INT8_TOLERANCE", "RANKER_PARITY_TOLERANCE", "REQUEST_READER",
+    "SERVING_OPTIONS",
     "STAGING_PREFIX", "TEXT_ENCODER", "TOP_K", "TRASH_PREFIX", "ParityError", "ParityPolicy", "ServingDefaults",
     "adapter_provenance", "build_config", "canary_inputs", "check_serving", "combined_sha256", "config_options",
     "default_base_model", "ensure_default_repository", "export_model", "export_preference_generator",

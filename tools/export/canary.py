@@ -49,6 +49,8 @@ def check_canary(name: str, spec: dict[str, Any], output: Any) -> dict[str, Any]
             raise CanaryError(f"{name} returned undecodable text: {exc}") from None
         return {"text_chars": len(text)}
     expected = spec.get("expected")
+    if array.ndim > 2:  # per-word outputs ([1, W, L]): the canary compares them flattened
+        array = array.reshape(array.shape[0], -1)
     if array.ndim != 2 or array.shape[0] != 1 or (expected is not None and array.shape[1] != len(expected)):
         want = f"[1, {len(expected)}]" if expected is not None else "[1, n]"
         raise CanaryError(f"{name} returned shape {list(array.shape)}, expected {want}")

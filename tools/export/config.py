@@ -16,11 +16,13 @@ from services.core.contracts import (
     PREFERENCE_GENERATOR,
     RANKER,
     RANKER_ANSWER_PREFIX,
+    REQUEST_READER,
     SEQUENCE_ENCODER,
     SERVED_MODELS,
     TEXT_ENCODER,
     TRITON_CONTRACTS,
 )
+from services.core.reading import READER_MAX_TOKENS, WORD_LABELS
 from tools.core.text_encoder import DEFAULT_MAX_TOKENS
 from tools.export.versions import COMMITTED_REPOSITORY
 
@@ -59,6 +61,9 @@ DEFAULTS: dict[str, ServingDefaults] = {
     # with until the index of the new one is loaded (services/retrieval).
     SEQUENCE_ENCODER: ServingDefaults(max_batch_size=64, max_queue_delay_us=1_000, num_threads=1,
                                       max_queue_size=512, num_versions=2),
+    # A request is a few dozen tokens through six small layers; repeated requests are answered from the cache.
+    REQUEST_READER: ServingDefaults(max_batch_size=64, max_queue_delay_us=1_000, num_threads=1, max_queue_size=512,
+                                    response_cache=True),
 }
 # The adapter parameters each model's config carries besides num_threads (model.py reads them).
 MODEL_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -66,6 +71,7 @@ MODEL_PARAMETERS: dict[str, tuple[str, ...]] = {
     RANKER: ("max_prompt_tokens", "answer_prefix"),
     PREFERENCE_GENERATOR: ("max_prompt_tokens", "max_new_tokens"),
     SEQUENCE_ENCODER: ("max_history_items",),
+    REQUEST_READER: ("max_tokens",),
 }
 # Data types of each model's input and output tensor (names: TRITON_CONTRACTS); one value per batch row in.
 TENSOR_TYPES: dict[str, tuple[str, str]] = {
@@ -73,6 +79,7 @@ TENSOR_TYPES: dict[str, tuple[str, str]] = {
     RANKER: ("TYPE_STRING", "TYPE_FP32"),
     PREFERENCE_GENERATOR: ("TYPE_STRING", "TYPE_STRING"),
     SEQUENCE_ENCODER: ("TYPE_STRING", "TYPE_FP32"),
+    REQUEST_READER: ("TYPE_STRING", "TYPE_FP32"),
 }
 # The build_config settings each model's export takes (``instructrec export`` options, config.pbtxt).
 _COMMON_SERVING_OPTIONS = ("max_batch_size", "max_queue_delay_us", "max_queue_size", "instance_count",
@@ -120,7 +127,9 @@ def _tensors(config: Any, mc: Any, name: str, embedding_dim: int) -> None:
                          allow_ragged_batch=True)
     else:
         config.input.add(name=contract.input_name, data_type=getattr(mc, input_type), dims=[1])
-    config.output.add(name=contract.output_name, data_type=getattr(mc, output_type), dims=[output_dim])
+    # The reader answers one row of role probabilities per word: any number of words.
+    dims = [-1, len(WORD_LABELS)] if name == REQUEST_READER else [output_dim]
+    config.output.add(name=contract.output_name, data_type=getattr(mc, output_type), dims=dims)
 
 
 def build_config(
@@ -134,7 +143,7 @@ def build_config(
     num_versions: int | None = None,
     response_cache: bool | None = None,
     embedding_dim: int = DEFAULT_EMBEDDING_DIM,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = None,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     answer_prefix: str = RANKER_ANSWER_PREFIX,
@@ -156,7 +165,8 @@ def build_config(
         response_cache: Let Triton answer repeated identical requests from its response cache (the server
             must run with ``--cache-config``; without it the setting is inert); ``None`` for the default.
         embedding_dim: Output size of ``text_encoder``.
-        max_tokens: ``text_encoder`` truncates texts to this many tokens.
+        max_tokens: ``text_encoder`` / ``request_reader`` truncate texts to this many tokens; ``None`` for the
+            model's default (256 / 64).
         max_prompt_tokens: ``ranker`` / ``preference_generator`` reject longer prompts (after the chat
             template).
         max_new_tokens: ``preference_generator`` generation budget.
@@ -178,7 +188,9 @@ def build_config(
                                      "instance_count": instance_count, "response_cache": response_cache,
                                      "num_versions": num_versions})
     _tensors(config, mc, name, embedding_dim)
-    values = {"max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "max_new_tokens": max_new_tokens,
+    default_tokens = READER_MAX_TOKENS if name == REQUEST_READER else DEFAULT_MAX_TOKENS
+    values = {"max_tokens": _pick(max_tokens, default_tokens), "max_prompt_tokens": max_prompt_tokens,
+              "max_new_tokens": max_new_tokens,
               "answer_prefix": answer_prefix, "max_history_items": max_history_items}
     parameters = {"num_threads": _pick(num_threads, defaults.num_threads),
                   **{key: values[key] for key in MODEL_PARAMETERS[name]}}

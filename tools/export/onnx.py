@@ -18,15 +18,17 @@ def onnx_metadata() -> dict[str, Any]:
     return {"format": "onnx", "opset": ONNX_OPSET}
 
 
-def dynamic_axes(input_names: list[str], output_names: list[str]) -> dict[str, dict[int, str]]:
-    """Every input is ``[batch, sequence]`` and every output ``[batch, ...]``, both of any size."""
+def dynamic_axes(input_names: list[str], output_names: list[str], *,
+                 per_token: bool = False) -> dict[str, dict[int, str]]:
+    """Every input is ``[batch, sequence]`` and every output ``[batch, ...]`` (``per_token``: ``[batch,
+    sequence, ...]``, one row per input token), of any size."""
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in input_names}
-    axes.update({name: {0: "batch"} for name in output_names})
+    axes.update({name: {0: "batch", 1: "sequence"} if per_token else {0: "batch"} for name in output_names})
     return axes
 
 
 def export_onnx(module: Any, args: tuple[Any, ...], path: Path, *, input_names: list[str],
-                output_names: list[str]) -> None:
+                output_names: list[str], per_token: bool = False) -> None:
     """``torch.onnx.export`` with the TorchScript exporter (the dynamo one needs onnxscript)."""
     import torch
 
@@ -42,7 +44,7 @@ def export_onnx(module: Any, args: tuple[Any, ...], path: Path, *, input_names: 
             str(path),
             input_names=input_names,
             output_names=output_names,
-            dynamic_axes=dynamic_axes(input_names, output_names),
+            dynamic_axes=dynamic_axes(input_names, output_names, per_token=per_token),
             opset_version=ONNX_OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -75,7 +77,7 @@ def quantize_int8(source: Path, dest: Path) -> None:
 
 
 def export_graph(module: Any, trace_inputs: dict[str, Any], staging: Path, *, output_name: str,
-                 precision: str) -> Any:
+                 precision: str, per_token: bool = False) -> Any:
     """Trace ``module`` on ``trace_inputs`` into ``staging/model.onnx`` at ``precision``; a session on it.
 
     The fp32 graph of an int8 export is quantised and not kept.
@@ -86,11 +88,12 @@ def export_graph(module: Any, trace_inputs: dict[str, Any], staging: Path, *, ou
         staging: The version folder being built.
         output_name: The graph's output.
         precision: ``fp32`` or ``int8``.
+        per_token: The output has a row per input token (its second axis is the sequence).
     """
     final = staging / ONNX_FILE
     fp32 = final if precision == FP32 else staging / "model.fp32.onnx"
     export_onnx(module, tuple(trace_inputs.values()), fp32, input_names=list(trace_inputs),
-                output_names=[output_name])
+                output_names=[output_name], per_token=per_token)
     if fp32 != final:
         quantize_int8(fp32, final)
         fp32.unlink()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from services.core.contracts import PREFERENCE_GENERATOR, RANKER, SEQUENCE_ENCODER, TEXT_ENCODER
+from services.core.contracts import PREFERENCE_GENERATOR, RANKER, REQUEST_READER, SEQUENCE_ENCODER, TEXT_ENCODER
 
 FP32 = "fp32"
 INT8 = "int8"
@@ -21,6 +21,8 @@ ENCODER_PARITY_TOLERANCE = 1e-4
 # The sequence model's user vectors are dot-product logits of magnitude ~10: 1e-4 is far below a rank change.
 SEQUENCE_PARITY_TOLERANCE = 1e-4
 RANKER_PARITY_TOLERANCE = 1e-3
+# The reader's role logits are O(10); a difference of 1e-3 never changes a word's label.
+READER_PARITY_TOLERANCE = 1e-3
 # int8 moves SmolLM2-135M's label logits by up to about 9 (fp32: 3e-5), so the int8 ranker is judged by
 # what serving uses, the order of the candidates: measured top-1 agreement 1.0 and top-5 overlap 0.77 over
 # the seven parity prompts (docs/export-and-push.md). The loose logit bound still catches a broken graph.
@@ -62,6 +64,7 @@ _POLICIES: dict[tuple[str, str], ParityPolicy] = {
     (RANKER, INT8): ParityPolicy(RANKER_INT8_TOLERANCE, RANKER_INT8_MIN_TOP1_AGREEMENT, RANKER_INT8_MIN_TOPK_OVERLAP),
     (PREFERENCE_GENERATOR, FP32): ParityPolicy(0.0),
     (SEQUENCE_ENCODER, FP32): ParityPolicy(SEQUENCE_PARITY_TOLERANCE),
+    (REQUEST_READER, FP32): ParityPolicy(READER_PARITY_TOLERANCE),
 }
 
 

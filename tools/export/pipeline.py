@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from services.core.contracts import MODEL_NAMES
-from tools.core.adapters import default_base_model, is_lora_adapter, resolve_adapter_base
+from services.core.contracts import MODEL_NAMES, REQUEST_READER
+from tools.core.adapters import PUBLISHED_ADAPTERS, default_base_model, is_lora_adapter, resolve_adapter_base
 from tools.export.config import check_serving, serving_options, write_config
 from tools.export.exporters import EXPORTERS
 from tools.export.merge import adapter_provenance, merge_lora_adapter
@@ -96,7 +96,12 @@ def ensure_default_repository(
     repository = Path(repository)
     for name, export in EXPORTERS.items():
         if latest_version(repository, name) is None:
-            export(default_base_model(name, workspace), repository, 1, write_model_config=False)
+            if name == REQUEST_READER:
+                # The reader has no useful base model (its head is trained here): version 1 is the committed
+                # adapter, merged into MiniLM.
+                export_model(name, PUBLISHED_ADAPTERS / name, repository, version=1, workspace=workspace)
+            else:
+                export(default_base_model(name, workspace), repository, 1, write_model_config=False)
         refresh_adapter_helper(repository, name)
         if not (repository / name / "config.pbtxt").is_file():
             write_config(repository, name)

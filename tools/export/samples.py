@@ -6,7 +6,7 @@ from typing import Any
 
 from services.core import prompts
 from services.core.catalog import Item, item_text
-from services.core.contracts import PREFERENCE_GENERATOR, RANKER, TEXT_ENCODER, TRITON_CONTRACTS
+from services.core.contracts import PREFERENCE_GENERATOR, RANKER, REQUEST_READER, TEXT_ENCODER, TRITON_CONTRACTS
 from tools.export.parity import FP32
 
 _SAMPLE_ITEMS = (
@@ -98,7 +98,15 @@ def canary_inputs() -> dict[str, str]:
         TEXT_ENCODER: sample_texts()[0],
         RANKER: sample_prompts()[2],
         PREFERENCE_GENERATOR: prompts.render_preference_prompt(list(_SAMPLE_ITEMS[:6])),
+        REQUEST_READER: sample_requests()[0],
     }
+
+
+def sample_requests() -> list[str]:
+    """Requests of different lengths and constructs, for the reader's parity check."""
+    return ["a comedy from the 80s, but nothing romantic, a bit like Toy Story",
+            "anything except dramas", "sci-fi or horror made before 1970",
+            "hey, could you find me something cozy for a rainy night? not too long, please, and no musicals"]
 
 
 def sample_histories(vocab: list[str]) -> list[list[str]]:

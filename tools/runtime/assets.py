@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.common.settings import TritonSettings
 from services.core.catalog import Catalog
-from services.core.contracts import SEQUENCE_ENCODER, TEXT_ENCODER
+from services.core.contracts import REQUEST_READER, SEQUENCE_ENCODER, TEXT_ENCODER
 from services.core.index import IndexFormatError, ItemIndex
 from services.core.intent import IntentFormatError, IntentModel
 from services.instruction.settings import InstructionSettings
@@ -42,6 +42,8 @@ def prepare(config: StackConfig) -> None:
 
 
 TUNED, BASE = "tuned", "base"
+# Models trained in this project rather than fine-tuned from a base: "base" serves their latest version too.
+TRAINED_HERE = (SEQUENCE_ENCODER, REQUEST_READER)
 
 
 def _version_metadata(repository: Path, name: str) -> dict[int, dict]:
@@ -100,7 +102,7 @@ def served_versions(repository: Path, models: str = TUNED) -> dict[str, int]:
         metadata = _version_metadata(repository, name)
         if not metadata:
             raise FileNotFoundError(f"{repository}/{name} has no exported version: run `instructrec prepare`")
-        if models == BASE:
+        if models == BASE and name not in TRAINED_HERE:
             base = [v for v, meta in metadata.items() if not meta.get("adapter")]
             if not base:
                 raise FileNotFoundError(f"{repository}/{name} has no base-model version (pruned?): "

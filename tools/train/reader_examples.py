@@ -12,17 +12,25 @@ from tools.core.reading_examples import Bank, Clause
 _PLAIN = ("a {w} movie", "some {w}", "a {w}", "{w} films", "something {w}", "i feel like a {w}",
           "in the mood for {w}", "{w} please", "a good {w}", "show me {w}", "any {w}", "a {w} for tonight",
           "give me a {w} film", "recommend a {w}", "{w}", "a great {w} flick", "we want {w}")
-_CONJUNCTION = ("a {w} {w2}", "a {w} {w2} movie", "{w} and {w2}", "both {w} and {w2}", "a {w} that is also {w2}",
+_CONJUNCTION = ("{w}, {w2} and {w3}", "a {w} {w2} {w3}", "something {w}, {w2} and {w3}",
+                "a {w} {w2}", "a {w} {w2} movie", "{w} and {w2}", "both {w} and {w2}", "a {w} that is also {w2}",
                 "something {w} and {w2}", "a {w} with {w2} in it", "{w} plus {w2}", "{w} mixed with {w2}",
                 "a mix of {w} and {w2}", "a {w} {w2} film", "{w} but also {w2}")
-_DISJUNCTION = ("{w} or {w2}", "either {w} or {w2}", "a {w} or a {w2}", "{w} or maybe {w2}", "{w}/{w2}",
+_DISJUNCTION = ("{w}, {w2} or {w3}", "{w}, {w2}, or {w3}", "any of {w}, {w2} or {w3}", "{w} or {w2} or {w3}",
+                "{w} or {w2}, i don't mind which", "{w} or {w2}, doesn't matter",
+                "{w} or {w2}", "either {w} or {w2}", "a {w} or a {w2}", "{w} or maybe {w2}", "{w}/{w2}",
                 "{w} or else {w2}", "a {w} or {w2} movie", "some {w} or {w2}", "{w} or {w2}, either works",
                 "either a {w} or a {w2} film")
 _NEGATION = ("but not {x}", "no {x}", "nothing {x}", "without {x}", "except {x}", "anything but {x}",
              "other than {x}", "skip the {x}", "not a fan of {x}", "i hate {x}", "avoid {x}",
              "none of that {x} stuff", "minus the {x}", "but no {x} please", "just not {x}", "no {x} or {x2}",
              "neither {x} nor {x2}", "not {x}", "excluding {x}", "but nothing {x} or {x2}", "spare me the {x}",
-             "keep {x} out of it", "i don't want {x}", "not into {x}")
+             "keep {x} out of it", "i don't want {x}", "not into {x}", "nothing for {x}", "that aren't {x}",
+             "that isn't {x}", "but not for {x}", "{x} excluded", "{x} is out", "no {x} at all", "nothing that's {x}",
+             "but nothing that is {x}", "not really feeling {x}", "no more {x}", "not any {x}", "sick of {x}",
+             "tired of {x}", "without {x} or {x2}", "anything except {x} and {x2}", "everything but {x}",
+             "rather not {x}", "no {x}, please", "definitely no {x}", "not {x} though", "but please no {x}",
+             "i'd skip {x}", "not the {x} kind", "excluding {x} and {x2}", "nothing with {x} in it")
 _BOUNDS = (
     ("from {t}", IN), ("made in {t}", IN), ("released in {t}", IN), ("a {t} film", IN), ("{t} stuff", IN),
     ("out of {t}", IN), ("something {t}", IN), ("from around {t}", IN),
@@ -36,11 +44,23 @@ _BOUNDS = (
     ("more than {t}", GT), ("above {t}", GT),
     ("{t} or later", GE), ("since {t}", GE), ("from {t} on", GE), ("{t} onwards", GE), ("at least {t}", GE),
     ("no earlier than {t}", GE), ("{t} or newer", GE), ("{t} or more", GE),
+    ("pre-{t}", LT), ("post-{t}", GT), ("not before {t}", GE), ("not after {t}", LE), ("not later than {t}", LE),
+    ("not older than {t}", GE), ("not newer than {t}", LE), ("no older than {t}", GE), ("{t} or before", LE),
+    ("{t} and earlier", LE), ("{t} and up", GE), ("{t} at the earliest", GE), ("by {t} at the latest", LE),
+    ("from {t} onward", GE), ("{t} and beyond", GE), ("starting {t}", GE), ("ending {t}", LE),
+    ("between {t} and {t2}", "GE/LE"), ("from {t} to {t2}", "GE/LE"), ("{t}-{t2}", "GE/LE"),
+    ("{t} through {t2}", "GE/LE"), ("somewhere between {t} and {t2}", "GE/LE"), ("from {t} until {t2}", "GE/LE"),
+    ("after {t} and before {t2}", "GT/LT"), ("from {t} or {t2}", "IN/IN"), ("{t} or {t2}", "IN/IN"),
+    ("the {t} or the {t2}", "IN/IN"), ("not from {t}, please", NOTIN), ("nothing made in {t}", NOTIN),
+    ("released before {t}", LT), ("made since {t}", GE), ("in {t}", IN), ("during {t}", IN),
 )
 _REFERENCES = ("like {r}", "similar to {r}", "something like {r}", "in the vein of {r}", "if i liked {r}",
                "along the lines of {r}", "reminds me of {r}", "same vibe as {r}", "like {r} and {r2}",
                "similar to {r} or {r2}", "movies like {r}", "i loved {r}, more like that",
-               "something that feels like {r}", "in the spirit of {r} and {r2}")
+               "something that feels like {r}", "in the spirit of {r} and {r2}", "films similar to {r} and {r2}",
+               "i just watched {r}", "more like {r}", "{r}-type movies", "{r} kind of thing", "anything like {r}",
+               "if you liked {r} and {r2}", "we enjoyed {r}", "like {r}, {r2}", "{r} vibes",
+               "my favourite is {r}", "in the same spirit as {r}")
 
 TRAINING_BANK = Bank(
     clauses=(
@@ -58,5 +78,7 @@ TRAINING_BANK = Bank(
     joiners=(", ", " ", ", but ", " and ", "; ", " - ", ", ideally ", ", maybe "),
     moods=("something cozy for a rainy night", "surprise me", "something to cheer me up", "a feel-good pick",
            "whatever is good", "something light", "a movie to fall asleep to", "something uplifting",
-           "dealer's choice", "i'm bored, anything"),
+           "dealer's choice", "i'm bored, anything", "Something Dark And Moody", "What should I watch tonight?",
+           "A long weekend, any ideas", "Nothing too long, please", "I need a good cry", "Dark and gritty",
+           "Recommend me something", "Something with a great soundtrack", "Best of all time", "What's good?"),
 )

@@ -116,6 +116,11 @@ class ValidationScores:
     """How the cross-fitted heads were fitted (L2 weight, examples) and how many queries they read."""
 
     @property
+    def ids(self) -> list[str]:
+        """The catalog's item ids, in column order."""
+        return self.scorer.ids
+
+    @property
     def log_popularity(self) -> np.ndarray:
         return self.scorer.log_popularity
 

@@ -13,15 +13,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tools.export import PREFERENCE_GENERATOR, RANKER, TEXT_ENCODER, combined_sha256, weights_sha256
+from tools.core.adapters import PUBLISHED_ADAPTERS
+from tools.export import PREFERENCE_GENERATOR, RANKER, REQUEST_READER, TEXT_ENCODER, combined_sha256, weights_sha256
 from tools.train.common import ADAPTER_DIR, RECORD_FILE, LoopConfig
 from tools.train.examples import RankerMix
 
-ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
+ADAPTERS_DIR = PUBLISHED_ADAPTERS
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 CARD_FILE = "README.md"
 # Order matters: the ranker's hard negatives come from the tuned retriever when it was trained first.
-TRAIN_ORDER = (TEXT_ENCODER, RANKER, PREFERENCE_GENERATOR)
+TRAIN_ORDER = (TEXT_ENCODER, RANKER, PREFERENCE_GENERATOR, REQUEST_READER)
 
 # Presets: "default" fits 2 CPU cores in under an hour for all three; "large" is for a GPU.
 PRESETS: dict[str, dict[str, dict]] = {
@@ -34,6 +35,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         PREFERENCE_GENERATOR: {"loop": LoopConfig(steps=40, batch_size=8, lr=1e-3, warmup_steps=4, eval_every=20,
                                                   checkpoint_every=10, max_minutes=10),
                                "validation_users": 32, "generation_users": 8},
+        REQUEST_READER: {"loop": LoopConfig(steps=2500, batch_size=32, lr=1e-3, warmup_steps=50, eval_every=416,
+                                            checkpoint_every=416, max_minutes=30)},
     },
     "large": {
         TEXT_ENCODER: {"loop": LoopConfig(steps=2000, batch_size=256, lr=5e-4, warmup_steps=100, eval_every=250,
@@ -43,6 +46,8 @@ PRESETS: dict[str, dict[str, dict]] = {
                  "examples_per_epoch": 100000},
         PREFERENCE_GENERATOR: {"loop": LoopConfig(steps=1500, batch_size=32, lr=2e-4, warmup_steps=50,
                                                   eval_every=250, checkpoint_every=250), "top_layers": 0},
+        REQUEST_READER: {"loop": LoopConfig(steps=6000, batch_size=64, lr=5e-4, warmup_steps=100, eval_every=500,
+                                            checkpoint_every=500), "examples": 100_000},
     },
 }
 
@@ -63,10 +68,11 @@ def make_config(name: str, preset: str, data_dir: Path, out_dir: Path, base_mode
     """The trainer configuration of ``name`` under ``preset`` with the command line's overrides."""
     from tools.train.generator import GeneratorTrainConfig
     from tools.train.ranker import RankerTrainConfig
+    from tools.train.reader import ReaderTrainConfig
     from tools.train.retriever import RetrieverTrainConfig
 
     classes = {TEXT_ENCODER: RetrieverTrainConfig, RANKER: RankerTrainConfig,
-               PREFERENCE_GENERATOR: GeneratorTrainConfig}
+               PREFERENCE_GENERATOR: GeneratorTrainConfig, REQUEST_READER: ReaderTrainConfig}
     options = dict(PRESETS[preset][name])
     loop = replace(options.pop("loop"), device=device, seed=seed)
     if steps is not None:
@@ -82,9 +88,11 @@ def make_config(name: str, preset: str, data_dir: Path, out_dir: Path, base_mode
 def train_one(name: str, config, resume: bool = False):
     from tools.train.generator import train_generator
     from tools.train.ranker import train_ranker
+    from tools.train.reader import train_reader
     from tools.train.retriever import train_retriever
 
-    trainers = {TEXT_ENCODER: train_retriever, RANKER: train_ranker, PREFERENCE_GENERATOR: train_generator}
+    trainers = {TEXT_ENCODER: train_retriever, RANKER: train_ranker, PREFERENCE_GENERATOR: train_generator,
+                REQUEST_READER: train_reader}
     return trainers[name](config, resume=resume)
 
 
@@ -94,6 +102,20 @@ def _git_commit() -> str:
                               cwd=Path(__file__).resolve().parents[2], check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+_DATA = {
+    "": "MovieLens-100K, the suite's leave-one-out split (`instructrec prepare`), training part only: examples cut\n"
+        "each user's training sequence at random points (history -> next item). Validation users' held-out validation\n"
+        "item picks the checkpoint; test items are never used. Preferences and intentions come from\n"
+        "`tools/core/teacher.py` (our substitute for the paper's teacher LLM); templates from "
+        "`services/core/prompts.py`.",
+    REQUEST_READER: "Requests rendered from the training bank's clause families (`tools/train/reader_examples.py`) "
+                    "over the\ncatalog's vocabulary (value names, `synonyms.json`, years, titles), each word "
+                    "labelled with its role\n(`services/core/reading.py`). A fresh draw of the same bank picks the "
+                    "checkpoint; the evaluation bank's\nwording and held-out value combinations, and the "
+                    "hand-written set, are never seen.",
+}
 
 
 def model_card(name: str, record: dict, command: str, sha: str) -> str:
@@ -110,10 +132,7 @@ Base model: `{Path(config['base_model']).name}` (the copy `instructrec prepare` 
 Adapter weights sha256 (as `metadata.json` records it after export): `{sha}`.
 
 ## Data
-MovieLens-100K, the suite's leave-one-out split (`instructrec prepare`), training part only: examples cut
-each user's training sequence at random points (history -> next item). Validation users' held-out validation
-item picks the checkpoint; test items are never used. Preferences and intentions come from
-`tools/core/teacher.py` (our substitute for the paper's teacher LLM); templates from `services/core/prompts.py`.
+{_DATA.get(name, _DATA[""])}
 
 ## Command
 ```

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1binstructrec/v1/common.proto\x12\x0einstructrec.v1\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"3\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\"\xa0\x01\n\x0f\x41ttributeFilter\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\x0f\n\x07\x65xclude\x18\x02 \x01(\x08\x12-\n\tvalue_set\x18\x03 \x01(\x0b\x32\x18.instructrec.v1.ValueSetH\x00\x12-\n\x05range\x18\x04 \x01(\x0b\x32\x1c.instructrec.v1.NumericRangeH\x00\x42\x0b\n\tcondition\"E\n\x08ValueSet\x12\x0e\n\x06values\x18\x01 \x03(\t\x12)\n\x05match\x18\x02 \x01(\x0e\x32\x1a.instructrec.v1.ValueMatch\"B\n\x0cNumericRange\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"I\n\x10UnderstoodIntent\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02*S\n\nValueMatch\x12\x1b\n\x17VALUE_MATCH_UNSPECIFIED\x10\x00\x12\x13\n\x0fVALUE_MATCH_ANY\x10\x01\x12\x13\n\x0fVALUE_MATCH_ALL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1binstructrec/v1/common.proto\x12\x0einstructrec.v1\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"3\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\"\xa0\x01\n\x0f\x41ttributeFilter\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\x0f\n\x07\x65xclude\x18\x02 \x01(\x08\x12-\n\tvalue_set\x18\x03 \x01(\x0b\x32\x18.instructrec.v1.ValueSetH\x00\x12-\n\x05range\x18\x04 \x01(\x0b\x32\x1c.instructrec.v1.NumericRangeH\x00\x42\x0b\n\tcondition\"E\n\x08ValueSet\x12\x0e\n\x06values\x18\x01 \x03(\t\x12)\n\x05match\x18\x02 \x01(\x0e\x32\x1a.instructrec.v1.ValueMatch\"B\n\x0cNumericRange\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"I\n\x10UnderstoodIntent\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"q\n\x0eReadConstraint\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.instructrec.v1.AttributeFilter\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0c\n\x04hard\x18\x04 \x01(\x08\"r\n\rReadReference\x12\x0f\n\x07mention\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x1c\n\x14\x61lternative_item_ids\x18\x05 \x03(\t\"\xcd\x01\n\x0eRequestReading\x12\x33\n\x0b\x63onstraints\x18\x01 \x03(\x0b\x32\x1e.instructrec.v1.ReadConstraint\x12\x31\n\nreferences\x18\x02 \x03(\x0b\x32\x1d.instructrec.v1.ReadReference\x12\x15\n\rresidual_text\x18\x03 \x01(\t\x12\x14\n\x0cunread_spans\x18\x04 \x03(\t\x12\x16\n\x0ereader_version\x18\x05 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x06 \x01(\x08*S\n\nValueMatch\x12\x1b\n\x17VALUE_MATCH_UNSPECIFIED\x10\x00\x12\x13\n\x0fVALUE_MATCH_ANY\x10\x01\x12\x13\n\x0fVALUE_MATCH_ALL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'instructrec.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VALUEMATCH']._serialized_start=574
-  _globals['_VALUEMATCH']._serialized_end=657
+  _globals['_VALUEMATCH']._serialized_start=1013
+  _globals['_VALUEMATCH']._serialized_end=1096
   _globals['_SCOREDITEM']._serialized_start=47
   _globals['_SCOREDITEM']._serialized_end=91
   _globals['_MODELVERSION']._serialized_start=93
@@ -47,4 +47,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NUMERICRANGE']._serialized_end=497
   _globals['_UNDERSTOODINTENT']._serialized_start=499
   _globals['_UNDERSTOODINTENT']._serialized_end=572
+  _globals['_READCONSTRAINT']._serialized_start=574
+  _globals['_READCONSTRAINT']._serialized_end=687
+  _globals['_READREFERENCE']._serialized_start=689
+  _globals['_READREFERENCE']._serialized_end=803
+  _globals['_REQUESTREADING']._serialized_start=806
+  _globals['_REQUESTREADING']._serialized_end=1011
 # @@protoc_insertion_point(module_scope)

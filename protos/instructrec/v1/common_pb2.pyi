@@ -77,3 +77,45 @@ class UnderstoodIntent(_message.Message):
     value: str
     probability: float
     def __init__(self, attribute: _Optional[str] = ..., value: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class ReadConstraint(_message.Message):
+    __slots__ = ("filter", "confidence", "text", "hard")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    HARD_FIELD_NUMBER: _ClassVar[int]
+    filter: AttributeFilter
+    confidence: float
+    text: str
+    hard: bool
+    def __init__(self, filter: _Optional[_Union[AttributeFilter, _Mapping]] = ..., confidence: _Optional[float] = ..., text: _Optional[str] = ..., hard: _Optional[bool] = ...) -> None: ...
+
+class ReadReference(_message.Message):
+    __slots__ = ("mention", "item_id", "title", "confidence", "alternative_item_ids")
+    MENTION_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    mention: str
+    item_id: str
+    title: str
+    confidence: float
+    alternative_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mention: _Optional[str] = ..., item_id: _Optional[str] = ..., title: _Optional[str] = ..., confidence: _Optional[float] = ..., alternative_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RequestReading(_message.Message):
+    __slots__ = ("constraints", "references", "residual_text", "unread_spans", "reader_version", "cached")
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_TEXT_FIELD_NUMBER: _ClassVar[int]
+    UNREAD_SPANS_FIELD_NUMBER: _ClassVar[int]
+    READER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    constraints: _containers.RepeatedCompositeFieldContainer[ReadConstraint]
+    references: _containers.RepeatedCompositeFieldContainer[ReadReference]
+    residual_text: str
+    unread_spans: _containers.RepeatedScalarFieldContainer[str]
+    reader_version: str
+    cached: bool
+    def __init__(self, constraints: _Optional[_Iterable[_Union[ReadConstraint, _Mapping]]] = ..., references: _Optional[_Iterable[_Union[ReadReference, _Mapping]]] = ..., residual_text: _Optional[str] = ..., unread_spans: _Optional[_Iterable[str]] = ..., reader_version: _Optional[str] = ..., cached: _Optional[bool] = ...) -> None: ...

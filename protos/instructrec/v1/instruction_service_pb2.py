@@ -25,19 +25,23 @@ _sym_db = _symbol_database.Default()
 from instructrec.v1 import common_pb2 as instructrec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(instructrec/v1/instruction_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"a\n\x1aGenerateInstructionRequest\x12\x18\n\x10history_item_ids\x18\x01 \x03(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x03 \x03(\t\"\xa8\x02\n\x1bGenerateInstructionResponse\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12;\n\x11preference_source\x18\x03 \x01(\x0e\x32 .instructrec.v1.PreferenceSource\x12\x1c\n\x14preference_statement\x18\x04 \x01(\t\x12\x19\n\x11preference_cached\x18\x05 \x01(\x08\x12\x34\n\x0emodel_versions\x18\x06 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x17\n\x0fquery_truncated\x18\x07 \x01(\x08\x12\x1a\n\x12preference_pending\x18\x08 \x01(\x08*\x91\x01\n\x10PreferenceSource\x12!\n\x1dPREFERENCE_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PREFERENCE_SOURCE_NONE\x10\x01\x12\x1e\n\x1aPREFERENCE_SOURCE_IMPLICIT\x10\x02\x12\x1e\n\x1aPREFERENCE_SOURCE_EXPLICIT\x10\x03\x32\x84\x01\n\x12InstructionService\x12n\n\x13GenerateInstruction\x12*.instructrec.v1.GenerateInstructionRequest\x1a+.instructrec.v1.GenerateInstructionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(instructrec/v1/instruction_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"!\n\x10ReadQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\"z\n\x11ReadQueryResponse\x12/\n\x07reading\x18\x01 \x01(\x0b\x32\x1e.instructrec.v1.RequestReading\x12\x34\n\x0emodel_versions\x18\x02 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\"\x92\x01\n\x1aGenerateInstructionRequest\x12\x18\n\x10history_item_ids\x18\x01 \x03(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x03 \x03(\t\x12/\n\x07reading\x18\x04 \x01(\x0b\x32\x1e.instructrec.v1.RequestReading\"\xa8\x02\n\x1bGenerateInstructionResponse\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12;\n\x11preference_source\x18\x03 \x01(\x0e\x32 .instructrec.v1.PreferenceSource\x12\x1c\n\x14preference_statement\x18\x04 \x01(\t\x12\x19\n\x11preference_cached\x18\x05 \x01(\x08\x12\x34\n\x0emodel_versions\x18\x06 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x17\n\x0fquery_truncated\x18\x07 \x01(\x08\x12\x1a\n\x12preference_pending\x18\x08 \x01(\x08*\x91\x01\n\x10PreferenceSource\x12!\n\x1dPREFERENCE_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PREFERENCE_SOURCE_NONE\x10\x01\x12\x1e\n\x1aPREFERENCE_SOURCE_IMPLICIT\x10\x02\x12\x1e\n\x1aPREFERENCE_SOURCE_EXPLICIT\x10\x03\x32\xd6\x01\n\x12InstructionService\x12n\n\x13GenerateInstruction\x12*.instructrec.v1.GenerateInstructionRequest\x1a+.instructrec.v1.GenerateInstructionResponse\x12P\n\tReadQuery\x12 .instructrec.v1.ReadQueryRequest\x1a!.instructrec.v1.ReadQueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'instructrec.v1.instruction_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREFERENCESOURCE']._serialized_start=488
-  _globals['_PREFERENCESOURCE']._serialized_end=633
-  _globals['_GENERATEINSTRUCTIONREQUEST']._serialized_start=89
-  _globals['_GENERATEINSTRUCTIONREQUEST']._serialized_end=186
-  _globals['_GENERATEINSTRUCTIONRESPONSE']._serialized_start=189
-  _globals['_GENERATEINSTRUCTIONRESPONSE']._serialized_end=485
-  _globals['_INSTRUCTIONSERVICE']._serialized_start=636
-  _globals['_INSTRUCTIONSERVICE']._serialized_end=768
+  _globals['_PREFERENCESOURCE']._serialized_start=697
+  _globals['_PREFERENCESOURCE']._serialized_end=842
+  _globals['_READQUERYREQUEST']._serialized_start=89
+  _globals['_READQUERYREQUEST']._serialized_end=122
+  _globals['_READQUERYRESPONSE']._serialized_start=124
+  _globals['_READQUERYRESPONSE']._serialized_end=246
+  _globals['_GENERATEINSTRUCTIONREQUEST']._serialized_start=249
+  _globals['_GENERATEINSTRUCTIONREQUEST']._serialized_end=395
+  _globals['_GENERATEINSTRUCTIONRESPONSE']._serialized_start=398
+  _globals['_GENERATEINSTRUCTIONRESPONSE']._serialized_end=694
+  _globals['_INSTRUCTIONSERVICE']._serialized_start=845
+  _globals['_INSTRUCTIONSERVICE']._serialized_end=1059
 # @@protoc_insertion_point(module_scope)

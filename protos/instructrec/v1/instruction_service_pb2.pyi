@@ -19,15 +19,31 @@ PREFERENCE_SOURCE_NONE: PreferenceSource
 PREFERENCE_SOURCE_IMPLICIT: PreferenceSource
 PREFERENCE_SOURCE_EXPLICIT: PreferenceSource
 
+class ReadQueryRequest(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    def __init__(self, query: _Optional[str] = ...) -> None: ...
+
+class ReadQueryResponse(_message.Message):
+    __slots__ = ("reading", "model_versions")
+    READING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    reading: _common_pb2.RequestReading
+    model_versions: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelVersion]
+    def __init__(self, reading: _Optional[_Union[_common_pb2.RequestReading, _Mapping]] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ...) -> None: ...
+
 class GenerateInstructionRequest(_message.Message):
-    __slots__ = ("history_item_ids", "query", "candidate_item_ids")
+    __slots__ = ("history_item_ids", "query", "candidate_item_ids", "reading")
     HISTORY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
     history_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
     candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    reading: _common_pb2.RequestReading
+    def __init__(self, history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., reading: _Optional[_Union[_common_pb2.RequestReading, _Mapping]] = ...) -> None: ...
 
 class GenerateInstructionResponse(_message.Message):
     __slots__ = ("instruction", "template_id", "preference_source", "preference_statement", "preference_cached", "model_versions", "query_truncated", "preference_pending")

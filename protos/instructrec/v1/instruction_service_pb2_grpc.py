@@ -40,6 +40,11 @@ class InstructionServiceStub:
                 request_serializer=instructrec_dot_v1_dot_instruction__service__pb2.GenerateInstructionRequest.SerializeToString,
                 response_deserializer=instructrec_dot_v1_dot_instruction__service__pb2.GenerateInstructionResponse.FromString,
                 _registered_method=True)
+        self.ReadQuery = channel.unary_unary(
+                '/instructrec.v1.InstructionService/ReadQuery',
+                request_serializer=instructrec_dot_v1_dot_instruction__service__pb2.ReadQueryRequest.SerializeToString,
+                response_deserializer=instructrec_dot_v1_dot_instruction__service__pb2.ReadQueryResponse.FromString,
+                _registered_method=True)
 
 
 class InstructionServiceServicer:
@@ -53,6 +58,13 @@ class InstructionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadQuery(self, request, context):
+        """Reads a request's free text into constraints, references and residual text (the request_reader model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstructionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +72,11 @@ def add_InstructionServiceServicer_to_server(servicer, server):
                     servicer.GenerateInstruction,
                     request_deserializer=instructrec_dot_v1_dot_instruction__service__pb2.GenerateInstructionRequest.FromString,
                     response_serializer=instructrec_dot_v1_dot_instruction__service__pb2.GenerateInstructionResponse.SerializeToString,
+            ),
+            'ReadQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadQuery,
+                    request_deserializer=instructrec_dot_v1_dot_instruction__service__pb2.ReadQueryRequest.FromString,
+                    response_serializer=instructrec_dot_v1_dot_instruction__service__pb2.ReadQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +107,33 @@ class InstructionService:
             '/instructrec.v1.InstructionService/GenerateInstruction',
             instructrec_dot_v1_dot_instruction__service__pb2.GenerateInstructionRequest.SerializeToString,
             instructrec_dot_v1_dot_instruction__service__pb2.GenerateInstructionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/instructrec.v1.InstructionService/ReadQuery',
+            instructrec_dot_v1_dot_instruction__service__pb2.ReadQueryRequest.SerializeToString,
+            instructrec_dot_v1_dot_instruction__service__pb2.ReadQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

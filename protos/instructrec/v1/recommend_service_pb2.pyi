@@ -82,7 +82,7 @@ class RecommendedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "instruction", "degraded", "model_versions", "degraded_reasons", "unknown_history_item_ids", "stage_timings", "template_id", "query_truncated", "applied_filters", "rules_version", "applied_rules", "removed_items", "fewer_items", "understood_intent")
+    __slots__ = ("items", "instruction", "degraded", "model_versions", "degraded_reasons", "unknown_history_item_ids", "stage_timings", "template_id", "query_truncated", "applied_filters", "rules_version", "applied_rules", "removed_items", "fewer_items", "understood_intent", "reading", "relaxed_constraints")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,8 @@ class RecommendResponse(_message.Message):
     REMOVED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     FEWER_ITEMS_FIELD_NUMBER: _ClassVar[int]
     UNDERSTOOD_INTENT_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
+    RELAXED_CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     instruction: str
     degraded: bool
@@ -113,4 +115,6 @@ class RecommendResponse(_message.Message):
     removed_items: _containers.RepeatedCompositeFieldContainer[RemovedItem]
     fewer_items: bool
     understood_intent: _containers.RepeatedCompositeFieldContainer[_common_pb2.UnderstoodIntent]
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., instruction: _Optional[str] = ..., degraded: _Optional[bool] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., unknown_history_item_ids: _Optional[_Iterable[str]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., template_id: _Optional[str] = ..., query_truncated: _Optional[bool] = ..., applied_filters: _Optional[_Iterable[_Union[AppliedFilter, _Mapping]]] = ..., rules_version: _Optional[str] = ..., applied_rules: _Optional[_Iterable[str]] = ..., removed_items: _Optional[_Iterable[_Union[RemovedItem, _Mapping]]] = ..., fewer_items: _Optional[bool] = ..., understood_intent: _Optional[_Iterable[_Union[_common_pb2.UnderstoodIntent, _Mapping]]] = ...) -> None: ...
+    reading: _common_pb2.RequestReading
+    relaxed_constraints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., instruction: _Optional[str] = ..., degraded: _Optional[bool] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., unknown_history_item_ids: _Optional[_Iterable[str]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., template_id: _Optional[str] = ..., query_truncated: _Optional[bool] = ..., applied_filters: _Optional[_Iterable[_Union[AppliedFilter, _Mapping]]] = ..., rules_version: _Optional[str] = ..., applied_rules: _Optional[_Iterable[str]] = ..., removed_items: _Optional[_Iterable[_Union[RemovedItem, _Mapping]]] = ..., fewer_items: _Optional[bool] = ..., understood_intent: _Optional[_Iterable[_Union[_common_pb2.UnderstoodIntent, _Mapping]]] = ..., reading: _Optional[_Union[_common_pb2.RequestReading, _Mapping]] = ..., relaxed_constraints: _Optional[_Iterable[str]] = ...) -> None: ...

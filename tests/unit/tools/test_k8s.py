@@ -49,7 +49,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "retrieval": RetrievalSettings,
     "ranking": RankingSettings,
 }
-MODELS = {"text_encoder", "ranker", "preference_generator", "sequence_encoder"}
+MODELS = {"text_encoder", "ranker", "preference_generator", "sequence_encoder", "request_reader"}
 OVERLAYS = list(k8s_check.overlays())
 WAIT_SCRIPT = "/opt/instructrec/wait_for.py"
 PUSH_SCRIPT = "/opt/instructrec/push_replicas.py"
@@ -415,6 +415,7 @@ def test_triton_flags_match_its_ports_probes_and_the_models_the_services_call(re
     deployments = _service_deployments(rendered, overlay)
     served = {_setting(n, env, f"{n.upper()}_MODEL_NAME") for n, (_, _, env) in deployments.items() if n != "gateway"}
     served.add(_setting("retrieval", deployments["retrieval"][2], "RETRIEVAL_SEQUENCE_MODEL_NAME"))
+    served.add(_setting("instruction", deployments["instruction"][2], "INSTRUCTION_READER_MODEL_NAME"))
     assert loaded == served == MODELS
     assert {p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")} == MODELS
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}

@@ -125,11 +125,12 @@ def test_served_versions_are_the_latest_or_the_latest_base_export(tmp_path):
         _fake_version(tmp_path, name, 1)
         _fake_version(tmp_path, name, 2, adapter={"type": "lora", "merged": True})
     _fake_version(tmp_path, "sequence_encoder", 1)  # trained here: no base/tuned pair
+    _fake_version(tmp_path, "request_reader", 1, adapter={"type": "lora", "merged": True})  # trained here too
     (tmp_path / "ranker" / "3").mkdir()  # unfinished export: no metadata.json
     assert served_versions(tmp_path, TUNED) == {"text_encoder": 2, "ranker": 2, "preference_generator": 2,
-                                                "sequence_encoder": 1}
+                                                "sequence_encoder": 1, "request_reader": 1}
     assert served_versions(tmp_path, BASE) == {"text_encoder": 1, "ranker": 1, "preference_generator": 1,
-                                               "sequence_encoder": 1}
+                                               "sequence_encoder": 1, "request_reader": 1}
 
 
 def test_served_versions_name_what_is_missing(tmp_path):

@@ -106,3 +106,16 @@ def test_low_confidence_parts_are_soft() -> None:
     spans = decode_spans(words, [0, WORD_LABELS.index("B-NOT")], [0.99, 0.3])
     r = read("no horror", words, spans, LEXICON)
     assert r.filters[0].confidence == 0.3 and not r.filters[0].hard and r.hard_filters() == []
+
+
+def test_the_served_adapter_splits_words_by_the_same_pattern() -> None:
+    import ast
+    from pathlib import Path
+
+    from services.core import reading
+
+    adapter = Path(__file__).resolve().parents[4] / "model_repository" / "request_reader" / "1" / "model.py"
+    assigned = {n.targets[0].id: n.value.value for n in ast.walk(ast.parse(adapter.read_text()))
+                if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+                and isinstance(n.value, ast.Constant)}
+    assert assigned["WORD_PATTERN"] == reading.WORD_PATTERN

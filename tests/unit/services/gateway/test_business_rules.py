@@ -18,6 +18,7 @@ from services.common.errors import InvalidArgument
 from services.common.server import ServiceRunner
 from services.core.catalog import Catalog, InteractionStore, Item
 from services.core.filters import AttributeFilter, CatalogAttributes, DiversityRule, first_violation, over_cap
+from services.core.reading import Reading
 from services.core.rules import REMOVED_BLOCKED, REMOVED_FILTER, Pin, Policy, Rules, RulesFormatError
 from services.gateway.recommender import Recommender, RecommendQuery
 from services.gateway.rules_watcher import RulesWatcher
@@ -51,7 +52,10 @@ class FilteringStages:
         ids = [i for i in CATALOG.items if i not in skip and (allowed is None or i in allowed)]
         return [(i, 1.0 - int(i) / 1000) for i in ids[:k]], [("text_encoder", "1")], []
 
-    async def instruct(self, history, query, *, candidates, timeout_s):
+    async def read(self, query, *, timeout_s):  # a reader that finds no constraint: the query as written
+        return Reading(residual_text=query), []
+
+    async def instruct(self, history, query, *, candidates, timeout_s, reading=None):
         return f"rank {len(candidates)}", "P1-I0-T3-0", [], False
 
     async def rank(self, instruction, *, candidates, timeout_s, retrieval_scores=()):

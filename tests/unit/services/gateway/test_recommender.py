@@ -4,6 +4,7 @@ import pytest
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.core.catalog import Catalog, InteractionStore, Item
+from services.core.reading import Reading
 from services.gateway.recommender import Recommender, RecommendQuery
 from services.gateway.settings import GatewaySettings
 
@@ -35,7 +36,10 @@ class Stages:
         found = [(str(i), 1.0 - i / 100) for i in range(40) if str(i) not in skip][:k]
         return found, [("text_encoder", "1")], understood
 
-    async def instruct(self, history, query, *, candidates, timeout_s):
+    async def read(self, query, *, timeout_s):  # a reader that finds no constraint: the query as written
+        return Reading(residual_text=query), []
+
+    async def instruct(self, history, query, *, candidates, timeout_s, reading=None):
         self.calls.append(("instruct", list(history), query, list(candidates)))
         return f"rank {len(candidates)}", "P1-I0-T3-0", [], len(query) > 50
 
