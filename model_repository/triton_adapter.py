@@ -118,6 +118,16 @@ class BatchedModel:
         """Load the model's assets from ``self.version_dir``."""
         raise NotImplementedError
 
+    def load_onnx_encoder(self, args: dict, default_max_tokens: int) -> None:
+        """An encoder's assets: ``max_tokens`` (config parameter), its tokenizer (right padding) and the ONNX
+        Runtime session of ``model.onnx`` with ``num_threads`` intra-op threads."""
+        from transformers import AutoTokenizer
+
+        self.max_tokens = int(self.parameter("max_tokens", str(default_max_tokens)))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.version_dir))
+        self.tokenizer.padding_side = "right"
+        self.session = onnx_session(self.version_dir / "model.onnx", args, int(self.parameter("num_threads", "1")))
+
     def prepare(self, texts: list[str]) -> list:
         """One request's rows for :meth:`run` (default: the texts); ValueError fails that request alone."""
         return texts

@@ -13,6 +13,8 @@ from pathlib import Path
 from tools.core.base_models import minilm_dir
 
 SEED = 1234
+TINY_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+"""The tiny transformers' size: every tiny model of the tests is this small."""
 
 # Tokenizer files of a Hugging Face folder (whichever exist are copied).
 _TOKENIZER_FILES = (
@@ -51,15 +53,8 @@ def build_tiny_encoder(dest: Path, tokenizer_source: Path | None = None) -> Path
     dest.mkdir(parents=True, exist_ok=True)
     _copy_tokenizer_files(source, dest)
     tokenizer = AutoTokenizer.from_pretrained(str(dest))
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id or 0,
-    )
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id or 0, **TINY_SIZE)
     torch.manual_seed(SEED)
     model = BertModel(config).eval()
     model.save_pretrained(str(dest))
@@ -88,10 +83,7 @@ def build_tiny_lm(dest: Path, tokenizer_source: Path) -> Path:
         tokenizer.save_pretrained(str(dest))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **TINY_SIZE,
         num_key_value_heads=1,
         max_position_embeddings=2048,
         tie_word_embeddings=False,
@@ -141,10 +133,9 @@ def build_tiny_reader(dest: Path, tokenizer_source: Path | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     _copy_tokenizer_files(source, dest)
     tokenizer = AutoTokenizer.from_pretrained(str(dest))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id or 0,
-                        num_labels=len(WORD_LABELS), id2label=dict(enumerate(WORD_LABELS)),
-                        label2id={name: n for n, name in enumerate(WORD_LABELS)})
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id or 0, **TINY_SIZE, num_labels=len(WORD_LABELS),
+                        id2label=dict(enumerate(WORD_LABELS)), label2id={name: n for n, name in enumerate(WORD_LABELS)})
     torch.manual_seed(SEED)
     BertForTokenClassification(config).eval().save_pretrained(str(dest))
     return dest

@@ -57,11 +57,11 @@ async def following(split: Split, served, users: int, seed: int, concurrency: in
     cases = [c for c in handwritten_cases() if c.reading.get("constraints")]
     rows = []
     for case in cases:
-        rng = random.Random(f"{seed}:{case.id}")
+        rng = random.Random(f"{seed}:{case.families[0]}")
         sample = split.test_cases if not users or users >= len(split.test_cases) else rng.sample(split.test_cases,
                                                                                              users)
         rows += [(case, user) for user in sample]
-    with_request = await _gather_bounded([served.recommend_with(u.history, c.request, K) for c, u in rows],
+    with_request = await _gather_bounded([served.recommend_with(u.history, c.text, K) for c, u in rows],
                                          concurrency, "protocol 6")
     without = await _gather_bounded([served.recommend_with(u.history, "", K) for c, u in rows], concurrency,
                                     "protocol 6, no request")
@@ -69,7 +69,7 @@ async def following(split: Split, served, users: int, seed: int, concurrency: in
     for (case, _), got, plain in zip(rows, with_request, without):
         filters = constraint_filters(case.reading)
         exclusions = [f for f in filters if f.exclude]
-        entry = per_request.setdefault(case.id, {"request": case.request, "constructs": case.constructs,
+        entry = per_request.setdefault(case.families[0], {"request": case.text, "constructs": case.constructs,
                                                  "with": [], "without": [], "broken_exclusions": 0, "empty": 0})
         if not got:
             entry["empty"] += 1

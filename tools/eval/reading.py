@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from services.core.filters import ALL, RANGE
-from services.core.reading import Reading
+from services.core.reading import Reading, split_words
+from tools.core.reading_examples import Example
 
 HANDWRITTEN = Path(__file__).resolve().parents[2] / "docs" / "evaluation" / "reading-handwritten.jsonl"
 
@@ -65,31 +65,24 @@ def _number(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-@dataclass(frozen=True)
-class ReadingCase:
-    """One request with its expected reading and the constructs it exercises."""
-
-    id: str
-    request: str
-    constructs: tuple[str, ...]
-    reading: dict
-
-
-def handwritten_cases(path: Path = HANDWRITTEN) -> list[ReadingCase]:
+def handwritten_cases(path: Path = HANDWRITTEN) -> list[Example]:
+    """The hand-written requests as examples without word labels (their id is their one family)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [ReadingCase(r["id"], r["request"], tuple(r.get("constructs", ())), r["reading"]) for r in rows]
+    return [Example(r["request"], tuple(w.text for w in split_words(r["request"])), (),
+                    tuple(r.get("constructs", ())), (r["id"],), r["reading"]) for r in rows]
 
 
-def score(cases: Sequence[ReadingCase], predicted: Sequence[dict]) -> dict:
+def score(cases: Sequence[Example], predicted: Sequence[dict]) -> dict:
     """Exact match and part F1 overall and per construct; the misread cases listed (for the report)."""
     rows = []
-    for case, reading in zip(cases, predicted):
+    for n, (case, reading) in enumerate(zip(cases, predicted)):
         gold, got = canonical(case.reading), canonical(reading)
-        rows.append({"id": case.id, "constructs": case.constructs, "exact": gold == got, "gold": gold, "got": got})
+        rows.append({"id": case.families[0] if case.families else str(n), "constructs": case.constructs,
+                     "exact": gold == got, "gold": gold, "got": got})
     out = {"overall": _summary(rows)}
     for construct in sorted({c for case in cases for c in case.constructs}):
         out[construct] = _summary([r for r in rows if construct in r["constructs"]])
-    out["misread"] = [{"id": r["id"], "request": c.request, "missing": sorted(map(str, r["gold"] - r["got"])),
+    out["misread"] = [{"id": r["id"], "request": c.text, "missing": sorted(map(str, r["gold"] - r["got"])),
                        "extra": sorted(map(str, r["got"] - r["gold"]))}
                       for r, c in zip(rows, cases) if not r["exact"]]
     return out
@@ -123,15 +116,11 @@ def understood_reading(understood: Sequence, catalog) -> dict:
     return {"constraints": constraints, "references": []}
 
 
-def evaluate_readers(readers: dict[str, Callable[[Sequence[str]], list[dict]]], banks: dict[str, Sequence[ReadingCase]]
+def evaluate_readers(readers: dict[str, Callable[[Sequence[str]], list[dict]]], banks: dict[str, Sequence[Example]]
                      ) -> dict:
     """Every reader on every bank: ``{reader: {bank: score(...)}}``."""
-    return {name: {bank: score(cases, read_many([c.request for c in cases])) for bank, cases in banks.items()}
+    return {name: {bank: score(cases, read_many([c.text for c in cases])) for bank, cases in banks.items()}
             for name, read_many in readers.items()}
-
-
-def generated_cases(examples) -> list[ReadingCase]:
-    return [ReadingCase(f"gen-{n}", e.text, e.constructs, e.reading) for n, e in enumerate(examples)]
 
 
 def write_reading_report(results: dict, out: Path, command: str, meta: dict) -> Path:
@@ -184,11 +173,11 @@ def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path
     catalog = Catalog.load(data_dir / "items.jsonl")
     titles = TitleMatcher(catalog, popularity)
     banks = {
-        "held-out bank (new wording and value combinations)": generated_cases(
-            generate(Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed)),
+        "held-out bank (new wording and value combinations)": generate(
+            Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed),
         "hand-written set": handwritten_cases(),
-        "training bank (in distribution, fresh draw)": generated_cases(
-            generate(Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777)),
+        "training bank (in distribution, fresh draw)": generate(
+            Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),
     }
     tagger = InProcessReader(reader, vocabulary.lexicon, titles, torch.device("cpu"))
     readers: dict[str, Callable[[Sequence[str]], list[dict]]] = {

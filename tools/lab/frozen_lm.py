@@ -8,6 +8,7 @@ Used by :mod:`tools.lab.intent_ranker` (states at each candidate's last token) a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -123,3 +124,19 @@ def read_states(lm: FrozenLM, encoded: Sequence[tuple[Sequence[int], Sequence[in
             if lowers is not None:
                 lowers[i] = base[b, : len(encoded[i][0])].half().cpu()  # [L, H]
     return reads, lowers
+
+
+@dataclass
+class ExperimentInputs:
+    """What both LM experiments read: the split, the frozen LM, the served encoder and sequence model, and where
+    they write (each experiment sets its own ``out_dir``)."""
+
+    data_dir: Path = Path("var/data/movielens-100k")
+    base_model: Path = Path("var/base_models/smollm2-135m-instruct")
+    encoder: Path = Path("tools/train/adapters/text_encoder")
+    """The served text encoder (LoRA adapter folder or HF folder)."""
+    sequence: Path = Path("tools/train/adapters/sequence_encoder")
+    out_dir: Path = Path("var/lab/run")
+    cache_dir: Path | None = None
+    """Where examples and frozen LM features are cached (default: ``out_dir/cache``)."""
+

@@ -19,6 +19,7 @@ from tools.core import teacher
 from tools.core.split import Case
 from tools.eval.intentions import SPECIFIC, VAGUE
 from tools.eval.search import SearchEvaluation
+from tools.lab.frozen_lm import ExperimentInputs
 from tools.lab.hybrid_retrieval import HybridRetrieval
 from tools.train.examples import TrainingData, draw_samples, validation_samples
 
@@ -28,15 +29,8 @@ LISTS = ("retrieval", "random")
 
 
 @dataclass
-class IntentRankerConfig:
-    data_dir: Path = Path("var/data/movielens-100k")
-    base_model: Path = Path("var/base_models/smollm2-135m-instruct")
-    encoder: Path = Path("tools/train/adapters/text_encoder")
-    """The served text encoder (LoRA adapter folder or HF folder): retrieval's cosine and the MiniLM features."""
-    sequence: Path = Path("tools/train/adapters/sequence_encoder")
+class IntentRankerConfig(ExperimentInputs):
     out_dir: Path = Path("var/intent-ranker/run")
-    cache_dir: Path | None = None
-    """Where the examples and frozen LM features are cached (default: ``out_dir/cache``)."""
     train_examples: int = 200
     """Training lists (each contains its target) whose LM features are computed."""
     validation_users: int = 50

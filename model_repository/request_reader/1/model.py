@@ -14,8 +14,7 @@ cut off is certain to be ``O`` (label 0). Config parameters: ``max_tokens`` (def
 import re
 
 import numpy as np
-from transformers import AutoTokenizer
-from triton_adapter import BatchedModel, onnx_session, run_onnx
+from triton_adapter import BatchedModel, run_onnx
 
 WORD_PATTERN = r"\$?\d+(?:[.,]\d+)*(?:'?s)?|[’']\d0s|\w+(?:[-'’][^\W\d]\w*)*|[^\w\s]"
 _WORD = re.compile(WORD_PATTERN)
@@ -25,10 +24,7 @@ class TritonPythonModel(BatchedModel):
     """Tags the words of all requests in an execution in one ONNX Runtime run."""
 
     def load(self, args: dict) -> None:
-        self.max_tokens = int(self.parameter("max_tokens", "64"))
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.version_dir))
-        self.tokenizer.padding_side = "right"
-        self.session = onnx_session(self.version_dir / "model.onnx", args, int(self.parameter("num_threads", "1")))
+        self.load_onnx_encoder(args, default_max_tokens=64)
 
     def prepare(self, texts: list) -> list:
         rows = [_WORD.findall(text) for text in texts]

@@ -11,18 +11,14 @@ A ``KIND_GPU`` instance runs on ONNX Runtime's CUDA provider on its device (need
 """
 
 import numpy as np
-from transformers import AutoTokenizer
-from triton_adapter import BatchedModel, onnx_session, run_onnx
+from triton_adapter import BatchedModel, run_onnx
 
 
 class TritonPythonModel(BatchedModel):
     """Batches the texts of all requests in an execution into one ONNX Runtime run."""
 
     def load(self, args: dict) -> None:
-        self.max_tokens = int(self.parameter("max_tokens", "256"))
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.version_dir))
-        self.tokenizer.padding_side = "right"
-        self.session = onnx_session(self.version_dir / "model.onnx", args, int(self.parameter("num_threads", "1")))
+        self.load_onnx_encoder(args, default_max_tokens=256)
 
     def run(self, rows: list) -> np.ndarray:
         encoded = self.tokenizer(rows, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np")
