@@ -5,7 +5,8 @@ from __future__ import annotations
 from instructrec.v1 import common_pb2
 
 from services.common.filters_proto import filter_from_proto, filter_to_proto
-from services.core.reading import ReadFilter, Reading, Reference, TitleMatch
+from services.core.lexicon import TitleMatch
+from services.core.reading import ReadFilter, Reading, Reference
 
 
 def reading_to_proto(reading: Reading, *, cached: bool = False) -> common_pb2.RequestReading:

@@ -17,16 +17,8 @@ from dataclasses import replace
 import numpy as np
 
 from services.common.errors import InvalidArgument, Unavailable
-from services.core.reading import (
-    WORD_LABELS,
-    Lexicon,
-    Reading,
-    TitleMatcher,
-    decode_spans,
-    read,
-    reading_key,
-    split_words,
-)
+from services.core.lexicon import Lexicon, TitleMatcher
+from services.core.reading import WORD_LABELS, Reading, decode_spans, read, reading_key, split_words
 from services.core.validation import Limits
 
 log = logging.getLogger(__name__)

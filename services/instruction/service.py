@@ -15,7 +15,7 @@ from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog, read_interactions
 from services.core.contracts import PROMPT_INPUT, TEXT_INPUT, TEXT_OUTPUT, WORD_LABEL_PROBS_OUTPUT
-from services.core.reading import Lexicon, TitleMatcher
+from services.core.lexicon import Lexicon, TitleMatcher
 from services.core.statements import clean_statement, complete_sentences
 from services.core.validation import Limits
 from services.instruction.instruction import InstructionWriter

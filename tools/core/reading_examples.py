@@ -25,25 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.core.catalog import Catalog, read_interactions
-from services.core.reading import (
-    ALT,
-    GE,
-    GT,
-    IN,
-    LE,
-    LT,
-    NOT,
-    NOTIN,
-    OLD_YEARS,
-    RECENT_YEARS,
-    REF,
-    WANT,
-    WORD_LABELS,
-    Lexicon,
-    NumericAttribute,
-    normalise,
-    split_words,
-)
+from services.core.lexicon import OLD_YEARS, RECENT_YEARS, Lexicon, NumericAttribute, normalise
+from services.core.reading import ALT, GE, GT, IN, LE, LT, NOT, NOTIN, REF, WANT, WORD_LABELS, split_words
 
 LABEL_ID = {name: n for n, name in enumerate(WORD_LABELS)}
 CONSTRUCTS = ("plain", "conjunction", "disjunction", "negation", "bounds", "references", "mood")

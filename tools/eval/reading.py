@@ -160,7 +160,7 @@ def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path
     import torch
 
     from services.core.catalog import Catalog, read_interactions
-    from services.core.reading import TitleMatcher
+    from services.core.lexicon import TitleMatcher
     from tools.core.machine import machine
     from tools.core.reading_examples import Renderer, generate, load_vocabulary
     from tools.core.request_reader import InProcessReader

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from services.core.catalog import Catalog, Item
 from services.core.filters import ALL, ANY, RANGE
-from services.core.reading import (
-    WORD_LABELS,
-    Lexicon,
-    TitleMatcher,
-    decode_spans,
-    parse_quantity,
-    read,
-    split_words,
-)
+from services.core.lexicon import Lexicon, TitleMatcher, parse_quantity
+from services.core.reading import WORD_LABELS, decode_spans, read, split_words
 
 MOVIES = Catalog({i.item_id: i for i in [
     Item("1", "Star Wars", 1977, ("Action", "Sci-Fi")), Item("2", "Fargo", 1996, ("Crime", "Drama")),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 
 from services.core.catalog import Catalog, Item
-from services.core.reading import WORD_LABELS, TitleMatcher, decode_spans, read, split_words
+from services.core.lexicon import TitleMatcher
+from services.core.reading import WORD_LABELS, decode_spans, read, split_words
 from tools.core.reading_examples import Renderer, Vocabulary, combination_split, generate
 from tools.eval.reading import canonical, reading_dict
 from tools.eval.reading_bank import EVALUATION_BANK
