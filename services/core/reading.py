@@ -200,7 +200,7 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     # Words of other spans between two spans keep them apart ("comedy, 1945 or later, a western": no "or").
     occupied = {n for span in spans for n in range(span.start, span.end)}
     filters = [*_value_filters(wanted, words, occupied, exclude=False),
-               *_value_filters(excluded, words, occupied, exclude=True), *_range_filters(ranges, words, occupied)]
+               *_value_filters(excluded, words, occupied, exclude=True), *_range_filters(ranges)]
     return Reading(tuple(filters), tuple(_unique_references(references)), _residual(words, spans), tuple(unread),
                    reader_version)
 
@@ -267,10 +267,10 @@ def _or_clusters(found: Sequence, words: Sequence[Word], occupied: set[int]) -> 
     return clusters
 
 
-def _range_filters(ranges: Sequence[tuple[str, float | None, float | None, bool, Span]],
-                   words: Sequence[Word], occupied: set[int]) -> Iterable[ReadFilter]:
-    """Excluded ranges stay one filter each. Wanted ranges joined by "or" ("the fifties or sixties") are their
-    union when it is one interval; the others on one attribute intersect ("after 1980 and before 1990")."""
+def _range_filters(ranges: Sequence[tuple[str, float | None, float | None, bool, Span]]) -> Iterable[ReadFilter]:
+    """Excluded ranges stay one filter each. The intervals a request wants on one attribute (``IN``: "the fifties
+    or sixties", "from 1965 to 1975", "between the 70s and the 80s") are spanned by one range; bounds (before,
+    after, ...) cut it ("the 80s, but after 1985"; "after 1980 and before 1990")."""
     wanted: dict[str, list] = {}
     for attribute, lo, hi, exclude, span in ranges:
         if exclude:
@@ -279,14 +279,12 @@ def _range_filters(ranges: Sequence[tuple[str, float | None, float | None, bool,
         else:
             wanted.setdefault(attribute, []).append((span, (lo, hi)))
     for attribute, found in wanted.items():
-        lo: float | None = None
-        hi: float | None = None
-        first = True
-        for cluster in _or_clusters(found, words, occupied):
-            c_lo, c_hi = _union([b for _, b in cluster])
-            lo = c_lo if first else (lo if c_lo is None else c_lo if lo is None else max(lo, c_lo))
-            hi = c_hi if first else (hi if c_hi is None else c_hi if hi is None else min(hi, c_hi))
-            first = False
+        intervals = [b for s, b in found if s.role == IN]
+        lo, hi = _union(intervals) if intervals else (None, None)
+        for span, (b_lo, b_hi) in found:
+            if span.role != IN:
+                lo = b_lo if lo is None else lo if b_lo is None else max(lo, b_lo)
+                hi = b_hi if hi is None else hi if b_hi is None else min(hi, b_hi)
         spans = [s for s, _ in found]
         yield ReadFilter(AttributeFilter(attribute, RANGE, min=lo, max=hi), min(s.confidence for s in spans),
                          " / ".join(s.text for s in spans))

@@ -289,7 +289,7 @@ class Renderer:
                     title = re.sub(r"^(the|a|an) ", "", title.lower()) if rng.random() < 0.5 else title.lower()
                 slots[slot] = (self._maybe_typo(rng, title), REF)
         if quantities:
-            reading["constraints"].append(_quantity_constraint(quantities, union=" or " in clause.text))
+            reading["constraints"].append(_quantity_constraint(quantities))
         if wanted:
             values = sorted({pair for key in wanted for pair in key})
             match = "any" if clause.construct == "disjunction" else "all"
@@ -332,14 +332,14 @@ def _ordered(first: Quantity, second: Quantity) -> bool:
     return first.low is not None and second.low is not None and first.low < second.low
 
 
-def _quantity_constraint(quantities: Sequence[tuple[NumericAttribute, str, Quantity]], *, union: bool) -> dict:
-    """One quantity's range; two joined by "or" (the fifties or sixties): their span; two others ("between
-    1970 and 1980", "after 1980 and before 1990"): the range both allow."""
+def _quantity_constraint(quantities: Sequence[tuple[NumericAttribute, str, Quantity]]) -> dict:
+    """One quantity's range; two wanted intervals ("the fifties or sixties", "between 1970 and 1980"): their
+    span; two bounds ("after 1980 and before 1990"): the range both allow."""
     ranges = [_range_constraint(a, role, q) for a, role, q in quantities]
     if len(ranges) == 1:
         return ranges[0]
     lows, highs = [r["min"] for r in ranges], [r["max"] for r in ranges]
-    if union:
+    if all(role == IN for _, role, _ in quantities):
         lo = None if None in lows else min(lows)
         hi = None if None in highs else max(highs)
     else:

@@ -280,8 +280,9 @@ async def _following(split: Split, served: ServedSystem, config: EvalConfig) -> 
     if 6 in config.protocols:
         out["6"] = await following(split, served, config.following_users, config.seed, config.concurrency)
     if 7 in config.protocols:
+        paired = [r for r in (json.loads(Path(p).read_text()) for p in config.paired_with) if "7" in r]
         out["7"] = await compositional(split, served, SequenceScorer(config.sequence_model).catalog_scores,
-                                       config.seed, config.concurrency, config.max_users)
+                                       config.seed, config.concurrency, config.max_users, paired)
     return out
 
 

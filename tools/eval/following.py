@@ -112,8 +112,9 @@ def compositional_request(catalog: Catalog, popularity: Counter, target: Item, r
 
 
 async def compositional(split: Split, served, sequence_scores, seed: int, concurrency: int,
-                        max_users: int | None = None) -> dict:
-    """Protocol 7 (see the module docstring)."""
+                        max_users: int | None = None, paired: Sequence[dict] = ()) -> dict:
+    """Protocol 7 (see the module docstring). ``paired``: earlier ``following.json`` reports of other served
+    systems (e.g. reading off) on the same users and seed; their per-user figures join as methods."""
     from tools.eval.evaluate import _gather_bounded
 
     catalog = split.catalog
@@ -143,8 +144,18 @@ async def compositional(split: Split, served, sequence_scores, seed: int, concur
             rank = order.index(case.target) if case.target in order[:K] else None
             methods[name].append(ndcg(rank, K))
             hits[name].append(1.0 if rank is not None else 0.0)
+    users = [case.user_id for case, _, _ in rows]
+    for report in paired:
+        earlier = report["7"]["per_user"]
+        position = {u: n for n, u in enumerate(earlier["users"])}
+        if any(u not in position for u in users):
+            raise ValueError(f"the paired report of {report['system']!r} evaluated other users: same data and seed "
+                             f"and a superset of the users needed")
+        methods[report["system"]] = [earlier["served_ndcg"][position[u]] for u in users]
+        hits[report["system"]] = [earlier["served_hit"][position[u]] for u in users]
     out = {"users": len(rows), "methods": {m: {"NDCG@10": float(np.mean(v)), "HR@10": float(np.mean(hits[m]))}
-                                           for m, v in methods.items()}}
+                                           for m, v in methods.items()},
+           "per_user": {"users": users, "served_ndcg": methods["served"], "served_hit": hits["served"]}}
     served_ndcg = np.array(methods["served"])
     out["served_minus"] = {m: bootstrap(served_ndcg, np.array(v), seed) for m, v in methods.items() if m != "served"}
     out["served / ceiling"] = out["methods"]["served"]["NDCG@10"] / max(

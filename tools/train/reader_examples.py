@@ -11,7 +11,8 @@ from tools.core.reading_examples import Bank, Clause
 
 _PLAIN = ("a {w} movie", "some {w}", "a {w}", "{w} films", "something {w}", "i feel like a {w}",
           "in the mood for {w}", "{w} please", "a good {w}", "show me {w}", "any {w}", "a {w} for tonight",
-          "give me a {w} film", "recommend a {w}", "{w}", "a great {w} flick", "we want {w}")
+          "give me a {w} film", "recommend a {w}", "{w}", "a great {w} flick", "we want {w}", "{w} only",
+          "only {w}", "just {w}, please", "a {w}, nothing else")
 _CONJUNCTION = ("{w}, {w2} and {w3}", "a {w} {w2} {w3}", "something {w}, {w2} and {w3}",
                 "a {w} {w2}", "a {w} {w2} movie", "{w} and {w2}", "both {w} and {w2}", "a {w} that is also {w2}",
                 "something {w} and {w2}", "a {w} with {w2} in it", "{w} plus {w2}", "{w} mixed with {w2}",
@@ -48,8 +49,9 @@ _BOUNDS = (
     ("not older than {t}", GE), ("not newer than {t}", LE), ("no older than {t}", GE), ("{t} or before", LE),
     ("{t} and earlier", LE), ("{t} and up", GE), ("{t} at the earliest", GE), ("by {t} at the latest", LE),
     ("from {t} onward", GE), ("{t} and beyond", GE), ("starting {t}", GE), ("ending {t}", LE),
-    ("between {t} and {t2}", "GE/LE"), ("from {t} to {t2}", "GE/LE"), ("{t}-{t2}", "GE/LE"),
-    ("{t} through {t2}", "GE/LE"), ("somewhere between {t} and {t2}", "GE/LE"), ("from {t} until {t2}", "GE/LE"),
+    ("between {t} and {t2}", "IN/IN"), ("from {t} to {t2}", "IN/IN"), ("{t}-{t2}", "IN/IN"),
+    ("{t} through {t2}", "IN/IN"), ("somewhere between {t} and {t2}", "IN/IN"), ("from {t} until {t2}", "IN/IN"),
+    ("{t} to {t2}", "IN/IN"), ("made between {t} and {t2}", "IN/IN"),
     ("after {t} and before {t2}", "GT/LT"), ("from {t} or {t2}", "IN/IN"), ("{t} or {t2}", "IN/IN"),
     ("the {t} or the {t2}", "IN/IN"), ("not from {t}, please", NOTIN), ("nothing made in {t}", NOTIN),
     ("released before {t}", LT), ("made since {t}", GE), ("in {t}", IN), ("during {t}", IN),
