@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from services.core.contracts import TEXT_ENCODER
+from services.core.contracts import REQUEST_READER, TEXT_ENCODER
 from tools.core.adapters import adapter_config
 from tools.export.hf import has_tokenizer, offline
 from tools.export.provenance import combined_sha256, weights_sha256
@@ -28,8 +28,17 @@ def merge_lora_adapter(adapter_dir: Path, *, base_dir: Path, dest: Path, name: s
     from peft import PeftModel
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    auto = AutoModel if name == TEXT_ENCODER else AutoModelForCausalLM
-    base = auto.from_pretrained(str(base_dir), dtype=torch.float32)
+    if name == REQUEST_READER:  # the base is a plain encoder: the head (saved in the adapter) gets the reader's labels
+        from transformers import AutoModelForTokenClassification
+
+        from services.core.reading import WORD_LABELS
+
+        base = AutoModelForTokenClassification.from_pretrained(
+            str(base_dir), dtype=torch.float32, num_labels=len(WORD_LABELS), id2label=dict(enumerate(WORD_LABELS)),
+            label2id={label: n for n, label in enumerate(WORD_LABELS)})
+    else:
+        auto = AutoModel if name == TEXT_ENCODER else AutoModelForCausalLM
+        base = auto.from_pretrained(str(base_dir), dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.eval()
     dest.mkdir(parents=True, exist_ok=True)
