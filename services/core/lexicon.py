@@ -254,7 +254,10 @@ def _title_score(mention: str, title: str, **_: object) -> float:
     from rapidfuzz import fuzz
 
     whole = fuzz.token_sort_ratio(mention, title)
-    part = fuzz.partial_ratio(mention, title) if len(title) > len(mention) + 2 and len(mention) >= 4 else 0.0
+    # A part counts when it is most of the title or several words of it: "treasure" alone is not "Muppet Treasure
+    # Island", "dr strangelove" is "Dr. Strangelove or: How I Learned ...".
+    long_enough = len(mention) >= 4 and (len(mention) >= len(title) / 2 or len(mention.split()) >= 2)
+    part = fuzz.partial_ratio(mention, title) if len(title) > len(mention) + 2 and long_enough else 0.0
     return max(whole, part * 0.95)
 
 

@@ -49,6 +49,8 @@ READER_MAX_TOKENS = 64
 """Sub-word tokens of one request the reader reads (a longer request's tail words are read as O)."""
 # A part read with less confidence than this is a soft preference, not a filter.
 MIN_HARD_CONFIDENCE = 0.5
+# A title match (0-100) a reference needs; looser ones are reported as unread, their words kept in the text.
+REFERENCE_MATCH_MIN = 88.0
 
 WORD_PATTERN = r"\$?\d+(?:[.,]\d+)*(?:'?s)?|[’']\d0s|\w+(?:[-'’][^\W\d]\w*)*|[^\w\s]"
 """What a word is (``model_repository/request_reader/1/model.py`` spells the same pattern; a test compares them)."""
@@ -191,7 +193,9 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
                            span))
         elif span.role == REF and titles is not None:
             matches = titles.match(span.text)
-            if not matches:
+            # A reference acts strongly (its neighbours are retrieved): an unsure tag or a loose title match is
+            # no reference, and its words stay in the text ("a true story" is not "Toy Story").
+            if not matches or span.confidence < MIN_HARD_CONFIDENCE or matches[0].score < REFERENCE_MATCH_MIN:
                 unread.append(span.text)
                 continue
             best = matches[0]
@@ -201,8 +205,10 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     occupied = {n for span in spans for n in range(span.start, span.end)}
     filters = [*_value_filters(wanted, words, occupied, exclude=False),
                *_value_filters(excluded, words, occupied, exclude=True), *_range_filters(ranges)]
-    return Reading(tuple(filters), tuple(_unique_references(references)), _residual(words, spans), tuple(unread),
-                   reader_version)
+    unread_spans = [span for span in spans if span.text in unread]
+    grounded = [span for span in spans if span not in unread_spans]
+    return Reading(tuple(filters), tuple(_unique_references(references)), _residual(words, grounded),
+                   tuple(unread), reader_version)
 
 
 def _bounds(role: str, lo: float | None, hi: float | None, integers: bool) -> tuple[float | None, float | None]:

@@ -32,8 +32,10 @@ def main(gateway: str = "127.0.0.1:50051", requests: int = typer.Option(200, min
          concurrency: list[int] = typer.Option([1], help="Callers in flight; repeat for several runs."),
          no_query: bool = typer.Option(False, help="Requests without a query (a known user's history only)."),
          data_dir: Path = Path("var/data/movielens-100k"), seed: int = 0) -> None:
-    queries = [""] * requests if no_query else unseen_requests(data_dir, requests, seed)
-    runs = {c: asyncio.run(measure(gateway, queries, c)) for c in concurrency}
+    # Each run gets requests of its own: a request seen by an earlier run would be answered from the caches.
+    runs = {c: asyncio.run(measure(gateway, [""] * requests if no_query else
+                                   unseen_requests(data_dir, requests, seed + 1000 * n), c))
+            for n, c in enumerate(concurrency)}
     print(json.dumps({"requests": requests, "no_query": no_query, "runs": runs, "machine": machine()}))
 
 

@@ -12,6 +12,7 @@ MOVIES = Catalog({i.item_id: i for i in [
     Item("3", "Heat", 1995, ("Action", "Crime")), Item("4", "Godfather, The", 1972, ("Crime", "Drama")),
     Item("5", "Sleepless in Seattle", 1993, ("Comedy", "Romance")), Item("6", "Casablanca", 1942, ("Drama",)),
     Item("7", "Scream", 1996, ("Horror",)), Item("8", "Star Trek", 1979, ("Sci-Fi",)),
+    Item("9", "Sabrina", 1954, ("Comedy", "Romance")), Item("10", "Sabrina", 1995, ("Comedy", "Romance")),
 ]})
 SHOP = Catalog({i.item_id: i for i in [
     Item("s1", "Trail Runner 2", extra_attributes={"category": "running shoes", "brand": "Nike", "price": 120.0}),
@@ -27,7 +28,7 @@ def _reading(text: str, tags: dict[str, str], lexicon: Lexicon = LEXICON, catalo
     words = split_words(text)
     labels = [WORD_LABELS.index(tags.get(f"{n}:{w.text}", tags.get(w.text, "O"))) for n, w in enumerate(words)]
     spans = decode_spans(words, labels, [0.9] * len(words))
-    return read(text, words, spans, lexicon, TitleMatcher(catalog, {"1": 500, "8": 10}))
+    return read(text, words, spans, lexicon, TitleMatcher(catalog, {"1": 500, "8": 10, "10": 50}))
 
 
 def test_words_keep_hyphens_decades_and_prices_whole() -> None:
@@ -74,8 +75,10 @@ def test_references_resolve_fuzzy_titles_and_report_alternatives() -> None:
                                                                "6:the": "B-REF", "godfater": "I-REF"})
     assert [x.item_id for x in r.references] == ["1", "4"]
     assert "Star" not in r.residual_text and "like" not in r.residual_text
-    star = _reading("like Star", {"Star": "B-REF"}).references[0]
-    assert star.item_id == "1" and [a.item_id for a in star.alternatives] == ["8"]  # the more popular wins
+    sabrina = _reading("like Sabrina", {"Sabrina": "B-REF"}).references[0]
+    assert sabrina.item_id == "10" and [a.item_id for a in sabrina.alternatives] == ["9"]  # the more popular wins
+    loose = _reading("like Star", {"Star": "B-REF"})  # part of two titles: no reference, the word stays
+    assert loose.references == () and loose.unread == ("Star",) and "Star" in loose.residual_text
 
 
 def test_what_the_catalog_lacks_is_reported_not_dropped() -> None:
