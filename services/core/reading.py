@@ -207,7 +207,7 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
                *_value_filters(excluded, words, occupied, exclude=True), *_range_filters(ranges)]
     unread_spans = [span for span in spans if span.text in unread]
     grounded = [span for span in spans if span not in unread_spans]
-    return Reading(tuple(filters), tuple(_unique_references(references)), _residual(words, grounded),
+    return Reading(tuple(filters), tuple(_unique_references(references)), _residual(text, words, grounded),
                    tuple(unread), reader_version)
 
 
@@ -313,8 +313,9 @@ def _unique_references(references: Sequence[Reference]) -> list[Reference]:
     return out
 
 
-def _residual(words: Sequence[Word], spans: Sequence[Span]) -> str:
-    """The words outside every span but the wanted values, without the negation cues before excluded spans."""
+def _residual(text: str, words: Sequence[Word], spans: Sequence[Span]) -> str:
+    """``text`` without the words of every span but the wanted values, and without the negation cues before
+    excluded spans. Cut out of ``text`` (never longer than it: what retrieval accepts, the request fitted)."""
     drop: set[int] = set()
     for span in spans:
         if span.role in (WANT, ALT):
@@ -329,9 +330,13 @@ def _residual(words: Sequence[Word], spans: Sequence[Span]) -> str:
                                                                                          "newer", "in", "made"}:
                 drop.add(n)
                 n -= 1
-    kept = [w.text for n, w in enumerate(words) if n not in drop]
-    text = " ".join(kept)
-    return re.sub(r"\s+([,.!?;:])", r"\1", text).strip(" ,;:-")
+    pieces, position = [], 0
+    for n in sorted(drop):
+        pieces.append(text[position:words[n].start])
+        position = words[n].end
+    pieces.append(text[position:])
+    residual = re.sub(r"\s+", " ", "".join(pieces))
+    return re.sub(r"\s+([,.!?;:])", r"\1", residual).strip(" ,;:-")
 
 
 def reading_key(text: str) -> str:

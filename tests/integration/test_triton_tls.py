@@ -35,7 +35,7 @@ async def test_services_reach_triton_over_mutual_tls_and_plaintext_is_refused(tl
     async with running_stack(server.grpc_addr, dataset, index_dir, service_overrides=overrides) as s, \
             grpc.aio.insecure_channel(s.addr("gateway")) as ch:
         r = await recommend_service_pb2_grpc.RecommendServiceStub(ch).Recommend(
-            recommend_service_pb2.RecommendRequest(user_id="4", query="something new"), timeout=60
+            recommend_service_pb2.RecommendRequest(user_id="4", query="something fun to watch tonight"), timeout=60
         )
     assert len(r.items) == 10 and not r.degraded
     assert {v.model_name for v in r.model_versions} == set(TRITON_MODELS)

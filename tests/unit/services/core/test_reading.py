@@ -43,6 +43,13 @@ def test_an_exclusion_is_an_exclude_filter_and_leaves_the_residual_text() -> Non
     assert "dramas" not in r.residual_text and "except" not in r.residual_text and "cozy" in r.residual_text
 
 
+def test_the_residual_text_is_cut_out_of_the_request_never_longer() -> None:
+    text = "a!b@c#d$e%" * 100  # 1,000 characters of single-character words: joined by spaces they would be 1,899
+    assert _reading(text, {}).residual_text == text
+    r = _reading("no dramas ,  something  cozy's fine", {"dramas": "B-NOT"})
+    assert r.residual_text == "something cozy's fine"  # the request's own spelling, single-spaced
+
+
 def test_wanted_values_are_all_of_unless_joined_by_or() -> None:
     both = _reading("a horror comedy", {"horror": "B-WANT", "comedy": "B-WANT"})
     assert [(f.filter.values, f.filter.match) for f in both.filters] == [(("Comedy", "Horror"), ALL)]

@@ -16,11 +16,12 @@ import pytest
 from onnx import numpy_helper
 
 from services.core import prompts
-from services.core.contracts import MODEL_NAMES, SERVED_MODELS, TRITON_CONTRACTS
+from services.core.contracts import MODEL_NAMES, REQUEST_READER, SERVED_MODELS, TRITON_CONTRACTS
 from tools import export
 from tools.core import base_models
 from tools.export import onnx as onnx_export
-from tools.tiny_models import build_tiny_encoder, build_tiny_lm
+from tools.export import pipeline
+from tools.tiny_models import build_tiny_encoder, build_tiny_lm, build_tiny_reader
 
 ROOT = Path(__file__).resolve().parents[4]
 HELPER = ROOT / "model_repository" / "triton_adapter.py"
@@ -158,6 +159,10 @@ def test_ensure_default_repository_exports_once(
 ) -> None:
     monkeypatch.setattr(base_models, "minilm_dir", lambda: tiny_encoder)
     monkeypatch.setattr(base_models, "smollm2_dir", lambda workspace=None: tiny_lm)
+    # The committed reader adapter is for the real MiniLM: a tiny reader stands in for it beside the tiny encoder.
+    published = tmp_path / "published"
+    build_tiny_reader(published / REQUEST_READER)
+    monkeypatch.setattr(pipeline, "PUBLISHED_ADAPTERS", published)
     for name in export.MODEL_NAMES:  # as in the committed repository: adapters and configs, no weights
         (tmp_path / name / "1").mkdir(parents=True)
         shutil.copy2(ROOT / "model_repository" / name / "1" / "model.py", tmp_path / name / "1" / "model.py")
