@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import InvalidArgument, ServiceError, Unavailable
+from services.common.interaction_store import StoreError
 from services.common.metrics import DEGRADED, STAGE_LATENCY
-from services.core.catalog import Catalog, InteractionStore
+from services.core.catalog import Catalog
 from services.core.deadlines import Budget
 from services.core.filters import AttributeFilter, CatalogAttributes, DiversityRule, diversify
 from services.core.prompts import MAX_CANDIDATES
@@ -91,10 +92,17 @@ class RecommendResult:
     relaxed_constraints: list[str] = field(default_factory=list)  # read constraints given up, in order
 
 
+class Histories(Protocol):
+    """Where stored histories come from (:class:`services.gateway.interactions.InteractionLog`)."""
+
+    async def history(self, user_id: str) -> list[str] | None:
+        """The user's recent items, oldest first; None for an unknown user. Raises StoreError on failure."""
+
+
 class Recommender:
     """Orchestrates one Recommend request over the stages."""
 
-    def __init__(self, settings: GatewaySettings, catalog: Catalog, store: InteractionStore, stages: Stages, *,
+    def __init__(self, settings: GatewaySettings, catalog: Catalog, store: Histories, stages: Stages, *,
                  rules: Callable[[], Rules] | None = None, attributes: CatalogAttributes | None = None) -> None:
         """
         Args:
@@ -130,9 +138,20 @@ class Recommender:
         if q.diversity is not None:
             self._attributes.validate_diversity(q.diversity, self._filter_limits)
 
-    def resolve_history(self, q: RecommendQuery) -> tuple[list[str], list[str]]:
-        """The history to use (request's, else the stored one, else empty) and its ids unknown to the catalog."""
-        raw = q.history_item_ids or (self._store.history(q.user_id) or [] if q.user_id else [])
+    async def resolve_history(self, q: RecommendQuery, result: RecommendResult) -> tuple[list[str], list[str]]:
+        """The history to use (request's, else the stored one, else empty) and its ids unknown to the catalog.
+
+        A store that fails leaves the user without history: the answer is not personal and says degraded."""
+        raw: list[str] = list(q.history_item_ids)
+        if not raw and q.user_id:
+            try:
+                with self._timed(result, "history"):
+                    raw = await self._store.history(q.user_id) or []
+            except StoreError as exc:
+                log.warning("degraded: reading the history failed", extra={"error": str(exc)})
+                DEGRADED.labels("gateway", "history").inc()
+                result.degraded = True
+                result.degraded_reasons.append(f"history skipped (the interaction store failed): {exc}")
         known = [i for i in raw if i in self._catalog]
         unknown = [i for i in raw if i not in self._catalog]
         return known, unknown
@@ -156,7 +175,7 @@ class Recommender:
         budget = Budget(s.request_timeout_s if time_remaining_s is None else time_remaining_s)
         result = RecommendResult()
         num_items = q.num_items or s.default_num_items
-        history, result.unknown_history_item_ids = self.resolve_history(q)
+        history, result.unknown_history_item_ids = await self.resolve_history(q, result)
         rules = self._rules()
         plan = ReadingPlan(await self._read(q, result, budget), q.query)
         steps = list(plan.steps())

@@ -8,14 +8,30 @@ from instructrec.v1 import common_pb2, recommend_service_pb2, recommend_service_
 from services.common.filters_proto import filter_from_proto
 from services.common.reading_proto import reading_to_proto
 from services.gateway.convert import applied_filter_to_proto, diversity_from_proto, removal_to_proto
+from services.gateway.interactions import InteractionLog, Submitted
 from services.gateway.recommender import Recommender, RecommendQuery
 
 
 class RecommendServicer(recommend_service_pb2_grpc.RecommendServiceServicer):
-    """The public Recommend RPC."""
+    """The public Recommend and RecordInteractions RPCs."""
 
-    def __init__(self, recommender: Recommender) -> None:
+    def __init__(self, recommender: Recommender, interactions: InteractionLog) -> None:
         self._recommender = recommender
+        self._interactions = interactions
+
+    async def RecordInteractions(
+        self, request: recommend_service_pb2.RecordInteractionsRequest, context: grpc.aio.ServicerContext
+    ) -> recommend_service_pb2.RecordInteractionsResponse:
+        batch = [
+            Submitted(
+                user_id=i.user_id, item_id=i.item_id, event_id=i.event_id,
+                event_time=i.event_time.seconds + i.event_time.nanos / 1e9 if i.HasField("event_time") else None,
+                event_type=i.event_type, value=i.value if i.HasField("value") else None,
+            )
+            for i in request.interactions
+        ]
+        done = await self._interactions.record(batch)
+        return recommend_service_pb2.RecordInteractionsResponse(recorded=done.recorded, duplicates=done.duplicates)
 
     async def Recommend(
         self, request: recommend_service_pb2.RecommendRequest, context: grpc.aio.ServicerContext

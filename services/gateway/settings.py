@@ -22,8 +22,25 @@ class GatewaySettings(ServiceSettings):
     """gRPC port of the public RecommendService."""
     catalog_path: Path = DEFAULT_DATA_DIR / "items.jsonl"
     """Catalog JSON Lines file (titles, id validation)."""
-    interactions_path: Path = DEFAULT_DATA_DIR / "train.csv"
-    """Interaction store: the training split only, so nothing evaluated leaks into serving."""
+    interactions_path: Path | None = DEFAULT_DATA_DIR / "train.csv"
+    """Seeds an interaction store that has not loaded this file yet (the training split only, so nothing
+    evaluated leaks into serving). None: no seed."""
+    interaction_store: str = ""
+    """Where interactions are recorded and every replica reads histories: a ``postgresql://`` URL (user,
+    password and database may come from ``PGUSER``/``PGPASSWORD``/``PGDATABASE``) or a SQLite file. Empty:
+    ``interactions.sqlite3`` beside ``interactions_path`` (or the catalog)."""
+    store_start_wait_s: float = Field(120.0, ge=0)
+    """At start-up, how long to keep trying to reach the interaction store (a database still starting) before
+    giving up with an error; the gateway is not SERVING meanwhile."""
+    history_max_items: int = Field(200, gt=0)
+    """A user's history is their newest this many interactions (what retrieval and the instruction read)."""
+    max_interactions_per_batch: int = Field(1_000, gt=0)
+    """Most interactions in one RecordInteractions call."""
+    max_event_time_ahead_s: float = Field(86_400.0, ge=0)
+    """An event time more than this far past the gateway's clock is refused (a clock or unit error)."""
+    store_timeout_s: float = Field(2.0, gt=0)
+    """Longest wait for the interaction store on Recommend (past it the user is served without history,
+    degraded) and on RecordInteractions (past it: UNAVAILABLE, nothing acknowledged; retry the batch)."""
     instruction_addr: str = "localhost:50052"
     """InstructionService host:port."""
     retrieval_addr: str = "localhost:50053"
@@ -88,6 +105,12 @@ class GatewaySettings(ServiceSettings):
         if self.rules_path is not None and not self.rules_path.is_file():
             raise ValueError(f"rules_path {self.rules_path} is not a file")
         return self
+
+    def interaction_store_target(self) -> str:
+        """The store's URL or SQLite file (the default resolved)."""
+        if self.interaction_store:
+            return self.interaction_store
+        return str((self.interactions_path or self.catalog_path).parent / "interactions.sqlite3")
 
     def filter_limits(self) -> FilterLimits:
         """Bounds on one request's filters."""

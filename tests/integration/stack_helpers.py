@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,8 @@ def service_settings(
         **common,
         "catalog_path": catalog,
         "interactions_path": data_dir / "train.csv",
+        # Each stack records into its own store, seeded from the data set: no test sees another's interactions.
+        "interaction_store": str(Path(tempfile.mkdtemp(prefix="interactions-")) / "interactions.sqlite3"),
         **{f"{peer}_addr": f"127.0.0.1:{port}" for peer, port in peers.items()},
         **overrides,
     })

@@ -50,6 +50,7 @@ CONCURRENCY = 8
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 RPCS = [
     ("gateway", "/instructrec.v1.RecommendService/Recommend", recommend_service_pb2.RecommendRequest),
+    ("gateway", "/instructrec.v1.RecommendService/RecordInteractions", recommend_service_pb2.RecordInteractionsRequest),
     ("instruction", "/instructrec.v1.InstructionService/GenerateInstruction",
      instruction_service_pb2.GenerateInstructionRequest),
     ("retrieval", "/instructrec.v1.RetrievalService/RetrieveCandidates",
@@ -58,6 +59,7 @@ RPCS = [
 ]
 OTHER_TYPES = [
     recommend_service_pb2.RecommendRequest, recommend_service_pb2.RecommendResponse,
+    recommend_service_pb2.RecordInteractionsRequest, recommend_service_pb2.RecordInteractionsResponse,
     instruction_service_pb2.GenerateInstructionRequest, instruction_service_pb2.GenerateInstructionResponse,
     retrieval_service_pb2.RetrieveCandidatesRequest, retrieval_service_pb2.RetrieveCandidatesResponse,
     ranking_service_pb2.RankCandidatesRequest, ranking_service_pb2.RankCandidatesResponse,
@@ -113,6 +115,10 @@ class RequestGenerator:
                                  ranking_service_pb2.RankCandidatesRequest)
         if "candidate_item_ids" in names and (required or rng.random() < 0.4):
             message.candidate_item_ids.extend(self._known_ids(rng.randint(1, 20)))
+        if "interactions" in names:  # a few events of known users and items; event ids recur (retries)
+            for _ in range(rng.randint(0, 6)):
+                message.interactions.add(user_id=str(rng.randint(1, 14)), item_id=str(rng.randint(0, NUM_ITEMS + 2)),
+                                         event_id=f"fuzz-{rng.randint(1, 2_000)}")
         if "retrieval_scores" in names and rng.random() < 0.5:
             message.retrieval_scores.extend(rng.uniform(-1, 1) for _ in message.candidate_item_ids)
         return message
@@ -274,7 +280,7 @@ async def _serving(addr: str, service: str = "") -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize(("service", "method", "request_type"), RPCS, ids=[r[0] for r in RPCS])
+@pytest.mark.parametrize(("service", "method", "request_type"), RPCS, ids=[r[1].rsplit("/", 1)[1] for r in RPCS])
 async def test_ten_thousand_generated_requests_never_fail_internally(stack, service, method, request_type):
     rpc_name = method.rsplit("/", 1)[-1]
     counted_before = _rpc_count(service, rpc_name)

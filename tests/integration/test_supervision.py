@@ -261,3 +261,94 @@ def test_the_stack_listens_on_loopback_only_and_restricts_model_control_to_its_k
         assert client.is_model_ready("ranker")  # health and metadata need no key
     finally:
         client.close()
+
+
+# --- the interaction store under the real processes (issue #30) -------------------------------------------------
+
+
+async def _answer(stub, user_id: str) -> recommend_service_pb2.RecommendResponse:
+    response = await stub.Recommend(recommend_service_pb2.RecommendRequest(user_id=user_id), timeout=30)
+    assert not response.degraded, list(response.degraded_reasons)
+    return response
+
+
+def _ids(response: recommend_service_pb2.RecommendResponse) -> list[str]:
+    return [i.item_id for i in response.items]
+
+
+async def _record(stub, user_id: str, items: list[str], tag: str) -> recommend_service_pb2.RecordInteractionsResponse:
+    return await stub.RecordInteractions(recommend_service_pb2.RecordInteractionsRequest(interactions=[
+        recommend_service_pb2.Interaction(user_id=user_id, item_id=i, event_id=f"{tag}:{user_id}:{i}") for i in items
+    ]), timeout=30)
+
+
+async def _until_serving(addr: str, limit_s: float = 60.0) -> None:
+    from services.common.grpc_client import is_serving
+
+    deadline = time.monotonic() + limit_s
+    async with _channel(addr) as channel:
+        while not await is_serving(channel):
+            assert time.monotonic() < deadline, f"{addr} did not become SERVING"
+            await asyncio.sleep(0.3)
+
+
+def _history_read(response: recommend_service_pb2.RecommendResponse) -> list[str]:
+    """The history items the instruction states, in order (the part before the lettered candidates)."""
+    stated = response.instruction.split("\nA. ", 1)[0]
+    return re.findall(r"Film number (\d+) \(", stated)
+
+
+async def test_recorded_interactions_are_history_at_once_and_survive_a_gateway_sigkill_and_a_second_gateway(
+        running):
+    # What the answers show of the history: the items the instruction states (newest last) and what is excluded.
+    # (The exact lists may change between calls: preference statements are written in the background.)
+    async with _channel(running.gateway) as channel:
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(channel)
+        before = await _answer(stub, "3")
+        watched = _ids(before)[:3]
+        assert (await _record(stub, "3", watched, "live")).recorded == 3
+        after = await _answer(stub, "3")
+        assert _history_read(after)[-3:] == watched and _history_read(after) != _history_read(before)
+        assert not set(watched) & set(_ids(after))  # history at once: never recommended again
+        again = await _record(stub, "3", watched, "live")
+        assert (again.recorded, again.duplicates) == (0, 3)
+        assert _history_read(await _answer(stub, "3")) == _history_read(after)  # the same batch changed nothing
+
+        anonymous = await _answer(stub, "brand-new-user")
+        firsts = [i for i in map(str, range(1, 81)) if i not in _ids(anonymous)][:3]
+        assert _history_read(anonymous) == []
+        assert (await _record(stub, "brand-new-user", firsts, "live")).recorded == 3
+        personal = await _answer(stub, "brand-new-user")
+        assert _history_read(personal) == firsts and _ids(personal) != _ids(anonymous)
+        assert not set(firsts) & set(_ids(personal))
+
+    old = running.child("gateway")
+    os.kill(old.pid, signal.SIGKILL)
+    await _until_answered_not_degraded(running.gateway, RECOVERY_LIMIT_S)
+    assert running.child("gateway").pid != old.pid
+    async with _channel(running.gateway) as channel:
+        stub = recommend_service_pb2_grpc.RecommendServiceStub(channel)
+        assert _history_read(await _answer(stub, "3")) == _history_read(after)
+        assert _history_read(await _answer(stub, "brand-new-user")) == firsts
+
+    # A second gateway process on the same store (as a second replica would be) reads the same histories, and
+    # what one records the other reads at once.
+    env = dict(running.child("gateway").environ())
+    port, metrics_port = free_ports(2)
+    env.update({"GATEWAY_PORT": str(port), "GATEWAY_METRICS_PORT": str(metrics_port)})
+    second = subprocess.Popen([sys.executable, "-m", "services.gateway"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await _until_serving(f"127.0.0.1:{port}")
+        async with _channel(f"127.0.0.1:{port}") as other_channel, _channel(running.gateway) as channel:
+            other = recommend_service_pb2_grpc.RecommendServiceStub(other_channel)
+            first = recommend_service_pb2_grpc.RecommendServiceStub(channel)
+            assert _history_read(await _answer(other, "3")) == _history_read(after)
+            assert _history_read(await _answer(other, "brand-new-user")) == firsts
+            more = [i for i in _ids(personal) if i not in firsts][:2]
+            assert (await _record(other, "brand-new-user", more, "second")).recorded == 2
+            through_first = await _answer(first, "brand-new-user")
+            assert _history_read(through_first) == [*firsts, *more] and not set(more) & set(_ids(through_first))
+    finally:
+        second.terminate()
+        second.wait(timeout=30)

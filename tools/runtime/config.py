@@ -70,6 +70,11 @@ class StackConfig:
     def preference_store(self) -> Path:
         return self.workspace / "preferences" / f"{self.data_dir.name}.sqlite"
 
+    @property
+    def interaction_store(self) -> Path:
+        """The gateways' interaction store (SQLite, WAL), seeded from the data set's ``train.csv``."""
+        return self.workspace / "interactions" / f"{self.data_dir.name}.sqlite3"
+
     fill_preferences: bool = True
     """After "ready", write the known users' missing preference statements in the background
     (``instructrec precompute-preferences``); until then their requests get the implicit instruction."""

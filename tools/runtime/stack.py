@@ -69,6 +69,7 @@ def service_env(config: StackConfig, service: str, model_control_key: str | None
         env.update({
             "GATEWAY_CATALOG_PATH": str(config.data_dir / "items.jsonl"),
             "GATEWAY_INTERACTIONS_PATH": str(config.data_dir / "train.csv"),
+            "GATEWAY_INTERACTION_STORE": env.get("GATEWAY_INTERACTION_STORE") or str(config.interaction_store),
             **{f"GATEWAY_{s.upper()}_ADDR": _reach(s, os.environ, config.ports[s]) for s in SERVICES if s != "gateway"},
         })
     else:

@@ -22,30 +22,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from instructrec.v1 import common_pb2 as instructrec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&instructrec/v1/recommend_service.proto\x12\x0einstructrec.v1\x1a\x1binstructrec/v1/common.proto\"\x8c\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x11\n\tnum_items\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x06 \x03(\t\x12\x30\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1f.instructrec.v1.AttributeFilter\x12\x30\n\tdiversity\x18\x08 \x01(\x0b\x32\x1d.instructrec.v1.DiversityRule\x12\x11\n\tcaller_id\x18\t \x01(\t\"?\n\rDiversityRule\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\x1b\n\x13max_items_per_value\x18\x02 \x01(\x05\"e\n\rAppliedFilter\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.instructrec.v1.AttributeFilter\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"]\n\x0bRemovedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.instructrec.v1.RemovalReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"@\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xf8\x04\n\x11RecommendResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.instructrec.v1.RecommendedItem\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x34\n\x0emodel_versions\x18\x04 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x18\n\x10\x64\x65graded_reasons\x18\x05 \x03(\t\x12 \n\x18unknown_history_item_ids\x18\x06 \x03(\t\x12\x32\n\rstage_timings\x18\x07 \x03(\x0b\x32\x1b.instructrec.v1.StageTiming\x12\x13\n\x0btemplate_id\x18\x08 \x01(\t\x12\x17\n\x0fquery_truncated\x18\t \x01(\x08\x12\x36\n\x0f\x61pplied_filters\x18\n \x03(\x0b\x32\x1d.instructrec.v1.AppliedFilter\x12\x15\n\rrules_version\x18\x0b \x01(\t\x12\x15\n\rapplied_rules\x18\x0c \x03(\t\x12\x32\n\rremoved_items\x18\r \x03(\x0b\x32\x1b.instructrec.v1.RemovedItem\x12\x13\n\x0b\x66\x65wer_items\x18\x0e \x01(\x08\x12;\n\x11understood_intent\x18\x0f \x03(\x0b\x32 .instructrec.v1.UnderstoodIntent\x12/\n\x07reading\x18\x10 \x01(\x0b\x32\x1e.instructrec.v1.RequestReading\x12\x1b\n\x13relaxed_constraints\x18\x11 \x03(\t*\xa1\x01\n\rRemovalReason\x12\x1e\n\x1aREMOVAL_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REMOVAL_REASON_FILTER\x10\x01\x12\x1a\n\x16REMOVAL_REASON_BLOCKED\x10\x02\x12\x1c\n\x18REMOVAL_REASON_DIVERSITY\x10\x03\x12\x1b\n\x17REMOVAL_REASON_EXCLUDED\x10\x04\x32\x64\n\x10RecommendService\x12P\n\tRecommend\x12 .instructrec.v1.RecommendRequest\x1a!.instructrec.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&instructrec/v1/recommend_service.proto\x12\x0einstructrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1binstructrec/v1/common.proto\"\x8c\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x11\n\tnum_items\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x06 \x03(\t\x12\x30\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1f.instructrec.v1.AttributeFilter\x12\x30\n\tdiversity\x18\x08 \x01(\x0b\x32\x1d.instructrec.v1.DiversityRule\x12\x11\n\tcaller_id\x18\t \x01(\t\"?\n\rDiversityRule\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\x1b\n\x13max_items_per_value\x18\x02 \x01(\x05\"e\n\rAppliedFilter\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.instructrec.v1.AttributeFilter\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"]\n\x0bRemovedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.instructrec.v1.RemovalReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"@\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xf8\x04\n\x11RecommendResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.instructrec.v1.RecommendedItem\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x34\n\x0emodel_versions\x18\x04 \x03(\x0b\x32\x1c.instructrec.v1.ModelVersion\x12\x18\n\x10\x64\x65graded_reasons\x18\x05 \x03(\t\x12 \n\x18unknown_history_item_ids\x18\x06 \x03(\t\x12\x32\n\rstage_timings\x18\x07 \x03(\x0b\x32\x1b.instructrec.v1.StageTiming\x12\x13\n\x0btemplate_id\x18\x08 \x01(\t\x12\x17\n\x0fquery_truncated\x18\t \x01(\x08\x12\x36\n\x0f\x61pplied_filters\x18\n \x03(\x0b\x32\x1d.instructrec.v1.AppliedFilter\x12\x15\n\rrules_version\x18\x0b \x01(\t\x12\x15\n\rapplied_rules\x18\x0c \x03(\t\x12\x32\n\rremoved_items\x18\r \x03(\x0b\x32\x1b.instructrec.v1.RemovedItem\x12\x13\n\x0b\x66\x65wer_items\x18\x0e \x01(\x08\x12;\n\x11understood_intent\x18\x0f \x03(\x0b\x32 .instructrec.v1.UnderstoodIntent\x12/\n\x07reading\x18\x10 \x01(\x0b\x32\x1e.instructrec.v1.RequestReading\x12\x1b\n\x13relaxed_constraints\x18\x11 \x03(\t\"\xa3\x01\n\x0bInteraction\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x12\n\x05value\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_value\"N\n\x19RecordInteractionsRequest\x12\x31\n\x0cinteractions\x18\x01 \x03(\x0b\x32\x1b.instructrec.v1.Interaction\"B\n\x1aRecordInteractionsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05*\xa1\x01\n\rRemovalReason\x12\x1e\n\x1aREMOVAL_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REMOVAL_REASON_FILTER\x10\x01\x12\x1a\n\x16REMOVAL_REASON_BLOCKED\x10\x02\x12\x1c\n\x18REMOVAL_REASON_DIVERSITY\x10\x03\x12\x1b\n\x17REMOVAL_REASON_EXCLUDED\x10\x04\x32\xd1\x01\n\x10RecommendService\x12P\n\tRecommend\x12 .instructrec.v1.RecommendRequest\x1a!.instructrec.v1.RecommendResponse\x12k\n\x12RecordInteractions\x12).instructrec.v1.RecordInteractionsRequest\x1a*.instructrec.v1.RecordInteractionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'instructrec.v1.recommend_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REMOVALREASON']._serialized_start=1323
-  _globals['_REMOVALREASON']._serialized_end=1484
-  _globals['_RECOMMENDREQUEST']._serialized_start=88
-  _globals['_RECOMMENDREQUEST']._serialized_end=356
-  _globals['_DIVERSITYRULE']._serialized_start=358
-  _globals['_DIVERSITYRULE']._serialized_end=421
-  _globals['_APPLIEDFILTER']._serialized_start=423
-  _globals['_APPLIEDFILTER']._serialized_end=524
-  _globals['_REMOVEDITEM']._serialized_start=526
-  _globals['_REMOVEDITEM']._serialized_end=619
-  _globals['_RECOMMENDEDITEM']._serialized_start=621
-  _globals['_RECOMMENDEDITEM']._serialized_end=685
-  _globals['_RECOMMENDRESPONSE']._serialized_start=688
-  _globals['_RECOMMENDRESPONSE']._serialized_end=1320
-  _globals['_RECOMMENDSERVICE']._serialized_start=1486
-  _globals['_RECOMMENDSERVICE']._serialized_end=1586
+  _globals['_REMOVALREASON']._serialized_start=1670
+  _globals['_REMOVALREASON']._serialized_end=1831
+  _globals['_RECOMMENDREQUEST']._serialized_start=121
+  _globals['_RECOMMENDREQUEST']._serialized_end=389
+  _globals['_DIVERSITYRULE']._serialized_start=391
+  _globals['_DIVERSITYRULE']._serialized_end=454
+  _globals['_APPLIEDFILTER']._serialized_start=456
+  _globals['_APPLIEDFILTER']._serialized_end=557
+  _globals['_REMOVEDITEM']._serialized_start=559
+  _globals['_REMOVEDITEM']._serialized_end=652
+  _globals['_RECOMMENDEDITEM']._serialized_start=654
+  _globals['_RECOMMENDEDITEM']._serialized_end=718
+  _globals['_RECOMMENDRESPONSE']._serialized_start=721
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1353
+  _globals['_INTERACTION']._serialized_start=1356
+  _globals['_INTERACTION']._serialized_end=1519
+  _globals['_RECORDINTERACTIONSREQUEST']._serialized_start=1521
+  _globals['_RECORDINTERACTIONSREQUEST']._serialized_end=1599
+  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_start=1601
+  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_end=1667
+  _globals['_RECOMMENDSERVICE']._serialized_start=1834
+  _globals['_RECOMMENDSERVICE']._serialized_end=2043
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from instructrec.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -118,3 +121,33 @@ class RecommendResponse(_message.Message):
     reading: _common_pb2.RequestReading
     relaxed_constraints: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., instruction: _Optional[str] = ..., degraded: _Optional[bool] = ..., model_versions: _Optional[_Iterable[_Union[_common_pb2.ModelVersion, _Mapping]]] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., unknown_history_item_ids: _Optional[_Iterable[str]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., template_id: _Optional[str] = ..., query_truncated: _Optional[bool] = ..., applied_filters: _Optional[_Iterable[_Union[AppliedFilter, _Mapping]]] = ..., rules_version: _Optional[str] = ..., applied_rules: _Optional[_Iterable[str]] = ..., removed_items: _Optional[_Iterable[_Union[RemovedItem, _Mapping]]] = ..., fewer_items: _Optional[bool] = ..., understood_intent: _Optional[_Iterable[_Union[_common_pb2.UnderstoodIntent, _Mapping]]] = ..., reading: _Optional[_Union[_common_pb2.RequestReading, _Mapping]] = ..., relaxed_constraints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Interaction(_message.Message):
+    __slots__ = ("user_id", "item_id", "event_id", "event_time", "event_type", "value")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    item_id: str
+    event_id: str
+    event_time: _timestamp_pb2.Timestamp
+    event_type: str
+    value: float
+    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_type: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class RecordInteractionsRequest(_message.Message):
+    __slots__ = ("interactions",)
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    interactions: _containers.RepeatedCompositeFieldContainer[Interaction]
+    def __init__(self, interactions: _Optional[_Iterable[_Union[Interaction, _Mapping]]] = ...) -> None: ...
+
+class RecordInteractionsResponse(_message.Message):
+    __slots__ = ("recorded", "duplicates")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    duplicates: int
+    def __init__(self, recorded: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...

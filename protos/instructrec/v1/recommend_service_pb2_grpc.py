@@ -40,6 +40,11 @@ class RecommendServiceStub:
                 request_serializer=instructrec_dot_v1_dot_recommend__service__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=instructrec_dot_v1_dot_recommend__service__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.RecordInteractions = channel.unary_unary(
+                '/instructrec.v1.RecommendService/RecordInteractions',
+                request_serializer=instructrec_dot_v1_dot_recommend__service__pb2.RecordInteractionsRequest.SerializeToString,
+                response_deserializer=instructrec_dot_v1_dot_recommend__service__pb2.RecordInteractionsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendServiceServicer:
@@ -53,6 +58,16 @@ class RecommendServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordInteractions(self, request, context):
+        """Records what users did (watched, bought, clicked). Acknowledged means durable: once this returns OK every
+        gateway replica's next Recommend for those users sees the interactions (as history: not recommended
+        again, and read by the sequence model). Idempotent by event_id: a batch sent again records nothing twice.
+        A batch is all or nothing: one invalid interaction refuses the batch (INVALID_ARGUMENT naming its index).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +75,11 @@ def add_RecommendServiceServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=instructrec_dot_v1_dot_recommend__service__pb2.RecommendRequest.FromString,
                     response_serializer=instructrec_dot_v1_dot_recommend__service__pb2.RecommendResponse.SerializeToString,
+            ),
+            'RecordInteractions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordInteractions,
+                    request_deserializer=instructrec_dot_v1_dot_recommend__service__pb2.RecordInteractionsRequest.FromString,
+                    response_serializer=instructrec_dot_v1_dot_recommend__service__pb2.RecordInteractionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +110,33 @@ class RecommendService:
             '/instructrec.v1.RecommendService/Recommend',
             instructrec_dot_v1_dot_recommend__service__pb2.RecommendRequest.SerializeToString,
             instructrec_dot_v1_dot_recommend__service__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/instructrec.v1.RecommendService/RecordInteractions',
+            instructrec_dot_v1_dot_recommend__service__pb2.RecordInteractionsRequest.SerializeToString,
+            instructrec_dot_v1_dot_recommend__service__pb2.RecordInteractionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,8 @@ def test_overlays_pick_their_components(rendered: dict) -> None:
 
 # Containers of the tools image that read settings from their env (the push reaches Triton with the tools' settings).
 TOOL_SETTINGS: dict[str, type[BaseSettings]] = {"push-model": ToolTritonSettings}
+# The interaction store's credentials, which libpq (psycopg) reads from the environment, not a settings field.
+LIBPQ_SECRET_VARS = {"PGUSER", "PGPASSWORD", "PGDATABASE"}
 
 
 def _arg_variables(container: dict) -> set[str]:
@@ -118,6 +120,11 @@ def test_every_env_var_is_a_settings_field_with_a_valid_value(rendered: dict, ov
             settings_cls = SETTINGS.get(name) if workload["kind"] == "Deployment" else TOOL_SETTINGS.get(name)
             if settings_cls is not None and container["name"] == name:
                 for var in env:
+                    if name == "gateway" and var["name"] in LIBPQ_SECRET_VARS:
+                        # libpq reads these itself; they come from the store's Secret, never from the manifest
+                        assert var["valueFrom"]["secretKeyRef"]["name"] == "interactions-db", var["name"]
+                        assert _env(container)["GATEWAY_INTERACTION_STORE"].startswith("postgresql://")
+                        continue
                     annotation, _ = _field(settings_cls, var["name"])
                     if "value" in var:  # valueFrom (a Secret, a field ref): the name is all there is to check
                         _parse(annotation, var["value"])

@@ -83,7 +83,8 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
 
 def test_network_policies_admit_exactly_the_intended_callers(rendered: dict) -> None:
     policies = k8s._objects(rendered, "production", "NetworkPolicy").values()
-    workloads = k8s._workloads(rendered, "production") | k8s._workloads(rendered, "task-push-model")
+    workloads = (k8s._workloads(rendered, "production") | k8s._workloads(rendered, "task-push-model")
+                 | k8s._objects(rendered, "production", "StatefulSet"))
     pods = {name: k8s._pod(w) | {"labels": w["spec"]["template"]["metadata"]["labels"]}
             for name, w in workloads.items()}
 
@@ -124,6 +125,9 @@ def test_network_policies_admit_exactly_the_intended_callers(rendered: dict) -> 
     assert admitted("triton", "build-index", "grpc") and admitted("triton", "build-index", "http")
     assert admitted("triton", "push-model", "grpc")
     assert not admitted("triton", "gateway", "grpc") and not admitted("triton", None, "grpc")
+    assert admitted("interactions-db", "gateway", "postgres")
+    for other in ("instruction", "retrieval", "ranking", "triton", "build-index", None):
+        assert not admitted("interactions-db", other, "postgres"), other
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
     for name in ("gateway", "instruction", "retrieval", "ranking", "triton"):
         assert not admitted(name, None, "metrics") and not admitted(name, "instruction", "metrics")

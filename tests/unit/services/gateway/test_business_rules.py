@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceRunner
-from services.core.catalog import Catalog, InteractionStore, Item
+from services.core.catalog import Catalog, Item
 from services.core.filters import AttributeFilter, CatalogAttributes, DiversityRule, first_violation, over_cap
 from services.core.reading import Reading
 from services.core.rules import REMOVED_BLOCKED, REMOVED_FILTER, Pin, Policy, Rules, RulesFormatError
@@ -24,6 +24,7 @@ from services.gateway.recommender import Recommender, RecommendQuery
 from services.gateway.rules_watcher import RulesWatcher
 from services.gateway.servicer import RecommendServicer
 from services.gateway.settings import GatewaySettings
+from tests.unit.services.gateway.histories import Histories
 
 GENRES = ("Comedy", "Drama", "Horror", "Documentary", "Western")
 # Western is rare: items 5, 55, 105, ...; the rest by id % 4.
@@ -31,7 +32,7 @@ CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 1960 + i % 50,
                                 ("Western",) if i % 50 == 5 else (GENRES[i % 4], GENRES[(i + 1) % 4]))
                    for i in range(200)})
 ATTRS = CatalogAttributes(CATALOG)
-STORE = InteractionStore({"u1": ["1", "2", "3"]})
+STORE = Histories({"u1": ["1", "2", "3"]})
 
 
 class FilteringStages:
@@ -285,7 +286,8 @@ class _App:
         self._recommender = recommender
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        recommend_service_pb2_grpc.add_RecommendServiceServicer_to_server(RecommendServicer(self._recommender), server)
+        servicer = RecommendServicer(self._recommender, None)  # Recommend only
+        recommend_service_pb2_grpc.add_RecommendServiceServicer_to_server(servicer, server)
 
     async def start(self) -> None: ...
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 
 from services.common.errors import Unavailable
-from services.core.catalog import Catalog, InteractionStore, Item
+from services.core.catalog import Catalog, Item
 from services.core.filters import ALL, AttributeFilter
 from services.core.reading import ReadFilter, Reading, Reference
 from services.gateway.reading import ReadingPlan
 from services.gateway.recommender import Recommender, RecommendQuery
 from services.gateway.settings import GatewaySettings
+from tests.unit.services.gateway.histories import Histories
 
 GENRES = ("Comedy", "Horror", "Romance", "Drama")
 CATALOG = Catalog({str(i): Item(str(i), f"Film {i}", 1950 + i, (GENRES[i % 4], GENRES[(i + 1) % 4]))
                    for i in range(1, 41)})
-STORE = InteractionStore({"u": ["1", "2"]})
+STORE = Histories({"u": ["1", "2"]})
 COMEDY_HORROR = AttributeFilter.all_of("genres", ["Comedy", "Horror"])
 NO_ROMANCE = AttributeFilter.any_of("genres", ["Romance"], exclude=True)
 AFTER_1960 = AttributeFilter.between("year", 1961, None)

@@ -3,13 +3,14 @@ import asyncio
 import pytest
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from services.core.catalog import Catalog, InteractionStore, Item
+from services.core.catalog import Catalog, Item
 from services.core.reading import Reading
 from services.gateway.recommender import Recommender, RecommendQuery
 from services.gateway.settings import GatewaySettings
+from tests.unit.services.gateway.histories import Histories
 
 CATALOG = Catalog({str(i): Item(str(i), f"Movie {i}", 2000) for i in range(40)})
-STORE = InteractionStore({"u1": ["1", "2", "3"]})
+STORE = Histories({"u1": ["1", "2", "3"]})
 
 
 class Stages:
@@ -66,7 +67,7 @@ async def test_known_user_gets_ranked_items_never_from_history_or_exclusions():
     assert ids[0] == stages.calls[1][3][-1]  # the ranker's order, not retrieval's
     assert r.items[0][1] == f"Movie {ids[0]} (2000)"
     assert not r.degraded and ("ranker", "2") in r.model_versions and r.instruction == "rank 20"
-    assert [s for s, _ in r.stage_timings] == ["retrieval", "instruction", "ranking"]
+    assert [s for s, _ in r.stage_timings] == ["history", "retrieval", "instruction", "ranking"]
 
 
 async def test_request_history_replaces_stored_history_and_unknown_ids_are_reported():
@@ -93,7 +94,7 @@ async def test_supplied_candidates_are_scored_not_searched_and_all_ranked_in_the
     assert stages.calls[1][3] == ["9", "7", "8"] and stages.calls[2][2] == ["9", "7", "8"]
     assert stages.retrieval_scores[-1] == [pytest.approx(0.91), pytest.approx(0.93), pytest.approx(0.92)]
     assert [i for i, _, _ in r.items] == ["8", "7", "9"]
-    assert not r.degraded and [s for s, _ in r.stage_timings] == ["retrieval", "instruction", "ranking"]
+    assert not r.degraded and [s for s, _ in r.stage_timings] == ["history", "retrieval", "instruction", "ranking"]
 
 
 async def test_without_fusion_supplied_candidates_skip_retrieval_and_the_ranker_gets_no_scores():
