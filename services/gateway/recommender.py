@@ -190,7 +190,7 @@ class Recommender:
             for step in steps:  # the strictest read constraints that leave enough of the caller's candidates
                 policy = policy_for(step)
                 candidates, result.removed = policy.screen([(i, 0.0) for i in q.candidate_item_ids], self._catalog)
-                if len(candidates) >= num_items:
+                if len(candidates) >= min(num_items, s.relax_below_items):
                     break
             result.relaxed_constraints = list(step.relaxed)
             candidate_ids = [i for i, _ in candidates]
@@ -218,7 +218,7 @@ class Recommender:
             for step in steps:  # relax read constraints (never exclusions or bounds) while too few items meet them
                 policy = policy_for(step)
                 candidates = await self._retrieve(q, result, budget, plan, history, policy)
-                if len(candidates) >= num_items:
+                if len(candidates) >= min(num_items, s.relax_below_items):
                     break
             result.relaxed_constraints = list(step.relaxed)
             candidate_ids = [c for c, _ in candidates]

@@ -55,6 +55,11 @@ class GatewaySettings(ServiceSettings):
     """Read each query (the instruction service's ReadQuery) and act on it: exclusions and bounds as filters,
     wanted values as filters relaxed when too few items meet them, references as history (docs/serving.md).
     Off: the query goes to retrieval as written."""
+    relax_below_items: int = Field(1, ge=0)
+    """Read wanted values are relaxed (all of -> any of -> dropped) only while fewer than this many items meet
+    the request; exclusions and bounds never are. 1 (default): only when no item meets it, so a request that a
+    few items meet gets those few (fewer_items) rather than a page padded with items it did not ask for.
+    A value >= num_items pads every page (docs/serving.md)."""
     reading_timeout_s: float = Field(2.0, gt=0)
     """Longest wait for a query's reading; past it (or on any reader failure) the query is used as written and
     the answer says degraded."""

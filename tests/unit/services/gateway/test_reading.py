@@ -52,8 +52,8 @@ def _reading(*filters: AttributeFilter, references=(), residual="something", con
     return Reading(tuple(ReadFilter(f, confidence, "words") for f in filters), tuple(references), residual)
 
 
-def _recommend(stages: Stages, query: str = "a request", num_items: int = 5, **q):
-    recommender = Recommender(GatewaySettings(), CATALOG, STORE, stages)
+def _recommend(stages: Stages, query: str = "a request", num_items: int = 5, settings: dict | None = None, **q):
+    recommender = Recommender(GatewaySettings(**(settings or {})), CATALOG, STORE, stages)
     return asyncio.run(recommender.recommend(RecommendQuery(user_id="u", query=query, num_items=num_items, **q),
                                              None))
 
@@ -71,8 +71,22 @@ def test_read_exclusions_bounds_and_wanted_values_are_filters_from_the_query() -
     assert ("reading" in dict(result.stage_timings)) and ("request_reader", "1") in result.model_versions
 
 
-def test_wanted_values_relax_all_of_then_drop_never_an_exclusion_or_a_bound() -> None:
+def test_a_request_few_items_meet_gets_those_few_not_a_padded_page() -> None:
     result = _recommend(Stages(_reading(COMEDY_HORROR, NO_ROMANCE, AFTER_1960)), num_items=20)
+    assert result.relaxed_constraints == [] and result.fewer_items and 0 < len(result.items) < 20
+    assert all(f.allows(CATALOG[i]) for i, _, _ in result.items for f in (COMEDY_HORROR, NO_ROMANCE, AFTER_1960))
+
+
+def test_a_request_no_item_meets_is_relaxed_by_default() -> None:
+    comedy_romance = AttributeFilter.all_of("genres", ["Comedy", "Romance"])  # never together in CATALOG
+    result = _recommend(Stages(_reading(comedy_romance, AFTER_1960)), num_items=5)
+    assert result.relaxed_constraints == ["genres all of [Comedy, Romance] -> any of"] and len(result.items) == 5
+    assert all(AFTER_1960.allows(CATALOG[i]) for i, _, _ in result.items)
+
+
+def test_wanted_values_relax_all_of_then_drop_never_an_exclusion_or_a_bound() -> None:
+    result = _recommend(Stages(_reading(COMEDY_HORROR, NO_ROMANCE, AFTER_1960)), num_items=20,
+                        settings={"relax_below_items": 20})  # pad every page
     assert result.relaxed_constraints == ["genres all of [Comedy, Horror] -> any of",
                                           "dropped genres any of [Comedy, Horror]"]
     assert all(NO_ROMANCE.allows(CATALOG[i]) and AFTER_1960.allows(CATALOG[i]) for i, _, _ in result.items)
