@@ -133,6 +133,9 @@ class Catalog:
                         parsed = parse_attribute(key, value)
                         if parsed is not None:
                             extra[key] = parsed
+                    for key in RESERVED_KEYS:  # a null or blank id or title is no item ("None")
+                        if raw.get(key) is None or not str(raw[key]).strip():
+                            raise ValueError(f"{key!r} must be a non-empty string, got {raw.get(key)!r}")
                     item = Item(
                         item_id=str(raw["item_id"]),
                         title=str(raw["title"]),

@@ -160,6 +160,7 @@ HEADER = "user_id,item_id,timestamp\n"
         (ITEM_A + '{"item_id": "1", "title": "B"}\n', HEADER, "duplicate item_id"),
         ('{"item_id": "1"}\n', HEADER + "u,1,1\n", "'title'"),
         ('{"item_id": "1", "title": "  "}\n', HEADER + "u,1,1\n", "non-empty"),
+        ('{"item_id": "1", "title": null}\n', HEADER + "u,1,1\n", "'title' must be a non-empty string, got None"),
         ('{"item_id": "1", "title": "A", "year": "soon"}\n', HEADER + "u,1,1\n", ":1:"),
         ("not json\n", HEADER + "u,1,1\n", ":1:"),
     ],
