@@ -264,6 +264,7 @@ async def build_sequence_index_async(
     model_name: str = SEQUENCE_ENCODER,
     model_version: str = "",
     timeout_s: float = 30.0,
+    min_catalog_coverage: float = 0.5,
 ) -> Path:
     """Index the item vectors of the sequence model version Triton serves (``model_version`` or the newest).
 
@@ -272,8 +273,13 @@ async def build_sequence_index_async(
     version N is only ever searched against the index of version N. Items the model does not know (added to
     the catalog after training) are left out: retrieval reaches them through the text index.
 
+    A model that knows fewer than ``min_catalog_coverage`` of the catalog's items was trained for another
+    catalog (or before most of this one existed) and is refused, never indexed silently: train one on this data
+    set (``instructrec bootstrap``).
+
     Raises:
-        IndexBuildError: the model is not served, or its version folder lacks the item vectors.
+        IndexBuildError: the model is not served, its version folder lacks the item vectors, or it does not
+            cover the catalog.
     """
     import json
 
@@ -295,6 +301,11 @@ async def build_sequence_index_async(
     if vectors.shape[0] != len(vocab) + 1:
         raise IndexBuildError(f"{folder}: {vectors.shape[0]} item vectors for {len(vocab)} item ids")
     rows = [(n, item) for n, item in enumerate(vocab, start=1) if item in catalog]
+    if len(rows) < min_catalog_coverage * len(catalog):
+        raise IndexBuildError(
+            f"{folder}: the sequence model knows {len(rows)} of the catalog's {len(catalog)} items (and "
+            f"{len(vocab) - len(rows)} items the catalog lacks): it was trained for another catalog. Train one on "
+            f"this data set (`instructrec bootstrap`), or serve it without a sequence index")
     with atomic_output_dir(out_dir) as tmp:
         write_item_index(tmp, [item for _, item in rows], vectors[[n for n, _ in rows]], model_version=version,
                          model_name=model_name, metric=DOT, popularity=[popularity[item] for _, item in rows])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -108,3 +110,16 @@ def fuse_retrieval(weights: SourceWeights, *, sequence: np.ndarray | None, text:
     if intent is not None and weights.intent > 0:
         total = total + weights.intent * np.asarray(intent, dtype=np.float64)
     return total
+
+
+def read_fusion_file(path: Path) -> RetrievalFusion:
+    """The ``fusion`` entry of a fitted weights file (``instructrec fit-fusion --stage retrieval``, a workspace's
+    ``retrieval_fusion.json``).
+
+    Raises:
+        ValueError: the file is missing or is not a fitted weights file.
+    """
+    try:
+        return RetrievalFusion.from_json(json.loads(Path(path).read_text())["fusion"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a fitted retrieval weights file ({exc!r})") from exc

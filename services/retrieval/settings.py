@@ -17,7 +17,7 @@ from services.core.contracts import (
     TEXT_ENCODER,
 )
 from services.core.filters import FilterLimits
-from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights
+from services.core.fusion import SERVED_RETRIEVAL_FUSION, RetrievalFusion, SourceWeights, read_fusion_file
 
 
 class SourceWeightsSettings(BaseModel):
@@ -79,6 +79,10 @@ class RetrievalSettings(ServiceSettings):
     """Fused score weights when the sequence model cannot run (an anonymous caller; a history of items newer
     than the model; the model failed); the sequence weight must be 0. Fitted on anonymous requests with a
     query."""
+    fusion_path: Path | None = None
+    """A fitted weights file (``instructrec fit-fusion --stage retrieval --write``, or a data set workspace's
+    ``retrieval_fusion.json`` from ``instructrec bootstrap``): when set, its three situations replace the
+    ``fusion_*`` settings, so what was fitted is what is served. A missing or malformed file stops the start."""
     index_poll_s: float = Field(5.0, ge=0)
     """How often the index folders are checked for a rebuilt index (0: never). A new index is served once
     Triton serves the model version it was built with; until then the previous pair keeps serving."""
@@ -107,7 +111,10 @@ class RetrievalSettings(ServiceSettings):
         return FilterLimits(self.max_filters, self.max_filter_values, self.max_id_chars)
 
     def fusion(self) -> RetrievalFusion:
-        """The fused rule's weights per situation."""
+        """The fused rule's weights per situation (from ``fusion_path`` when set)."""
+        if self.fusion_path is not None:
+            return read_fusion_file(self.fusion_path)
         return RetrievalFusion(with_query=SourceWeights(**self.fusion_with_query.model_dump()),
                                without_query=SourceWeights(**self.fusion_without_query.model_dump()),
                                without_sequence=SourceWeights(**self.fusion_without_sequence.model_dump()))
+

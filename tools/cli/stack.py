@@ -37,7 +37,9 @@ def run(
     triton_grpc_port: Annotated[int, typer.Option(help="Triton gRPC port (inference).")] = 8001,
     triton_metrics_port: Annotated[int, typer.Option(help="Triton Prometheus metrics port.")] = 8002,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Serve a data set written by `prepare-data` instead of MovieLens-100K.")
+        Path | None, typer.Option(help="Serve a workspace made by `bootstrap` (everything fitted for that catalog), "
+                                       "or a data set written by `prepare-data` (text retrieval only), instead of "
+                                       "MovieLens-100K.")
     ] = None,
     models: ModelsOption = Models.tuned,
     crash_limit: Annotated[int, typer.Option(
@@ -58,23 +60,33 @@ def run(
     and any other setting can be set through the environment too. Triton's model-control API needs the key
     written to WORKSPACE/triton/model-control.key (INSTRUCTREC_TRITON__MODEL_CONTROL_KEY for the tools).
     """
+    from tools.core.workspace import is_workspace
+    from tools.runtime.assets import WorkspaceMismatch
     from tools.runtime.config import StackConfig
     from tools.runtime.stack import run as do_run
     from tools.runtime.supervise import RestartPolicy
 
     setup_logging()
-    config = StackConfig(
+    options = dict(
         workspace=workspace.resolve(),
         log_format=log_format,
         triton_http_port=triton_http_port,
         triton_grpc_port=triton_grpc_port,
         triton_metrics_port=triton_metrics_port,
-        custom_data_dir=data_dir.resolve() if data_dir else None,
         models=models.value,
         restart_policy=RestartPolicy(max_crashes=crash_limit, window_s=crash_window_s),
         fill_preferences=fill_preferences,
     )
-    raise typer.Exit(do_run(config))
+    if data_dir is not None and is_workspace(data_dir):  # made by `instructrec bootstrap`: serve all of it
+        config = StackConfig.for_dataset(data_dir.resolve(), **options)
+    else:
+        config = StackConfig(custom_data_dir=data_dir.resolve() if data_dir else None, **options)
+    try:
+        code = do_run(config)
+    except WorkspaceMismatch as exc:
+        console.print(f"[red]refusing to serve:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from services.common.settings import TritonSettings
 from services.core.catalog import Catalog
-from services.core.contracts import REQUEST_READER, SEQUENCE_ENCODER, TEXT_ENCODER
+from services.core.contracts import REQUEST_READER, SEQUENCE_ENCODER, SEQUENCE_ITEM_IDS_FILE, TEXT_ENCODER
 from services.core.index import IndexFormatError, ItemIndex
 from services.core.intent import IntentFormatError, IntentModel
 from services.instruction.settings import InstructionSettings
 from tools.core.base_models import smollm2_dir
+from tools.core.workspace import WORKSPACE_STEPS, DatasetWorkspace, file_digest
 from tools.data import prepare_movielens
 from tools.export import METADATA_FILE, ensure_default_repository, export_model, has_weights, version_dirs
 from tools.index import build_index, build_sequence_index_async
@@ -28,6 +29,10 @@ log = logging.getLogger("instructrec.run")
 def prepare(config: StackConfig) -> None:
     """Everything `make run` needs before a server starts; each step is skipped when already done."""
     t0 = time.perf_counter()
+    if config.dataset is not None:
+        check_workspace(config.dataset)  # everything the bootstrap made, for this catalog; else refuse
+        log.info("serving the data set workspace %s", config.dataset.root)
+        return
     if config.custom_data_dir is None:
         prepare_movielens(config.data_dir, config.workspace / "cache")
     elif not (config.data_dir / "train.csv").is_file():
@@ -44,6 +49,39 @@ def prepare(config: StackConfig) -> None:
 TUNED, BASE = "tuned", "base"
 # Models trained in this project rather than fine-tuned from a base: "base" serves their latest version too.
 TRAINED_HERE = (SEQUENCE_ENCODER, REQUEST_READER)
+
+
+def check_workspace(ws: DatasetWorkspace) -> None:
+    """Refuse to serve a workspace whose parts were not all made for its catalog.
+
+    Raises:
+        WorkspaceMismatch: a step is missing, or the catalog, the sequence model or the fitted weights belong
+            to another catalog than the one in ``data/``.
+    """
+    manifest = ws.manifest()
+    missing = [step for step in WORKSPACE_STEPS if step not in manifest.get("steps", {})]
+    if missing:
+        raise WorkspaceMismatch(f"{ws.root}: not bootstrapped to the end (missing {', '.join(missing)}): rerun "
+                                "`instructrec bootstrap` with the same arguments (finished steps are skipped)")
+    catalog = ws.data_dir / "items.jsonl"
+    if file_digest(catalog) != manifest["catalog_digest"]:
+        raise WorkspaceMismatch(f"{catalog} changed since the bootstrap: rerun `instructrec bootstrap`")
+    latest = max(version_dirs(ws.model_repository / SEQUENCE_ENCODER), default=None)
+    if latest is None:
+        raise WorkspaceMismatch(f"{ws.model_repository} has no {SEQUENCE_ENCODER} version")
+    folder = ws.model_repository / SEQUENCE_ENCODER / str(latest)
+    vocab = json.loads((folder / SEQUENCE_ITEM_IDS_FILE).read_text())
+    items = Catalog.load(catalog).items
+    known = sum(i in items for i in vocab)
+    if known < 0.5 * len(items) or known < 0.95 * len(vocab):  # retrained models may differ, not by much
+        raise WorkspaceMismatch(f"{folder}: the sequence model knows {known} of the catalog's {len(items)} items "
+                                f"and {len(vocab) - known} it lacks: it was not trained on this catalog")
+    if not ws.fusion_path.is_file():
+        raise WorkspaceMismatch(f"{ws.fusion_path} is missing: rerun `instructrec bootstrap`")
+
+
+class WorkspaceMismatch(RuntimeError):
+    """A workspace's parts do not belong together (serving it would degrade silently)."""
 
 
 def _version_metadata(repository: Path, name: str) -> dict[int, dict]:
@@ -179,10 +217,10 @@ def ensure_indexes(config: StackConfig, grpc_addr: str, versions: dict[str, int]
     digest = examples_digest(intent_examples(Catalog.load(data / "items.jsonl"))[0])
     if not index_is_current(config.index_dir, str(versions[TEXT_ENCODER]), intent_digest=digest):
         build_index(data / "items.jsonl", data / "train.csv", config.index_dir, grpc_addr)
-    if config.custom_data_dir is not None:
-        # The committed sequence model knows MovieLens ids; train one on your data (`instructrec train
-        # sequential --data-dir ...`) and export it to retrieve by it.
-        log.info("custom data: retrieval by text (no sequence index)")
+    if config.custom_data_dir is not None and config.dataset is None:
+        # The committed sequence model knows MovieLens ids: `instructrec bootstrap` trains one for your data.
+        log.info("custom data without a workspace: retrieval by text (no sequence index); `instructrec "
+                 "bootstrap` makes a workspace with a sequence model for this catalog")
         return
     if not index_is_current(config.sequence_index_dir, str(versions[SEQUENCE_ENCODER])):
         asyncio.run(build_sequence_index_async(data / "items.jsonl", data / "train.csv", config.sequence_index_dir,

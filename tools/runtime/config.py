@@ -11,6 +11,7 @@ from services.gateway.settings import GatewaySettings
 from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
 from services.retrieval.settings import RetrievalSettings
+from tools.core.workspace import DatasetWorkspace
 from tools.runtime.supervise import RestartPolicy
 
 MODELS = SERVED_MODELS
@@ -48,11 +49,20 @@ class StackConfig:
     log_format: str = "text"
     custom_data_dir: Path | None = None
     """A data set prepared with `instructrec prepare-data`; None serves MovieLens-100K."""
+    dataset: DatasetWorkspace | None = None
+    """A data set workspace made by `instructrec bootstrap` (its split, models, indexes, fitted weights and
+    stores); see :meth:`for_dataset`."""
     models: str = "tuned"
     """``tuned``: export the committed instruction-tuned adapters (tools/train/adapters) and serve the latest
     version of each model; ``base``: serve the versions exported from the base models."""
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     """When a process that exited is restarted, and after how many failures the stack gives up."""
+
+    @classmethod
+    def for_dataset(cls, root: Path, **options) -> StackConfig:
+        """The stack serving a bootstrapped workspace: its own model repository, indexes, weights and stores."""
+        ws = DatasetWorkspace.at(root)
+        return cls(dataset=ws, model_repository=ws.model_repository, custom_data_dir=ws.data_dir, **options)
 
     @property
     def data_dir(self) -> Path:
@@ -60,19 +70,25 @@ class StackConfig:
 
     @property
     def index_dir(self) -> Path:
-        return self.workspace / "index" / self.data_dir.name
+        return self.dataset.index_dir if self.dataset else self.workspace / "index" / self.data_dir.name
 
     @property
     def sequence_index_dir(self) -> Path:
+        if self.dataset:
+            return self.dataset.sequence_index_dir
         return self.workspace / "index-sequence" / self.data_dir.name
 
     @property
     def preference_store(self) -> Path:
+        if self.dataset:
+            return self.dataset.preference_store
         return self.workspace / "preferences" / f"{self.data_dir.name}.sqlite"
 
     @property
     def interaction_store(self) -> Path:
         """The gateways' interaction store (SQLite, WAL), seeded from the data set's ``train.csv``."""
+        if self.dataset:
+            return self.dataset.interaction_store
         return self.workspace / "interactions" / f"{self.data_dir.name}.sqlite3"
 
     fill_preferences: bool = True

@@ -82,6 +82,8 @@ def service_env(config: StackConfig, service: str, model_control_key: str | None
         env.setdefault("INSTRUCTION_PREFERENCE_STORE_PATH", str(config.preference_store))
     if service == "retrieval":
         env["RETRIEVAL_INDEX_DIR"] = str(config.index_dir)
+        if config.dataset is not None:  # the weights fitted for this data set, nothing else
+            env["RETRIEVAL_FUSION_PATH"] = str(config.dataset.fusion_path)
         env.setdefault("RETRIEVAL_SEQUENCE_INDEX_DIR", str(config.sequence_index_dir))  # a missing one: text only
     if service == "ranking":
         # The fusion weight fitted for the served model set (the settings default is the tuned one's).

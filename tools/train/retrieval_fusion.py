@@ -76,6 +76,9 @@ class RetrievalFitConfig:
     """0: all validation users."""
     seed: int = 0
     threads: int = 0
+    situations: tuple[str, ...] = SITUATIONS
+    """The situations fitted; the others keep the served weights (a catalog without genres has no training
+    queries worth fitting the query situations on: :func:`fit_situations`)."""
 
 
 def _per_user_ndcg(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +131,13 @@ class ValidationScores:
         """The served fused score of every item (without the history mask)."""
         return self.scorer.fused(weights, sequence=self.sequence, text=self.cosines[situation],
                                  intent=self.intent if situation in QUERY_SITUATIONS else None)
+
+
+def fit_situations(catalog) -> tuple[str, ...]:
+    """What can be fitted on this catalog: the query situations need the teacher's training queries, which are
+    written from genres (and years); without genres only the situation without a query is fitted."""
+    has_genres = sum(bool(item.genres) for item in catalog) >= 0.5 * len(catalog)
+    return SITUATIONS if has_genres else ("without_query",)
 
 
 def training_queries(catalog, samples, seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -263,6 +273,11 @@ def fit(config: RetrievalFitConfig) -> dict:
                     "grids": {"text": TEXT_GRID, "popularity": POPULARITY_GRID, "intent": INTENT_GRID}}
     chosen = {}
     for situation in SITUATIONS:
+        if situation not in config.situations:
+            chosen[situation] = getattr(SERVED_RETRIEVAL_FUSION, situation)
+            record["reference"][situation] = {"not fitted": "the served weights are kept (no training queries "
+                                                            "for this catalog)"}
+            continue
         rows = _search(scores, situation)
         best = _best(rows)
         sequence = _sequence_weight(situation)

@@ -131,3 +131,22 @@ def test_the_served_fusion_weights_are_the_committed_fit() -> None:
     from tools.train.retrieval_fusion import read_retrieval_fusion
 
     assert RetrievalSettings().fusion() == read_retrieval_fusion()
+
+
+def test_a_fitted_weights_file_replaces_the_settings_and_a_bad_one_stops_the_start(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from services.core.fusion import RetrievalFusion, SourceWeights
+    from services.retrieval.settings import RetrievalSettings
+
+    fitted = RetrievalFusion(with_query=SourceWeights(sequence=1.0, text=2.0, popularity=0.1, intent=1.0),
+                             without_query=SourceWeights(sequence=1.0, text=0.0, popularity=0.2),
+                             without_sequence=SourceWeights(sequence=0.0, text=1.0, popularity=0.3))
+    path = tmp_path / "retrieval_fusion.json"
+    path.write_text(json.dumps({"fusion": fitted.to_json(), "validation_users": 10}))
+    assert RetrievalSettings(fusion_path=path).fusion() == fitted
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="not a fitted retrieval weights file"):
+        RetrievalSettings(fusion_path=path).fusion()
