@@ -187,10 +187,12 @@ class Recommender:
         retrieval_scores: list[float] = []
         if q.candidate_item_ids:
             num_items = min(q.num_items or s.default_num_items, len(q.candidate_item_ids))
-            for step in steps:  # the strictest read constraints that leave enough of the caller's candidates
+            # The strictest read constraints that leave enough of the caller's candidates: re-ranking keeps what
+            # it was given (wanted values relaxed) unless the request excludes or bounds it out.
+            for step in steps:
                 policy = policy_for(step)
                 candidates, result.removed = policy.screen([(i, 0.0) for i in q.candidate_item_ids], self._catalog)
-                if len(candidates) >= min(num_items, s.relax_below_items):
+                if len(candidates) >= num_items:
                     break
             result.relaxed_constraints = list(step.relaxed)
             candidate_ids = [i for i, _ in candidates]

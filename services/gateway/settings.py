@@ -59,7 +59,8 @@ class GatewaySettings(ServiceSettings):
     """Read wanted values are relaxed (all of -> any of -> dropped) only while fewer than this many items meet
     the request; exclusions and bounds never are. 1 (default): only when no item meets it, so a request that a
     few items meet gets those few (fewer_items) rather than a page padded with items it did not ask for.
-    A value >= num_items pads every page (docs/serving.md)."""
+    A value >= num_items pads every page. Caller-supplied candidates are re-ranked, not searched: wanted values
+    are relaxed until the asked number of them remain (docs/reading.md)."""
     reading_timeout_s: float = Field(2.0, gt=0)
     """Longest wait for a query's reading; past it (or on any reader failure) the query is used as written and
     the answer says degraded."""
