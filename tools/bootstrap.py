@@ -150,7 +150,7 @@ def _indexes(config: BootstrapConfig, ws: DatasetWorkspace, manifest: dict) -> d
     from tools.index import build_index, build_sequence_index_async
     from tools.runtime.triton_server import TritonServer
 
-    server = TritonServer(ws.model_repository, models=SERVED_MODELS,
+    server = TritonServer(ws.model_repository, models=(TEXT_ENCODER, SEQUENCE_ENCODER),  # what the indexes read
                           backend_dir=config.workspace / "triton" / "backends",
                           log_file=ws.root / "logs" / "bootstrap-triton.log")
     data = ws.data_dir

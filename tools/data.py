@@ -344,10 +344,44 @@ def prepare_movielens(
     return write_dataset(out_dir, catalog, rows, source, read_synonyms(MOVIELENS_SYNONYMS, catalog, strict=False))
 
 
+
+def export_dslabs_movielens(out_dir: Path) -> tuple[Path, Path]:
+    """MovieLens latest-small (671 users, 9,066 movies, about 100,000 ratings) from Debian's ``r-cran-dslabs``,
+    written as a catalog (``items.jsonl``) and interactions (``interactions.csv``) in the documented formats:
+    the input of ``instructrec bootstrap`` for a second real data set. Needs ``Rscript`` and the package
+    (``apt-get install r-cran-dslabs``); nothing is downloaded.
+
+    Returns:
+        The catalog and interactions paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = Path(tmp) / "movielens.csv"
+        subprocess.run(["Rscript", "-e", 'data(movielens, package="dslabs"); '
+                        f'write.csv(movielens, "{frame}", row.names=FALSE)'], check=True, capture_output=True)
+        items: dict[str, dict] = {}
+        with open(out_dir / "interactions.csv", "w", newline="", encoding="utf-8") as out, \
+                open(frame, newline="", encoding="utf-8") as f:
+            writer = csv.writer(out)
+            writer.writerow(["user_id", "item_id", "timestamp", "rating"])
+            for row in csv.DictReader(f):
+                genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
+                items.setdefault(row["movieId"], {"item_id": row["movieId"], "title": row["title"],
+                                                  "year": int(row["year"]) if row["year"] not in ("", "NA") else None,
+                                                  "genres": genres})
+                writer.writerow([row["userId"], row["movieId"], row["timestamp"], row["rating"]])
+    with open(out_dir / "items.jsonl", "w", encoding="utf-8") as f:
+        for item in items.values():
+            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    return out_dir / "items.jsonl", out_dir / "interactions.csv"
+
+
 __all__ = [
     "MIN_INTERACTIONS_TO_HOLD_OUT",
     "atomic_output_dir",
     "dataset_stats",
+    "export_dslabs_movielens",
     "fetch_recbole_wheel",
     "prepare_custom",
     "prepare_movielens",
@@ -356,3 +390,10 @@ __all__ = [
     "validate_dataset",
     "write_dataset",
 ]
+
+
+if __name__ == "__main__":  # python -m tools.data dslabs-movielens OUT_DIR
+    if sys.argv[1:2] == ["dslabs-movielens"] and len(sys.argv) == 3:
+        print(export_dslabs_movielens(Path(sys.argv[2])))
+    else:
+        sys.exit("usage: python -m tools.data dslabs-movielens OUT_DIR")

@@ -26,7 +26,7 @@ import itertools
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -218,7 +218,10 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
     cosines = {situation: scorer.text_cosines(vectors, recent_ids if situation != "without_sequence"
                                               else [[] for _ in recent_ids])
                for situation, vectors in encoded.items()}
-    intent, intent_record = cross_fitted_intent(catalog, ids, query_vectors, wordings, pooled, tokenizer, device)
+    if any(situation in QUERY_SITUATIONS for situation in config.situations):
+        intent, intent_record = cross_fitted_intent(catalog, ids, query_vectors, wordings, pooled, tokenizer, device)
+    else:  # no query situation is fitted: the intent heads are not needed
+        intent, intent_record = None, {"skipped": "no situation with a query is fitted"}
     log.info("intent heads: %s", intent_record)
 
     seq_filled = np.where(np.isnan(seq), np.nanmean(seq, axis=1, keepdims=True), seq)
@@ -274,9 +277,10 @@ def fit(config: RetrievalFitConfig) -> dict:
     chosen = {}
     for situation in SITUATIONS:
         if situation not in config.situations:
-            chosen[situation] = getattr(SERVED_RETRIEVAL_FUSION, situation)
-            record["reference"][situation] = {"not fitted": "the served weights are kept (no training queries "
-                                                            "for this catalog)"}
+            # The intent heads learn from the same genre phrases: without them they read nothing (intent 0).
+            chosen[situation] = replace(getattr(SERVED_RETRIEVAL_FUSION, situation), intent=0.0)
+            record["reference"][situation] = {"not fitted": "the served weights are kept, without the intent term "
+                                                            "(no training queries for this catalog)"}
             continue
         rows = _search(scores, situation)
         best = _best(rows)
