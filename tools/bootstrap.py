@@ -105,7 +105,7 @@ def _data(config: BootstrapConfig, ws: DatasetWorkspace, manifest: dict) -> dict
     prepare_custom(config.catalog, config.interactions, ws.data_dir, config.synonyms)
     split = load_split(ws.data_dir)
     manifest["catalog_digest"] = file_digest(ws.data_dir / "items.jsonl")
-    return {"items": len(split.catalog), "users": len(split.train),
+    return {"items": len(split.catalog), "users": len(split.train), "test_users": len(split.test_cases),
             "interactions": sum(len(s) for s in split.train.values()) + 2 * len(split.test_cases)}
 
 

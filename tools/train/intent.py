@@ -144,6 +144,8 @@ def fit_intent_model(embeddings: np.ndarray, examples: Sequence[Example], heads:
 
 
 L2_GRID = (1e-5, 1e-4, 3e-4, 1e-3, 1e-2)
+L2_UNCHOSEN = 1e-3
+"""The L2 weight when the bank has no held-out wording to choose it by."""
 # Cross-validation by wording: fold ``f`` holds out the ``f``-th paraphrase of every genre and every
 # WORDING_FOLDS-th specific template from the ``f``-th (``Example.wording``).
 WORDING_FOLDS = min(len(v) for v in teacher.VAGUE_BANK.values())
@@ -176,6 +178,10 @@ def choose_l2(embeddings: np.ndarray, examples: Sequence[Example], heads: dict, 
     bank is used: the evaluation's wording is never looked at."""
     x = np.asarray(embeddings)
     accuracy: dict[float, float] = {}
+    if not any(e.wording in held_out_wordings(fold) for fold in range(WORDING_FOLDS) for e in examples):
+        # Nothing to hold out (a catalog without genres has none of the bank's paraphrases): no fold can score,
+        # so nothing is fitted to choose by; the middle of the grid.
+        return L2_UNCHOSEN, accuracy
     for l2 in grid:
         scores = []
         for held, model in cross_fitted_models(x, examples, heads, l2):
