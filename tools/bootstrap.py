@@ -32,7 +32,7 @@ import numpy as np
 from services.common.settings import ROOT
 from services.core.catalog import Catalog
 from services.core.contracts import SEQUENCE_ENCODER, SEQUENCE_ITEM_IDS_FILE, SERVED_MODELS, TEXT_ENCODER
-from tools.core.metrics import ndcg_of_ranks
+from tools.core.metrics import at_10, catalog_ranks
 from tools.core.sequence_model import SequenceScorer, SequentialConfig
 from tools.core.split import load_split
 from tools.core.workspace import WORKSPACE_STEPS, DatasetWorkspace, file_digest, ids_digest
@@ -225,14 +225,9 @@ def _evaluation(config: BootstrapConfig, ws: DatasetWorkspace, manifest: dict) -
                "popularity": np.broadcast_to(scorer.log_popularity, seq.shape).copy(),
                "sequence model alone": seq}
     out = {"users": len(cases), "weights": vars(weights)}
+    targets = [position[c.target] for c in cases]
+    seen = [[position[i] for i in c.seen if i in position] for c in cases]
     for name, scores in methods.items():
-        ranks = []
-        for row, case in enumerate(cases):
-            s = scores[row].copy()
-            s[[position[i] for i in case.seen if i in position and i != case.target]] = -np.inf
-            ranks.append(int((s > s[position[case.target]]).sum()))
-        ranks = np.array(ranks)
-        out[name] = {"HR@10": round(float((ranks < 10).mean()), 4),
-                     "NDCG@10": round(float(ndcg_of_ranks(ranks, 10).mean()), 4)}
+        out[name] = at_10(catalog_ranks(scores, targets, seen))
     ws.evaluation_path.write_text(json.dumps(out, indent=1) + "\n")
     return out

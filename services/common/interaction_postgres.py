@@ -102,6 +102,17 @@ class PostgresInteractionStore:
         rows = await self._call(select)
         return list(reversed(rows)) or None
 
+    async def histories(self) -> dict[str, list[str]]:
+        async def select(conn) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            async with conn.cursor() as cursor:
+                await cursor.execute("SELECT user_id, item_id FROM interactions ORDER BY user_id, event_time, seq")
+                async for user, item in cursor:
+                    out.setdefault(user, []).append(item)
+            return out
+
+        return await self._call(select)
+
     async def check(self) -> None:
         async def ping(conn) -> None:
             await conn.execute("SELECT 1")

@@ -94,6 +94,16 @@ class SqliteInteractionStore:
     async def history(self, user_id: str, limit: int) -> list[str] | None:
         return await self._run(self._history, user_id, limit)
 
+    def _histories(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for user, item in self._conn.execute(
+                "SELECT user_id, item_id FROM interactions ORDER BY user_id, event_time, seq"):
+            out.setdefault(user, []).append(item)
+        return out
+
+    async def histories(self) -> dict[str, list[str]]:
+        return await self._run(self._histories)
+
     async def check(self) -> None:
         await self._run(lambda: self._conn.execute("SELECT 1").fetchone())
 

@@ -69,6 +69,9 @@ class InteractionStore(Protocol):
     async def history(self, user_id: str, limit: int) -> list[str] | None:
         """The user's newest ``limit`` item ids, oldest first; None for a user with no interaction."""
 
+    async def histories(self) -> dict[str, list[str]]:
+        """Every user's items, oldest first (the retrain job's training data)."""
+
     async def check(self) -> None:
         """Raises :class:`StoreError` when the store cannot answer (readiness)."""
 

@@ -33,7 +33,7 @@ async def test_known_user_gets_ten_distinct_ranked_items_outside_their_history(g
     assert {v.model_name for v in r.model_versions} == {"request_reader", "sequence_encoder", "text_encoder",
                                                         "ranker", "preference_generator"}
     assert r.template_id == "P2-I1-T3-0"
-    assert [t.stage for t in r.stage_timings] == ["reading", "retrieval", "instruction", "ranking"]
+    assert [t.stage for t in r.stage_timings] == ["history", "reading", "retrieval", "instruction", "ranking"]
 
 
 async def test_candidates_are_scored_by_retrieval_not_searched_and_reranked_in_label_order(gateway):
@@ -45,7 +45,7 @@ async def test_candidates_are_scored_by_retrieval_not_searched_and_reranked_in_l
     # No query: the sequence model alone retrieves (the fitted no-query text weight is 0).
     assert {v.model_name for v in r.model_versions} == {"sequence_encoder", "ranker", "preference_generator"}
     assert "A. Film number 5" in r.instruction and "D. Film number 21" in r.instruction
-    assert [t.stage for t in r.stage_timings] == ["retrieval", "instruction", "ranking"] and not r.degraded
+    assert [t.stage for t in r.stage_timings] == ["history", "retrieval", "instruction", "ranking"] and not r.degraded
 
 
 async def test_retrieval_scores_given_candidates_exactly_as_its_search_does(stack):

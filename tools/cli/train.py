@@ -172,5 +172,47 @@ def fit_fusion_cmd(
         say(f"written to {write_fusion(models.value, result)}")
 
 
-COMMANDS = {"train": train, "fit-fusion": fit_fusion_cmd}
+def retrain_cmd(
+    data_dir: Annotated[Path, typer.Option(
+        help="A workspace made by `bootstrap` (its store, repository and index are used), or a data set folder "
+             "with items.jsonl.")] = Path("var/data/movielens-100k"),
+    store: Annotated[str | None, typer.Option(
+        help="The gateways' interaction store (GATEWAY_INTERACTION_STORE): a SQLite file or a postgresql:// URL. "
+             "Default: the workspace's, or var/interactions/<data set>.sqlite3.")] = None,
+    repository: Annotated[Path | None, typer.Option(
+        help="The model repository Triton serves (default: the workspace's, or model_repository).")] = None,
+    sequence_index_dir: Annotated[Path | None, typer.Option(
+        help="Where retrieval reads the sequence index (default: the workspace's, or "
+             "var/index-sequence/<data set>).")] = None,
+    triton: Annotated[list[str] | None, typer.Option(
+        help="Triton gRPC host:port to push to (repeat for several); the first builds the index.")] = None,
+    train_minutes: Annotated[float, typer.Option(min=1, help="Training time budget.")] = 30.0,
+    tolerance: Annotated[float, typer.Option(
+        min=0, help="Push when the new held-out NDCG@10 >= the served one minus this.")] = 0.0,
+    out_dir: Annotated[Path | None, typer.Option(help="Run folder (default var/retrain/<data set>).")] = None,
+) -> None:
+    """Train the sequence model on the interaction store (what users recorded, and the seed), compare it with the
+    served version on each user's last item, and only if it is not worse export it, push it to every Triton and
+    build its sequence index (no downtime: retrieval switches to the new pair once both are there)."""
+    from tools.core.workspace import DatasetWorkspace, is_workspace
+    from tools.retrain import RetrainConfig, retrain
+
+    setup_logging()
+    if is_workspace(data_dir):
+        ws = DatasetWorkspace.at(data_dir)
+        catalog, defaults = ws.data_dir / "items.jsonl", (str(ws.interaction_store), ws.model_repository,
+                                                         ws.sequence_index_dir)
+    else:
+        name = data_dir.name
+        catalog, defaults = data_dir / "items.jsonl", (f"var/interactions/{name}.sqlite3", Path("model_repository"),
+                                                       Path(f"var/index-sequence/{name}"))
+    config = RetrainConfig(store or defaults[0], catalog, repository or defaults[1], triton or ["localhost:8001"],
+                           sequence_index_dir or defaults[2], out_dir or Path("var/retrain") / data_dir.name,
+                           train_minutes=train_minutes, tolerance=tolerance)
+    record = retrain(config)
+    say(f"{record['decision']}: new {figures(record['new'])}; served version {record['served_version']} "
+        f"{figures(record.get('served') or {})} ({record['users']} users)")
+
+
+COMMANDS = {"train": train, "fit-fusion": fit_fusion_cmd, "retrain": retrain_cmd}
 """The group's commands by their name on the command line."""

@@ -36,6 +36,23 @@ def ndcg_of_ranks(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
 
 
+def catalog_ranks(scores: np.ndarray, targets: Sequence[int], excluded: Sequence[Sequence[int]]) -> np.ndarray:
+    """0-based rank of each row's target column among the row's scores, the ``excluded`` columns (the history)
+    left out: full ranking of the whole catalog. NaN scores (items a model does not know) rank last."""
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for row, (target, skip) in enumerate(zip(targets, excluded)):
+        s = np.nan_to_num(np.asarray(scores[row], dtype=np.float64), nan=-np.inf)
+        s[[c for c in skip if c != target]] = -np.inf
+        ranks[row] = int((s > s[target]).sum())
+    return ranks
+
+
+def at_10(ranks: np.ndarray) -> dict[str, float]:
+    """HR@10 and NDCG@10 of 0-based ranks, rounded to 4 digits."""
+    return {"HR@10": round(float((np.asarray(ranks) < 10).mean()), 4),
+            "NDCG@10": round(float(ndcg_of_ranks(ranks, 10).mean()), 4)}
+
+
 def summarize(ranks: Iterable[int | None], ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, float]:
     """Mean HR@k and NDCG@k over users, plus the number of users."""
     ranks = list(ranks)

@@ -172,3 +172,31 @@ class SequenceScorer:
     def score(self, history: Sequence[str], candidates: Sequence[str]) -> list[float]:
         """Scores of ``candidates``; items the model does not know score -inf."""
         return score_candidates(self.model, self.rows, history, candidates)
+
+
+class ExportedSequenceScorer:
+    """A sequence_encoder version folder of the model repository (its ONNX graph and item vectors) scored in
+    this process: what that version serves, for comparing a retrained model with it."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+
+        from services.core.contracts import SEQUENCE_ITEM_IDS_FILE, SEQUENCE_ITEM_VECTORS_FILE
+
+        self.folder = Path(folder)
+        vocab = json.loads((self.folder / SEQUENCE_ITEM_IDS_FILE).read_text())
+        self.rows = {item: n for n, item in enumerate(vocab, start=1)}
+        self._vectors = np.load(self.folder / SEQUENCE_ITEM_VECTORS_FILE)  # [V + 1, H]
+        self.max_len = int(json.loads((self.folder / "metadata.json").read_text())["max_history_items"])
+        self._session = ort.InferenceSession(str(self.folder / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def user_vectors(self, histories: Sequence[Sequence[str]], batch: int = 256) -> np.ndarray:
+        from services.core.contracts import ONNX_ITEM_INDICES, ONNX_USER_VECTOR
+
+        rows = np.array([left_pad([self.rows[i] for i in h if i in self.rows], self.max_len) for h in histories],
+                        dtype=np.int64)
+        return np.concatenate([self._session.run([ONNX_USER_VECTOR], {ONNX_ITEM_INDICES: rows[s:s + batch]})[0]
+                               for s in range(0, len(rows), batch)])
+
+    def item_vectors(self) -> dict[str, np.ndarray]:
+        return {item: self._vectors[n] for item, n in self.rows.items()}

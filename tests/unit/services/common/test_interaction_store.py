@@ -49,6 +49,11 @@ async def test_history_is_ordered_by_event_time_then_arrival_and_bounded_to_the_
     assert await store.history("u", 2) == ["tie-second", "late"]
 
 
+async def test_every_history_is_read_at_once_for_the_retrain_job(store) -> None:
+    await store.record([Event("b", "2", "1", 5.0), Event("a", "9", "2", 1.0), Event("b", "1", "3", 2.0)])
+    assert await store.histories() == {"a": ["9"], "b": ["1", "2"]}
+
+
 async def test_type_and_value_are_optional(store) -> None:
     done = await store.record([Event("u", "1", "x", 1.0, "purchase", 19.5), Event("u", "2", "y", 2.0)])
     assert done.recorded == 2 and await store.history("u", 5) == ["1", "2"]
