@@ -190,10 +190,13 @@ def retrain_cmd(
     tolerance: Annotated[float, typer.Option(
         min=0, help="Push when the new held-out NDCG@10 >= the served one minus this.")] = 0.0,
     out_dir: Annotated[Path | None, typer.Option(help="Run folder (default var/retrain/<data set>).")] = None,
+    threads: Annotated[int, typer.Option(
+        min=0, help="Training threads (0: every core; in a container set its CPU limit).")] = 0,
 ) -> None:
     """Train the sequence model on the interaction store (what users recorded, and the seed), compare it with the
     served version on each user's last item, and only if it is not worse export it, push it to every Triton and
     build its sequence index (no downtime: retrieval switches to the new pair once both are there)."""
+    from tools.core.sequence_model import SequentialConfig
     from tools.core.workspace import DatasetWorkspace, is_workspace
     from tools.retrain import RetrainConfig, retrain
 
@@ -208,7 +211,8 @@ def retrain_cmd(
                                                        Path(f"var/index-sequence/{name}"))
     config = RetrainConfig(store or defaults[0], catalog, repository or defaults[1], triton or ["localhost:8001"],
                            sequence_index_dir or defaults[2], out_dir or Path("var/retrain") / data_dir.name,
-                           train_minutes=train_minutes, tolerance=tolerance)
+                           train_minutes=train_minutes, tolerance=tolerance,
+                           sequence=SequentialConfig(threads=threads))
     record = retrain(config)
     say(f"{record['decision']}: new {figures(record['new'])}; served version {record['served_version']} "
         f"{figures(record.get('served') or {})} ({record['users']} users)")

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 from services.common.server import LIVENESS_SERVICE
 from services.common.settings import GRPC_RESTRICTED_HEADER_PREFIX, TritonSettings
 from services.common.triton_clients import ToolTritonSettings
+from services.instruction.settings import InstructionSettings
 from services.ranking.settings import RankingSettings
 from tests.unit.tools.k8s_rendered import (
     ARG_VARIABLE,
@@ -100,10 +101,32 @@ def test_overlays_pick_their_components(rendered: dict) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
-# Containers of the tools image that read settings from their env (the push reaches Triton with the tools' settings).
-TOOL_SETTINGS: dict[str, type[BaseSettings]] = {"push-model": ToolTritonSettings}
+# Batch containers that read settings from their env: the tools image's push and retrain reach Triton with the
+# tools' settings; the preference CronJob runs the instruction service's own batch module with its settings.
+TOOL_SETTINGS: dict[str, type[BaseSettings]] = {
+    "push-model": ToolTritonSettings,
+    "retrain": ToolTritonSettings,
+    "precompute-preferences": InstructionSettings,
+}
 # The interaction store's credentials, which libpq (psycopg) reads from the environment, not a settings field.
 LIBPQ_SECRET_VARS = {"PGUSER", "PGPASSWORD", "PGDATABASE"}
+# Workloads that connect to the interaction store, and the option or variable that names it (a postgresql:// URL).
+STORE_CLIENTS = {"gateway", "retrain"}
+
+
+def _batch_workloads(rendered: dict, overlay: str) -> dict[str, dict]:
+    """Deployments and Jobs, and each CronJob as the Job it creates (its jobTemplate)."""
+    cron = {name: {"kind": "Job", "metadata": c["metadata"], "spec": c["spec"]["jobTemplate"]["spec"]}
+            for name, c in _objects(rendered, overlay, "CronJob").items()}
+    return _workloads(rendered, overlay) | cron
+
+
+def _store_target(name: str, container: dict) -> str:
+    """The interaction store a container connects to: the gateway's setting, retrain's --store option."""
+    if name == "gateway":
+        return _env(container)["GATEWAY_INTERACTION_STORE"]
+    args = container["args"]
+    return args[args.index("--store") + 1]
 
 
 def _arg_variables(container: dict) -> set[str]:
@@ -113,17 +136,17 @@ def _arg_variables(container: dict) -> set[str]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS + list(k8s_check.tasks()))
 def test_every_env_var_is_a_settings_field_with_a_valid_value(rendered: dict, overlay: str) -> None:
-    for name, workload in _workloads(rendered, overlay).items():
+    for name, workload in _batch_workloads(rendered, overlay).items():
         pod = _pod(workload)
         for container in pod.get("initContainers", []) + pod["containers"]:
             env = container.get("env", [])
             settings_cls = SETTINGS.get(name) if workload["kind"] == "Deployment" else TOOL_SETTINGS.get(name)
             if settings_cls is not None and container["name"] == name:
                 for var in env:
-                    if name == "gateway" and var["name"] in LIBPQ_SECRET_VARS:
+                    if name in STORE_CLIENTS and var["name"] in LIBPQ_SECRET_VARS:
                         # libpq reads these itself; they come from the store's Secret, never from the manifest
                         assert var["valueFrom"]["secretKeyRef"]["name"] == "interactions-db", var["name"]
-                        assert _env(container)["GATEWAY_INTERACTION_STORE"].startswith("postgresql://")
+                        assert _store_target(name, container).startswith("postgresql://")
                         continue
                     annotation, _ = _field(settings_cls, var["name"])
                     if "value" in var:  # valueFrom (a Secret, a field ref): the name is all there is to check
@@ -145,7 +168,7 @@ def _secret_refs(container: dict) -> dict[str, tuple[str, str]]:
 def test_the_model_control_key_reaches_only_triton_the_push_and_the_services_that_repair_models(
     rendered: dict, overlay: str
 ) -> None:
-    workloads = _workloads(rendered, overlay) | _workloads(rendered, "task-push-model")
+    workloads = _batch_workloads(rendered, overlay) | _workloads(rendered, "task-push-model")
     triton = _container(workloads["triton"], "triton")
     flags = dict(a.split("=", 1) for a in triton["args"][1:] if a.startswith("--") and "=" in a)
     (key_var,) = _arg_variables(triton)
@@ -167,9 +190,9 @@ def test_the_model_control_key_reaches_only_triton_the_push_and_the_services_tha
                 prefix = f"{name.upper()}_TRITON__"
                 assert refs[prefix + "MODEL_CONTROL_KEY"] == secret
                 assert _setting(name, _env(container), prefix + "MODEL_CONTROL_HEADER") == header
-            if name == "push-model" and container["name"] == name:
+            if name in ("push-model", "retrain") and container["name"] == name:
                 assert refs["INSTRUCTREC_TRITON__MODEL_CONTROL_KEY"] == secret
-    assert holders == {"triton", "push-model", "instruction", "retrieval", "ranking"}
+    assert holders == {"triton", "push-model", "retrain", "instruction", "retrieval", "ranking"}
     assert GRPC_RESTRICTED_HEADER_PREFIX + header in TritonSettings(model_control_key="k" * 32).model_control_headers()
 
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import runpy
+import socket
+import sys
+from pathlib import PurePosixPath
 
 import pytest
 import yaml
@@ -64,6 +68,145 @@ def test_push_script_adds_one_push_per_replica() -> None:
     assert "127.0.0.1:8001" in push["replica_addresses"]("127.0.0.1", 8001)
 
 
+def _cron_as_job(cron: dict) -> dict:
+    """A CronJob as the Job it creates (its jobTemplate), for the workload helpers."""
+    return {"kind": "Job", "metadata": cron["metadata"], "spec": cron["spec"]["jobTemplate"]["spec"]}
+
+
+def _retrain_command(container: dict, monkeypatch: pytest.MonkeyPatch, replicas: str) -> list[str]:
+    """The command line the retrain container's wrapper would exec, with ``replicas`` resolved instead of its own."""
+    executed: list[list[str]] = []
+
+    def execvp(file: str, argv: list[str]) -> None:
+        executed.append(argv)
+        raise SystemExit(0)
+
+    command = container["command"]
+    assert command[:2] == ["python", "-c"] and len(command) == 4, "python -c SCRIPT REPLICAS, then the CLI's args"
+    monkeypatch.syspath_prepend(str(k8s.ROOT / "docker"))  # the image's /opt/instructrec/push_replicas.py
+    monkeypatch.setattr(sys, "argv", ["-c", replicas, *container["args"]])
+    monkeypatch.setattr(os, "execvp", execvp)
+    with pytest.raises(SystemExit):
+        exec(compile(command[2], "retrain-wrapper", "exec"), {"__name__": "__main__"})
+    (argv,) = executed
+    return argv
+
+
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_retrain_cronjob_trains_on_the_store_and_pushes_to_every_triton_and_the_index_retrieval_reads(
+    rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cron = k8s._objects(rendered, overlay, "CronJob")["retrain"]
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid" and len(spec["schedule"].split()) == 5
+    assert spec["startingDeadlineSeconds"] > 0
+    job_spec = spec["jobTemplate"]["spec"]
+    assert job_spec["backoffLimit"] <= 2 and job_spec["activeDeadlineSeconds"] and job_spec["ttlSecondsAfterFinished"]
+    job = _cron_as_job(cron)
+    pod = k8s._pod(job)
+    labels = {"app.kubernetes.io/name": "retrain", "app.kubernetes.io/component": "batch"}
+    assert labels.items() <= cron["metadata"]["labels"].items()
+    assert labels.items() <= job_spec["template"]["metadata"]["labels"].items()
+    account = k8s._objects(rendered, overlay, "ServiceAccount")[pod["serviceAccountName"]]
+    assert pod["serviceAccountName"] == "retrain" and account["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] and security["runAsUser"] and security["seccompProfile"]["type"] == "RuntimeDefault"
+    for c in pod["containers"] + pod["initContainers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert c["resources"]["requests"] and c["resources"]["limits"]
+    container = k8s._container(job, "retrain")
+    assert container["image"].split("/")[-1].split(":")[0] == "instructrec-tools"
+
+    # The wrapper resolves the headless Service of the Triton pods and passes one --triton per pod.
+    host, port = container["command"][3].rsplit(":", 1)
+    replicas = k8s._objects(rendered, overlay, "Service")[host]
+    triton = k8s._objects(rendered, overlay, "Deployment")["triton"]
+    triton_container = k8s._container(triton, "triton")
+    assert replicas["spec"]["clusterIP"] == "None", "a headless Service resolves to every pod"
+    assert _selects({"matchLabels": replicas["spec"]["selector"]}, triton["spec"]["template"]["metadata"]["labels"])
+    assert int(port) == k8s._service_port(replicas, "grpc")["port"] == k8s._port(triton_container, "grpc")
+    argv = _retrain_command(container, monkeypatch, "localhost:8001")
+    assert argv[0] == "instructrec" and "--triton" not in container["args"], "the wrapper adds one per replica"
+    _, options = k8s._cli_params(argv[1:])  # parsed by the real `instructrec retrain`
+    resolved = {info[4][0] for info in socket.getaddrinfo("localhost", 8001, type=socket.SOCK_STREAM)}
+    assert len(options["triton"]) == len(resolved) and "127.0.0.1:8001" in options["triton"]
+
+    # Reads the catalog prepare-data wrote and the store the gateways write, with the same credentials.
+    build_index = k8s._objects(rendered, overlay, "Job")["build-index"]
+    _, index_options = k8s._cli_params(k8s._container(build_index, "build-index")["args"])
+    assert options["data_dir"] == index_options["data_dir"]
+    gateway = k8s._container(k8s._objects(rendered, overlay, "Deployment")["gateway"], "gateway")
+    assert options["store"] == k8s._env(gateway)["GATEWAY_INTERACTION_STORE"]
+    host, port = options["store"].removeprefix("postgresql://").rsplit(":", 1)
+    database = k8s._objects(rendered, overlay, "Service")[host]
+    assert int(port) == k8s._service_port(database, "postgres")["port"]
+
+    def secret_refs(c: dict) -> dict[str, tuple[str, str]]:
+        return {v["name"]: (v["valueFrom"]["secretKeyRef"]["name"], v["valueFrom"]["secretKeyRef"]["key"])
+                for v in c.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})}
+
+    libpq = {"PGUSER", "PGPASSWORD", "PGDATABASE"}
+    credentials = {k: v for k, v in secret_refs(container).items() if k in libpq}
+    assert set(credentials) == libpq
+    assert credentials == {k: v for k, v in secret_refs(gateway).items() if k in libpq}
+
+    # Writes the repository Triton serves and the sequence index retrieval reads, on the same claims and paths.
+    triton_args = dict(a.split("=", 1) for a in triton_container["args"][1:] if "=" in a)
+    assert str(options["repository"]) == triton_args["--model-repository"]
+    retrieval = k8s._objects(rendered, overlay, "Deployment")["retrieval"]
+    retrieval_container = k8s._container(retrieval, "retrieval")
+    index_dir = str(k8s._setting("retrieval", k8s._env(retrieval_container), "RETRIEVAL_SEQUENCE_INDEX_DIR"))
+    assert str(options["sequence_index_dir"]) == index_dir
+    assert index_options["sequence_out_dir"] is not None and str(index_options["sequence_out_dir"]) == index_dir
+    for path, reader, reader_container in ((str(options["repository"]), triton, triton_container),
+                                           (index_dir, retrieval, retrieval_container)):
+        mount, volume = k8s._mount_of(job, container, path)
+        reader_mount, reader_volume = k8s._mount_of(reader, reader_container, path)
+        assert k8s._claim(volume) == k8s._claim(reader_volume) and mount == reader_mount, path
+        assert not volume["persistentVolumeClaim"].get("readOnly"), f"{path} must be writable"
+        assert not any(m["mountPath"] == mount and m.get("readOnly") for m in container["volumeMounts"]), path
+    # The run folder and /tmp are scratch: a fresh run every night (never resumes last night's checkpoint).
+    for path in (str(options["out_dir"]), "/tmp"):
+        assert "emptyDir" in k8s._mount_of(job, container, path)[1], path
+    assert options["train_minutes"] * 60 < job_spec["activeDeadlineSeconds"]
+
+    # Waits for what it reads, on the paths the main container reads them from.
+    waits = k8s._wait_targets(job)
+    assert f"{options['data_dir']}/items.jsonl" in waits
+    assert f"http://triton:{k8s._port(triton_container, 'http')}/v2/models/sequence_encoder/ready" in waits
+    from tools.runtime.assets import READY_MARKER
+
+    assert f"{options['repository']}/{READY_MARKER}" in waits
+    for target in waits:
+        if not target.startswith("http"):
+            init = pod["initContainers"][0]
+            assert PurePosixPath(k8s._mount_of(job, init, target)[0]) == PurePosixPath(
+                k8s._mount_of(job, container, target)[0])
+
+
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_retrain_speaks_tls_to_triton_exactly_where_triton_requires_it(rendered: dict, overlay: str) -> None:
+    triton = k8s._container(k8s._objects(rendered, overlay, "Deployment")["triton"], "triton")
+    mutual = "--grpc-use-ssl-mutual=true" in triton["args"]
+    job = _cron_as_job(k8s._objects(rendered, overlay, "CronJob")["retrain"])
+    container = k8s._container(job, "retrain")
+    env = {k: v for k, v in k8s._env(container).items() if v is not None}
+    tls = {k: v for k, v in env.items() if k.startswith("INSTRUCTREC_TRITON__TLS__")}
+    if not mutual:
+        assert tls == {}
+        return
+    assert tls["INSTRUCTREC_TRITON__TLS__ENABLED"] == "true"
+    # The pods are dialled by address: the name to verify is the one in Triton's certificate, its Service's.
+    assert tls["INSTRUCTREC_TRITON__TLS__SERVER_NAME"] in k8s._objects(rendered, overlay, "Service")
+    assert k8s._objects(rendered, overlay, "Service")[tls["INSTRUCTREC_TRITON__TLS__SERVER_NAME"]]["spec"].get(
+        "clusterIP") != "None"
+    for var in ("CA_PATH", "CERT_PATH", "KEY_PATH"):
+        _, volume = k8s._mount_of(job, container, tls[f"INSTRUCTREC_TRITON__TLS__{var}"])
+        assert volume["secret"]["secretName"] == "retrain-tls", var
+
+
 # --------------------------------------------------------------------------------------------------------
 # Network policies, autoscaling, monitoring
 # --------------------------------------------------------------------------------------------------------
@@ -84,7 +227,8 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
 def test_network_policies_admit_exactly_the_intended_callers(rendered: dict) -> None:
     policies = k8s._objects(rendered, "production", "NetworkPolicy").values()
     workloads = (k8s._workloads(rendered, "production") | k8s._workloads(rendered, "task-push-model")
-                 | k8s._objects(rendered, "production", "StatefulSet"))
+                 | k8s._objects(rendered, "production", "StatefulSet")
+                 | {n: _cron_as_job(c) for n, c in k8s._objects(rendered, "production", "CronJob").items()})
     pods = {name: k8s._pod(w) | {"labels": w["spec"]["template"]["metadata"]["labels"]}
             for name, w in workloads.items()}
 
@@ -124,9 +268,15 @@ def test_network_policies_admit_exactly_the_intended_callers(rendered: dict) -> 
         assert admitted("triton", backend, "grpc")
     assert admitted("triton", "build-index", "grpc") and admitted("triton", "build-index", "http")
     assert admitted("triton", "push-model", "grpc")
+    # The retrain CronJob waits for sequence_encoder (HTTP), pushes it (gRPC) and reads the interaction store.
+    assert admitted("triton", "retrain", "grpc") and admitted("triton", "retrain", "http")
+    assert admitted("interactions-db", "retrain", "postgres")
+    for backend in ("instruction", "retrieval", "ranking"):
+        assert not admitted(backend, "retrain", "grpc"), backend
     assert not admitted("triton", "gateway", "grpc") and not admitted("triton", None, "grpc")
     assert admitted("interactions-db", "gateway", "postgres")
-    for other in ("instruction", "retrieval", "ranking", "triton", "build-index", None):
+    for other in ("instruction", "retrieval", "ranking", "triton", "build-index", "push-model",
+                  "precompute-preferences", None):
         assert not admitted("interactions-db", other, "postgres"), other
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
     for name in ("gateway", "instruction", "retrieval", "ranking", "triton"):
