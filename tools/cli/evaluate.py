@@ -17,9 +17,9 @@ from tools.cli.common import (
 
 
 def evaluate(
-    data_dir: Annotated[Path, typer.Option(help="Split written by `prepare` / `prepare-data`.")] = Path(
-        "var/data/movielens-100k"
-    ),
+    data_dir: Annotated[Path, typer.Option(
+        help="Split written by `prepare` / `prepare-data`, or a `bootstrap` workspace (its split, and its sequence "
+             "model as the SASRec baseline).")] = Path("var/data/movielens-100k"),
     gateway: Annotated[str, typer.Option(help="Gateway host:port of the served system ('' skips it).")] = (
         "localhost:50051"
     ),
@@ -53,10 +53,17 @@ def evaluate(
              "seed, added to the tables with paired differences; repeatable.")] = None,
 ) -> None:
     """Evaluate the served system and the baselines (random, popularity, SASRec) on the three protocols."""
+    from tools.core.sequence_model import PUBLISHED_DIR
+    from tools.core.workspace import DatasetWorkspace, is_workspace
     from tools.eval.evaluate import EvalConfig, write_report
     from tools.eval.evaluate import evaluate as run_evaluation
+    from tools.train.sequential import MODEL_DIR
 
     setup_logging()
+    sequence_model = PUBLISHED_DIR
+    if is_workspace(data_dir):  # the workspace's own split and sequence model
+        ws = DatasetWorkspace.at(data_dir)
+        data_dir, sequence_model = ws.data_dir, ws.sequence_run / MODEL_DIR
     previous = out_dir / "results.json"
     lists = None
     if append and previous.is_file():
@@ -66,7 +73,7 @@ def evaluate(
         protocols=tuple(int(p) for p in protocols.split(",") if p.strip()), max_users=max_users or None,
         seed=seed, baselines=not append, hard_negative_lists=lists,
         paired_with=tuple(paired_with or ()), validation=validation, literal_intentions=literal_intentions,
-        following_users=following_users,
+        following_users=following_users, sequence_model=sequence_model,
     )
     report = asyncio.run(run_evaluation(config))
     path = write_report(report, out_dir, invocation("instructrec evaluate"), append=append)
