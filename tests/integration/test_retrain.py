@@ -39,16 +39,17 @@ def test_a_retrained_model_is_pushed_with_its_index_only_when_not_worse(
     repository = tmp_path / "repository"  # only the sequence model, so the session's repository is left alone
     shutil.copytree(tiny_model_repository / SEQUENCE_ENCODER, repository / SEQUENCE_ENCODER)
     store = _store(tmp_path, dataset)
+    served = latest_version(repository, SEQUENCE_ENCODER)  # 1, or later when another test pushed one
     with start_triton(repository, [SEQUENCE_ENCODER], name="retrain-triton") as triton:
         config = RetrainConfig(store, dataset / "items.jsonl", repository, [triton.grpc_addr],
                                tmp_path / "index-sequence", tmp_path / "run", train_minutes=1, sequence=TINY,
                                min_users=5)
         kept = retrain(RetrainConfig(**{**config.__dict__, "tolerance": -1.0, "out_dir": tmp_path / "run0"}))
-        assert kept["decision"].startswith("kept the served version") and "served" in kept
-        assert latest_version(repository, SEQUENCE_ENCODER) == 1 and not (tmp_path / "index-sequence").exists()
+        assert kept["decision"].startswith("kept the served version") and kept["served_version"] == served
+        assert latest_version(repository, SEQUENCE_ENCODER) == served and not (tmp_path / "index-sequence").exists()
 
         pushed = retrain(RetrainConfig(**{**config.__dict__, "tolerance": 1.0}))
-        assert pushed["pushed_version"] == 2 and latest_version(repository, SEQUENCE_ENCODER) == 2
+        assert pushed["pushed_version"] == served + 1 == latest_version(repository, SEQUENCE_ENCODER)
         assert pushed["users"] >= 10 and set(pushed["new"]) == {"HR@10", "NDCG@10"}
-        assert ItemIndex.load(tmp_path / "index-sequence").model_version == "2"
+        assert ItemIndex.load(tmp_path / "index-sequence").model_version == str(served + 1)
         assert (tmp_path / "run" / "retrain.json").is_file()
