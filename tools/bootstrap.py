@@ -31,11 +31,11 @@ import numpy as np
 
 from services.common.settings import ROOT
 from services.core.catalog import Catalog
-from services.core.contracts import SEQUENCE_ENCODER, SEQUENCE_ITEM_IDS_FILE, SERVED_MODELS, TEXT_ENCODER
+from services.core.contracts import SEQUENCE_ENCODER, SERVED_MODELS, TEXT_ENCODER
 from tools.core.metrics import at_10, catalog_ranks
 from tools.core.sequence_model import SequenceScorer, SequentialConfig
 from tools.core.split import load_split
-from tools.core.workspace import WORKSPACE_STEPS, DatasetWorkspace, file_digest, ids_digest
+from tools.core.workspace import WORKSPACE_STEPS, DatasetWorkspace, file_digest
 
 log = logging.getLogger("instructrec.bootstrap")
 
@@ -141,8 +141,6 @@ def _model_repository(config: BootstrapConfig, ws: DatasetWorkspace, manifest: d
         write_config(ws.model_repository, SEQUENCE_ENCODER)
     folder = export_model(SEQUENCE_ENCODER, ws.sequence_run / MODEL_DIR, ws.model_repository,
                           workspace=config.workspace)
-    vocab = json.loads((folder / SEQUENCE_ITEM_IDS_FILE).read_text())
-    manifest["sequence_items_digest"] = ids_digest(vocab)
     return {"sequence_encoder_version": int(folder.name), "shared_models": str(shared)}
 
 
@@ -220,7 +218,6 @@ def _evaluation(config: BootstrapConfig, ws: DatasetWorkspace, manifest: dict) -
     if weights.text:
         cosines = scorer.text_cosines(requests, [[i.item_id for i in r] for r in recent])
     seq = scorer.sequence_logits(sequence.user_vectors([c.history for c in cases]))
-    seq = np.where(np.isnan(seq), np.nanmin(seq, axis=1, keepdims=True), seq)
     methods = {"served (no query)": scorer.fused(weights, sequence=seq, text=cosines),
                "popularity": np.broadcast_to(scorer.log_popularity, seq.shape).copy(),
                "sequence model alone": seq}

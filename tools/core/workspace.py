@@ -106,7 +106,3 @@ def file_digest(path: Path) -> str:
             h.update(block)
     return h.hexdigest()[:16]
 
-
-def ids_digest(item_ids: list[str]) -> str:
-    """A digest of an ordered list of item ids (what a model's item vocabulary is checked by)."""
-    return hashlib.sha256("\n".join(item_ids).encode()).hexdigest()[:16]
