@@ -19,6 +19,14 @@ VALUE_MATCH_MIN = 80.0
 TITLE_MATCH_MIN = 80.0
 # Titles within this many points of the best match are alternatives (reported; popularity picks among them).
 TITLE_TIE_POINTS = 3.0
+# A title found inside a longer mention ("my son loves Lion King") needs this many characters (its normalised form,
+# without a leading article): shorter titles are ordinary words too ("Kids", "Them!", "Heat").
+CONTAINED_TITLE_MIN_CHARS = 6
+# At most this many titles are found inside one mention.
+CONTAINED_TITLES_MAX = 3
+# Words that separate titles listed in one mention ("Willy Wonka and Mary Poppins").
+TITLE_LIST_WORDS = frozenset({"and", "or", "then", "plus"})
+_ROMAN = {"ii": "2", "iii": "3", "iv": "4"}
 
 
 def normalise(text: str) -> str:
@@ -225,7 +233,7 @@ class TitleMatcher:
     def __init__(self, catalog: Catalog, popularity: Mapping[str, int] | None = None) -> None:
         self._ids = [item.item_id for item in catalog]
         self._titles = {item.item_id: item.title for item in catalog}
-        self._forms = [normalise(_without_article(item.title)) for item in catalog]
+        self._forms = [_title_form(item.title) for item in catalog]
         self._popularity = dict(popularity or {})
 
     def match(self, mention: str) -> list[TitleMatch]:
@@ -233,7 +241,7 @@ class TitleMatcher:
         when no title is close enough."""
         from rapidfuzz import process
 
-        form = normalise(_without_article(mention))
+        form = _title_form(mention)
         if not form:
             return []
         found = process.extract(form, self._forms, scorer=_title_score, score_cutoff=TITLE_MATCH_MIN, limit=8)
@@ -245,6 +253,64 @@ class TitleMatcher:
         close.sort(key=lambda x: (-(self._forms[self._ids.index(x[1])] == form), -round(x[0]),
                                   -self._popularity.get(x[1], 0)))
         return [TitleMatch(item_id, self._titles[item_id], float(score)) for score, item_id in close]
+
+
+    def within(self, mention: str, min_score: float) -> list[list[TitleMatch]]:
+        """Titles named inside a mention longer than them, each as :meth:`match` gives it (the best first, then
+        its alternatives): a tagger's reference span that ran on ("my son loves Lion King", "Rear Window back to
+        back") or that lists several ("Willy Wonka and Mary Poppins were hits"). A title counts when its words
+        match whole words of the mention at ``min_score`` or better, it is long enough
+        (:data:`CONTAINED_TITLE_MIN_CHARS`) and no number follows it that it lacks; what is left, where it holds a
+        list word, is split there and matched as parts of titles."""
+        from rapidfuzz import fuzz, process
+
+        runs, found = [_title_form(mention).split()], []
+        while runs and len(found) < CONTAINED_TITLES_MAX:
+            best = None
+            for r, run in enumerate(runs):
+                text = " ".join(run)
+                for form, _, n in process.extract(text, self._forms, scorer=fuzz.partial_ratio,
+                                                  score_cutoff=min_score, limit=10):
+                    if not CONTAINED_TITLE_MIN_CHARS <= len(form) <= len(text):
+                        continue
+                    start, end = _word_bounds(run, fuzz.partial_ratio_alignment(form, text))
+                    if end < len(run) and run[end].isdigit() and run[end] not in form.split():
+                        continue  # a number right after a title is its sequel's ("Terminator 2")
+                    score = fuzz.ratio(form, " ".join(run[start:end]))
+                    key = (score, len(form), self._popularity.get(self._ids[n], 0))
+                    if score >= min_score and (best is None or key > best[0]):
+                        best = (key, r, start, end)
+            if best is None:
+                break
+            _, r, start, end = best
+            found.append(self.match(" ".join(runs[r][start:end])))
+            runs[r:r + 1] = [part for part in (runs[r][:start], runs[r][end:]) if part]
+        for run in runs:
+            if not TITLE_LIST_WORDS & set(run):
+                continue
+            for piece in " ".join(w if w not in TITLE_LIST_WORDS else "|" for w in run).split("|"):
+                matches = self.match(piece) if len(piece.split()) >= 2 and len(found) < CONTAINED_TITLES_MAX else []
+                if matches and matches[0].score >= min_score:
+                    found.append(matches)
+        return [m for m in found if m]
+
+
+def _word_bounds(words: Sequence[str], alignment) -> tuple[int, int]:
+    """The words of ``" ".join(words)`` that an alignment's destination characters touch."""
+    start, end, offset = None, 0, 0
+    for n, word in enumerate(words):
+        if offset + len(word) > alignment.dest_start and offset < alignment.dest_end:
+            start = n if start is None else start
+            end = n + 1
+        offset += len(word) + 1
+    start = start or 0
+    return start, max(end, start + 1)
+
+
+def _title_form(text: str) -> str:
+    """How titles and mentions are compared: normalised, without a leading or trailing article, Roman numerals
+    as digits ("The Godfather: Part II" and "godfather part 2")."""
+    return " ".join(_ROMAN.get(w, w) for w in normalise(_without_article(text)).split())
 
 
 def _title_score(mention: str, title: str, **_: object) -> float:

@@ -193,14 +193,17 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
                            span))
         elif span.role == REF and titles is not None:
             matches = titles.match(span.text)
+            # A span that ran on past its title, or lists several, names the titles inside it.
+            found = ([matches] if matches and matches[0].score >= REFERENCE_MATCH_MIN
+                     else titles.within(span.text, REFERENCE_MATCH_MIN))
             # A reference acts strongly (its neighbours are retrieved): an unsure tag or a loose title match is
             # no reference, and its words stay in the text ("a true story" is not "Toy Story").
-            if not matches or span.confidence < MIN_HARD_CONFIDENCE or matches[0].score < REFERENCE_MATCH_MIN:
+            if not found or span.confidence < MIN_HARD_CONFIDENCE:
                 unread.append(span.text)
                 continue
-            best = matches[0]
-            references.append(Reference(span.text, best.item_id, best.title, best.score, span.confidence,
-                                        tuple(matches[1:])))
+            references += [Reference(span.text, m[0].item_id, m[0].title, m[0].score, span.confidence, tuple(m[1:]))
+                           for m in found]
+    unread += _reconcile(wanted, excluded)
     # Words of other spans between two spans keep them apart ("comedy, 1945 or later, a western": no "or").
     occupied = {n for span in spans for n in range(span.start, span.end)}
     filters = [*_value_filters(wanted, words, occupied, exclude=False),
@@ -209,6 +212,27 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     grounded = [span for span in spans if span not in unread_spans]
     return Reading(tuple(filters), tuple(_unique_references(references)), _residual(text, words, grounded),
                    tuple(unread), reader_version)
+
+
+def _reconcile(wanted: Mapping[str, list[tuple[Span, list[str]]]],
+               excluded: dict[str, list[tuple[Span, list[str]]]]) -> list[str]:
+    """A value the request both wants and excludes is wanted: the exclusion named a kind of it or a mix that
+    contains it ("horror, but not the slasher kind", "new comedies, but no romcoms": romcom is Comedy and
+    Romance, so Romance goes). An exclusion left with no value is returned as unread (the catalog cannot say
+    it), never applied against what the request asks for."""
+    unread = []
+    for attribute, found in list(excluded.items()):
+        wanted_values = {v for _, vs in wanted.get(attribute, ()) for v in vs}
+        if not wanted_values:
+            continue
+        kept = [(span, [v for v in values if v not in wanted_values]) for span, values in found]
+        unread += [span.text for span, values in kept if not values]
+        kept = [(span, values) for span, values in kept if values]
+        if kept:
+            excluded[attribute] = kept
+        else:
+            del excluded[attribute]
+    return unread
 
 
 def _bounds(role: str, lo: float | None, hi: float | None, integers: bool) -> tuple[float | None, float | None]:

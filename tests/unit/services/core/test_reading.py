@@ -59,6 +59,18 @@ def test_wanted_values_are_all_of_unless_joined_by_or() -> None:
     assert [(f.filter.values, f.filter.match) for f in synonym.filters] == [(("Comedy", "Romance"), ALL)]
 
 
+def test_a_value_both_wanted_and_excluded_is_wanted() -> None:
+    # "no rom-coms" beside a wanted comedy excludes what else a rom-com is; an exclusion of a kind of the wanted
+    # value ("horror, but not the slasher kind") is reported, never applied against the request.
+    r = _reading("a comedy, but no rom-com", {"comedy": "B-WANT", "rom-com": "B-NOT"})
+    assert [(f.filter.values, f.filter.exclude) for f in r.filters] == [(("Comedy",), False), (("Romance",), True)]
+    kind = _reading("a comedy but not the comedy kind", {"1:comedy": "B-WANT", "5:comedy": "B-NOT"})
+    assert [(f.filter.values, f.filter.exclude) for f in kind.filters] == [(("Comedy",), False)]
+    assert kind.unread == ("comedy",)
+    alone = _reading("no rom-com", {"rom-com": "B-NOT"})
+    assert [(f.filter.values, f.filter.exclude) for f in alone.filters] == [(("Comedy", "Romance"), True)]
+
+
 def test_bounds_decades_years_in_words_and_eras() -> None:
     def ranges(text, tags):
         return [(f.filter.min, f.filter.max, f.filter.exclude) for f in _reading(text, tags).filters
@@ -86,6 +98,21 @@ def test_references_resolve_fuzzy_titles_and_report_alternatives() -> None:
     assert sabrina.item_id == "10" and [a.item_id for a in sabrina.alternatives] == ["9"]  # the more popular wins
     loose = _reading("like Star", {"Star": "B-REF"})  # part of two titles: no reference, the word stays
     assert loose.references == () and loose.unread == ("Star",) and "Star" in loose.residual_text
+
+
+def test_a_reference_span_that_runs_on_or_lists_titles_names_the_titles_inside_it() -> None:
+    def refs(text: str) -> list[str]:
+        words = split_words(text)
+        return [x.item_id for x in _reading(text, {w.text: "I-REF" for w in words[1:]} | {words[0].text: "B-REF"})
+                .references]
+
+    assert refs("my son loves Casablanca") == ["6"]
+    assert refs("Sleepless in Seattle and Casablanca were hits") == ["5", "6"]
+    assert refs("Casablanca-type movies") == ["6"]
+    assert refs("Scream 2") == []  # a number after a title is a sequel's, not this title
+    assert refs("my kids love Heat") == []  # a short title is also an ordinary word: only whole spans name it
+    sequel = TitleMatcher(Catalog({"1": Item("1", "Godfather: Part II, The", 1974, ("Crime",))}))
+    assert [m.item_id for m in sequel.match("the godfather part 2")] == ["1"]  # Roman numerals as digits
 
 
 def test_what_the_catalog_lacks_is_reported_not_dropped() -> None:
