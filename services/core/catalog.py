@@ -150,6 +150,15 @@ class Catalog:
                 items[item.item_id] = item
         return cls(items)
 
+    def extend(self, items: Iterable[Item]) -> list[Item]:
+        """Add items the catalog lacks, after the others, in place (everything holding this catalog sees them);
+        the items that were new. Items are only ever added while serving: an id already here is skipped.
+        """
+        added = [item for item in items if item.item_id not in self.items]
+        for item in added:
+            self.items[item.item_id] = item
+        return added
+
     def save(self, path: str | Path) -> None:
         """Write the catalog as JSON Lines."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)

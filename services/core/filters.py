@@ -152,14 +152,18 @@ def _quoted(text: str) -> str:
 class CatalogAttributes:
     """The attributes of one catalog and, per attribute, which items have which value.
 
-    Read-only after construction except for a bounded cache of condition results, so one instance serves
-    every request of a process.
+    Read-only after construction except for a bounded cache of condition results and :meth:`refresh` after
+    the catalog grew, so one instance serves every request of a process.
     """
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
-        self._all = frozenset(catalog.items)
-        self._order = {item_id: n for n, item_id in enumerate(catalog.items)}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild from the catalog (after :meth:`Catalog.extend`); requests in flight keep the sets they got."""
+        catalog = self._catalog
+        order = {item_id: n for n, item_id in enumerate(catalog.items)}
         postings: dict[str, dict[str, set[str]]] = {}
         numbers: dict[str, list[tuple[float, str]]] = {}
         numeric: dict[str, bool] = {}
@@ -171,13 +175,16 @@ class CatalogAttributes:
                     postings.setdefault(name, {}).setdefault(text, set()).add(item.item_id)
                 if is_number:
                     numbers.setdefault(name, []).append((float(value), item.item_id))
+        sorted_numbers: dict[str, tuple[list[float], list[str]]] = {}
+        for name, pairs in numbers.items():
+            pairs.sort()
+            sorted_numbers[name] = ([v for v, _ in pairs], [i for _, i in pairs])
+        # Assigned together at the end: a request never sees half of a refresh.
+        self._all, self._order = frozenset(order), order
         self._kinds = {name: NUMERIC if numeric[name] else TEXT for name in sorted(numeric)}
         self._postings = {name: {v: frozenset(ids) for v, ids in by_value.items()}
                           for name, by_value in postings.items()}
-        self._numbers: dict[str, tuple[list[float], list[str]]] = {}
-        for name, pairs in numbers.items():
-            pairs.sort()
-            self._numbers[name] = ([v for v, _ in pairs], [i for _, i in pairs])
+        self._numbers = sorted_numbers
         self._cache: dict[AttributeFilter, frozenset[str]] = {}
 
     @property

@@ -417,6 +417,11 @@ class ItemIndex:
         neutral = float(np.mean(list(scores.values()))) if scores else 0.0
         return [scores.get(i, neutral) for i in item_ids]
 
+    @property
+    def popularity(self) -> tuple[int, ...]:
+        """Training interaction count per item, in :attr:`item_ids` order."""
+        return self._meta.popularity
+
     def log_popularity(self, item_ids: Sequence[str]) -> np.ndarray:
         """``log(1 + training interactions)`` of each of ``item_ids`` (0 for ids not in the index)."""
         counts = [self._meta.popularity[self._position[i]] if i in self._position else 0 for i in item_ids]

@@ -9,6 +9,7 @@ import time
 import grpc
 from instructrec.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
+from services.common.catalog_follower import CatalogFollower
 from services.common.interaction_store import InteractionStore, StoreError, open_store, seed_once
 from services.core.catalog import Catalog
 from services.core.filters import CatalogAttributes
@@ -36,6 +37,7 @@ class GatewayApp:
         self.rules: RulesWatcher | None = None
         self.store: InteractionStore | None = None
         self.interactions: InteractionLog | None = None
+        self.catalog_follower: CatalogFollower | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -52,6 +54,10 @@ class GatewayApp:
         self.recommender = Recommender(s, catalog, self.interactions, self.stages, rules=self.rules,
                                        attributes=attributes)
         self.rules.start()
+        # Items added to the catalog file are recorded and recommended without a restart.
+        self.catalog_follower = CatalogFollower(s.catalog_path, catalog, s.catalog_poll_s,
+                                                [lambda added: attributes.refresh()])
+        self.catalog_follower.start()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         servicer = RecommendServicer(self.recommender, self.interactions)
@@ -66,6 +72,8 @@ class GatewayApp:
         return await self.stages.serving("retrieval") and await self.stages.serving("instruction")
 
     async def close(self) -> None:
+        if self.catalog_follower is not None:
+            await self.catalog_follower.close()
         if self.rules is not None:
             await self.rules.close()
         if self.stages is not None:

@@ -92,6 +92,9 @@ class GatewaySettings(ServiceSettings):
     """Business rules file (JSON with a ``version``; format in docs/business-rules.md): blocked items
     and attribute values, pinned and boosted items, per-caller default filters and diversity. None: no rules.
     A file that is missing or malformed at start-up stops the gateway from starting."""
+    catalog_poll_s: float = Field(5.0, ge=0)
+    """How often the catalog file is checked for added items (``instructrec add-items``), which are then served
+    without a restart (0: never; changed or removed items always need a restart)."""
     rules_poll_s: float = Field(5.0, ge=0)
     """How often the rules file is checked for a change (0: read once at start-up). A changed file is served
     from the next request on; a malformed one is refused with one error log line and the previous rules

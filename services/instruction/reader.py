@@ -40,6 +40,12 @@ class RequestReader:
         self._cache_size = cache_size
         self._version = ""
 
+    def reground(self, lexicon: Lexicon, titles: TitleMatcher) -> None:
+        """Ground later readings in a grown catalog; readings cached before are dropped (they could not name the
+        new items)."""
+        self._lexicon, self._titles = lexicon, titles
+        self._cache.clear()
+
     def validate(self, query: str) -> None:
         """Raises InvalidArgument naming the field."""
         self._limits.check_query(query)

@@ -12,6 +12,7 @@ from collections import Counter
 import grpc
 from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 
+from services.common.catalog_follower import CatalogFollower
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog, read_interactions
 from services.core.contracts import PROMPT_INPUT, TEXT_INPUT, TEXT_OUTPUT, WORD_LABEL_PROBS_OUTPUT
@@ -48,16 +49,22 @@ def tagger_fn(model: TritonModel) -> TagFn:
     return tag
 
 
-def request_reader(settings: InstructionSettings, catalog: Catalog, model: TritonModel) -> RequestReader:
-    """The reader over the catalog, with the synonyms and popularity of the data set the catalog comes from."""
+def grounding(settings: InstructionSettings, catalog: Catalog) -> tuple[Lexicon, TitleMatcher]:
+    """What readings are grounded in: the catalog's values with the synonyms, and its titles with the popularity,
+    of the data set the catalog comes from."""
     folder = settings.catalog_path.parent
     synonyms_path = folder / "synonyms.json"
     synonyms = json.loads(synonyms_path.read_text(encoding="utf-8")) if synonyms_path.is_file() else None
     popularity: dict[str, int] = {}
     if (folder / "train.csv").is_file():
         popularity = Counter(r.item_id for r in read_interactions(folder / "train.csv"))
-    return RequestReader(tagger_fn(model), Lexicon(catalog, synonyms), TitleMatcher(catalog, popularity),
-                         Limits.of(settings), cache_size=settings.reading_cache_size)
+    return Lexicon(catalog, synonyms), TitleMatcher(catalog, popularity)
+
+
+def request_reader(settings: InstructionSettings, catalog: Catalog, model: TritonModel) -> RequestReader:
+    """The reader over the catalog (:func:`grounding`)."""
+    return RequestReader(tagger_fn(model), *grounding(settings, catalog), Limits.of(settings),
+                         cache_size=settings.reading_cache_size)
 
 
 def statement_finisher(catalog: Catalog) -> FinishFn:
@@ -91,6 +98,7 @@ class InstructionApp:
         self._version_task: asyncio.Task | None = None
         self.reader_model: TritonModel | None = None
         self.reader: RequestReader | None = None
+        self.catalog_follower: CatalogFollower | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -109,6 +117,12 @@ class InstructionApp:
             await self._refresh_version()
             self._version_task = asyncio.get_running_loop().create_task(self._poll_version())
 
+        # Items added to the catalog file are named in instructions and readings without a restart.
+        self.catalog_follower = CatalogFollower(s.catalog_path, catalog, s.catalog_poll_s)
+        if self.reader is not None:
+            reader = self.reader
+            self.catalog_follower.add_listener(lambda added: reader.reground(*grounding(s, catalog)))
+        self.catalog_follower.start()
         self.writer = InstructionWriter(
             catalog,
             self.preferences,
@@ -166,6 +180,8 @@ class InstructionApp:
         return self.generator is None or await self.generator.is_ready()
 
     async def close(self) -> None:
+        if self.catalog_follower is not None:
+            await self.catalog_follower.close()
         if self._version_task is not None:
             self._version_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

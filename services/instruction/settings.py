@@ -21,6 +21,9 @@ class InstructionSettings(ServiceSettings):
     """gRPC port."""
     catalog_path: Path = DEFAULT_DATA_DIR / "items.jsonl"
     """Catalog JSON Lines file (titles for the instruction)."""
+    catalog_poll_s: float = Field(5.0, ge=0)
+    """How often the catalog file is checked for added items (``instructrec add-items``), which are then served
+    without a restart (0: never; changed or removed items always need a restart)."""
     triton: TritonSettings = TritonSettings(timeout_s=60.0)
     """Triton endpoint and call timeout (generation is the slowest model call)."""
     model_name: str = PREFERENCE_GENERATOR

@@ -136,6 +136,15 @@ class Retriever:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def catalog_grew(self) -> None:
+        """Items were added to the catalog in place: filters see them now; they are scored by text once the index
+        that holds their vectors is installed (they have no sequence vector)."""
+        self._attributes.refresh()
+
     def install(self, snapshot: Snapshot) -> None:
         """Serve every later request from ``snapshot`` (requests in flight finish on the pair they started)."""
         self._snapshot = snapshot

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 from instructrec.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
+from services.common.catalog_follower import CatalogFollower
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog
 from services.core.contracts import EMBEDDING_OUTPUT, HISTORY_INPUT, TEXT_INPUT, USER_VECTOR_OUTPUT
@@ -47,6 +48,7 @@ class RetrievalApp:
         self.retriever: Retriever | None = None
         self._stamps: tuple = ()
         self._watch_task: asyncio.Task | None = None
+        self.catalog_follower: CatalogFollower | None = None
 
     def _load_snapshot(self) -> Snapshot:
         s = self.settings
@@ -78,6 +80,7 @@ class RetrievalApp:
         self._stamps = (_stamp(s.index_dir), _stamp(s.sequence_index_dir))
         snapshot = self._load_snapshot()
         catalog = Catalog.load(s.catalog_path)
+        self.catalog_follower = CatalogFollower(s.catalog_path, catalog, s.catalog_poll_s)
         self.encoder = TritonModel(s.triton, s.model_name, TEXT_INPUT, EMBEDDING_OUTPUT)
         self.sequence = TritonModel(s.triton, s.sequence_model_name, HISTORY_INPUT, USER_VECTOR_OUTPUT)
         encoder, sequence = self.encoder, self.sequence
@@ -111,6 +114,8 @@ class RetrievalApp:
             intent_weight=s.intent_weight,
             intent_min_confidence=s.intent_min_confidence,
         )
+        self.catalog_follower.add_listener(lambda added: self.retriever.catalog_grew())
+        self.catalog_follower.start()
         if s.index_poll_s > 0:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch())
 
@@ -131,12 +136,26 @@ class RetrievalApp:
         snapshot = self._load_snapshot()
         if not await self._versions_served(snapshot):
             return False  # checked again at the next poll
+        if not self._catalog_has(snapshot):
+            return False  # an index with added items waits for the catalog that names them
         self.retriever.install(snapshot)
         self._stamps = stamps
         log.info("serving rebuilt indexes", extra={
             "text_encoder_version": snapshot.text.model_version,
             "sequence_encoder_version": snapshot.sequence.model_version if snapshot.sequence else ""})
         return True
+
+    def _catalog_has(self, snapshot: Snapshot) -> bool:
+        """Whether the catalog names every item of the snapshot's indexes (read the catalog file again first)."""
+        catalog = self.retriever.catalog
+        missing = [i for i in snapshot.text.item_ids if i not in catalog]
+        if missing:
+            self.catalog_follower.check()
+            missing = [i for i in missing if i not in catalog]
+        if missing:
+            log.info("waiting for the catalog to name the rebuilt index's items",
+                     extra={"missing": len(missing), "example": missing[0]})
+        return not missing
 
     async def _versions_served(self, snapshot: Snapshot) -> bool:
         if not await self.encoder.is_ready(snapshot.text.model_version):
@@ -159,5 +178,7 @@ class RetrievalApp:
     async def close(self) -> None:
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self.catalog_follower is not None:
+            await self.catalog_follower.close()
         await self.encoder.close()
         await self.sequence.close()

@@ -83,6 +83,9 @@ class RetrievalSettings(ServiceSettings):
     """A fitted weights file (``instructrec fit-fusion --stage retrieval --write``, or a data set workspace's
     ``retrieval_fusion.json`` from ``instructrec bootstrap``): when set, its three situations replace the
     ``fusion_*`` settings, so what was fitted is what is served. A missing or malformed file stops the start."""
+    catalog_poll_s: float = Field(5.0, ge=0)
+    """How often the catalog file is checked for added items (``instructrec add-items``), which are then served
+    without a restart (0: never; changed or removed items always need a restart)."""
     index_poll_s: float = Field(5.0, ge=0)
     """How often the index folders are checked for a rebuilt index (0: never). A new index is served once
     Triton serves the model version it was built with; until then the previous pair keeps serving."""

@@ -1,4 +1,5 @@
-"""`instructrec prepare-data` and `build-index`: a data set and the retrieval indexes."""
+"""`instructrec prepare-data`, `build-index`, `bootstrap`, `synthesize`, `add-items`: data sets and the retrieval
+indexes."""
 
 from __future__ import annotations
 
@@ -104,6 +105,35 @@ def bootstrap_cmd(
     console.print(f"workspace {root}: serve it with `instructrec run --data-dir {root}`")
 
 
+def add_items_cmd(
+    items: Annotated[Path, typer.Argument(help="New items, JSON Lines in the catalog's format.")],
+    triton: Annotated[str, typer.Option(help="Triton gRPC host:port serving the models." + TRITON_TLS_HELP)] = (
+        "localhost:8001"),
+    data_dir: Annotated[Path, typer.Option(help="The served data set (its items.jsonl grows); a workspace's is "
+                                                "WORKSPACE/datasets/NAME/data.")] = Path("var/data/movielens-100k"),
+    index_dir: Annotated[Path, typer.Option(help="The served text index (a workspace's: .../NAME/index).")] = Path(
+        "var/index/movielens-100k"),
+) -> None:
+    """Add new items to a served catalog without a restart: validated, appended to the catalog, embedded by the
+    index's text encoder version and added to the text index; the running services pick both up within a poll
+    (CATALOG_POLL_S). New items are reached through text and filters until the next retrain."""
+    from services.core.catalog import DataFormatError
+    from tools.catalog_add import add_items
+    from tools.index import IndexBuildError
+
+    setup_logging()
+    try:
+        added = add_items(data_dir, items, index_dir, triton)
+    except (DataFormatError, FileNotFoundError) as exc:
+        console.print(f"[red]invalid items:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except IndexBuildError as exc:
+        console.print(f"[red]cannot embed the items:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"added {len(added.item_ids)} items: catalog {added.catalog_items}, text index "
+                  f"{added.index_items} (text_encoder version {added.text_encoder_version})")
+
+
 def synthesize_cmd(
     out_dir: Annotated[Path, typer.Option(help="Where items.jsonl, interactions.csv and synonyms.json go.")],
     items: Annotated[int, typer.Option(min=10, help="Catalog items.")] = 500,
@@ -120,5 +150,5 @@ def synthesize_cmd(
 
 
 COMMANDS = {"prepare-data": prepare_data, "build-index": build_index_cmd, "bootstrap": bootstrap_cmd,
-            "synthesize": synthesize_cmd}
+            "synthesize": synthesize_cmd, "add-items": add_items_cmd}
 """The group's commands by their name on the command line."""
