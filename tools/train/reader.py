@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from services.core.reading import WORD_LABELS
-from tools.core.reading_examples import Example, Renderer, generate, load_vocabulary
+from tools.core.reading_examples import Bank, Example, Renderer, generate, load_vocabulary
 from tools.core.request_reader import MAX_TOKENS, predict_labels, word_inputs
 from tools.train.common import LoopConfig, Record, Task, cycle, run_loop, setup_torch
 from tools.train.reader_examples import TRAINING_BANK
@@ -42,6 +42,8 @@ class ReaderTrainConfig:
     examples: int = 40_000
     validation_examples: int = 1000
     max_tokens: int = MAX_TOKENS
+    bank: Bank = TRAINING_BANK
+    """The clause families examples are drawn from (the lab tries wider ones: ``tools/lab/reader_bank_wide.py``)."""
 
 
 def _targets(firsts: list[list[int]], examples: Sequence[Example], length: int) -> torch.Tensor:
@@ -59,9 +61,9 @@ def train_reader(config: ReaderTrainConfig, resume: bool = False) -> Record:
 
     device = setup_torch(config.loop)
     vocabulary = load_vocabulary(config.data_dir)
-    renderer = Renderer(vocabulary, TRAINING_BANK, "train")
+    renderer = Renderer(vocabulary, config.bank, "train")
     examples = generate(renderer, config.examples, config.loop.seed)
-    validation = generate(Renderer(vocabulary, TRAINING_BANK, "train"), config.validation_examples,
+    validation = generate(Renderer(vocabulary, config.bank, "train"), config.validation_examples,
                           config.loop.seed + 10_000)
     tokenizer = AutoTokenizer.from_pretrained(str(config.base_model))
     base = AutoModelForTokenClassification.from_pretrained(

@@ -1,0 +1,33 @@
+"""The wide training bank of the reader experiment keeps the held-out bank held out: no clause, filler or mood
+phrase in common with the evaluation bank, and its requests ground to their expected readings."""
+
+from __future__ import annotations
+
+from tools.eval.reading_bank import EVALUATION_BANK
+from tools.lab.reader_bank_wide import EXTRA_CLAUSES, WIDE_TRAINING_BANK
+from tools.train.reader_examples import TRAINING_BANK
+
+
+def test_the_wide_bank_shares_nothing_with_the_evaluation_bank() -> None:
+    for part in ("prefixes", "suffixes", "joiners", "moods"):
+        shared = set(getattr(WIDE_TRAINING_BANK, part)) & set(getattr(EVALUATION_BANK, part)) - {""}
+        assert not shared, (part, shared)
+    assert not {c.text for c in WIDE_TRAINING_BANK.clauses} & {c.text for c in EVALUATION_BANK.clauses}
+    assert not {c.text for c in EXTRA_CLAUSES} & {c.text for c in TRAINING_BANK.clauses}  # new families only
+
+
+def test_the_wide_banks_requests_ground_to_their_expected_readings() -> None:
+    from services.core.lexicon import TitleMatcher
+    from services.core.reading import decode_spans, read, split_words
+    from tests.unit.tools.core.test_reading_examples import CATALOG, VOCABULARY
+    from tools.core.reading_examples import Renderer, generate
+    from tools.eval.reading import canonical, reading_dict
+
+    titles = TitleMatcher(CATALOG)
+    examples = generate(Renderer(VOCABULARY, WIDE_TRAINING_BANK, "train", typo_rate=0.0), 400, 1)
+    agree = 0
+    for e in examples:
+        words = split_words(e.text)
+        reading = read(e.text, words, decode_spans(words, e.labels, [1.0] * len(words)), VOCABULARY.lexicon, titles)
+        agree += canonical(reading_dict(reading)) == canonical(e.reading)
+    assert agree / len(examples) >= 0.98, agree / len(examples)
