@@ -1,6 +1,6 @@
 """Does a wider training bank lift the request reader on wording it never saw? (issue #29's held-out bank)
 
-The served tagger learns from ``tools/train/reader_examples.py``. This experiment adds 124 clause families and
+The served tagger learns from ``tools/train/reader_examples.py``. This experiment adds 111 clause families and
 fillers of everyday English per construct (written from general usage, not from the held-out bank's families,
 which a unit test keeps disjoint: ``tests/unit/tools/lab/test_reader_bank_wide.py``) and trains the same tagger on
 the wider bank, to be measured on the same banks as the served one:
