@@ -15,19 +15,12 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from services.common.stamps import file_stamp
 from services.core.catalog import Catalog, DataFormatError, Item
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Sequence[Item]], None]
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class CatalogFollower:
@@ -38,7 +31,7 @@ class CatalogFollower:
         self._catalog = catalog
         self._poll_s = poll_s
         self._listeners = list(listeners)
-        self._stamp = _stamp(self._path)
+        self._stamp = file_stamp(self._path)
         self._task: asyncio.Task | None = None
 
     def add_listener(self, listener: Listener) -> None:
@@ -46,7 +39,7 @@ class CatalogFollower:
 
     def check(self) -> list[Item]:
         """Read the file if it changed; the items added to the catalog (none when unchanged or refused)."""
-        stamp = _stamp(self._path)
+        stamp = file_stamp(self._path)
         if stamp == self._stamp:
             return []
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
+from services.common.stamps import file_stamp
 from services.core.filters import CatalogAttributes, FilterLimits
 from services.core.rules import Rules, RulesFormatError, load_rules
 
@@ -17,15 +18,6 @@ RULES_INFO = Gauge("instructrec_rules_info", "The served rules file version (1 o
                    ["service", "version"])
 RULES_LOADS = Counter("instructrec_rules_loads_total", "Rules file reads, by result (loaded, refused).",
                       ["service", "result"])
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    """What changes when the file is rewritten or swapped in (inode, mtime, size); None when it is missing."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class RulesWatcher:
@@ -56,7 +48,7 @@ class RulesWatcher:
         """
         if self._path is None:
             return
-        self._stamp = _stamp(self._path)
+        self._stamp = file_stamp(self._path)
         self._install(load_rules(self._path, self._attributes, self._limits))
 
     def _install(self, rules: Rules) -> None:
@@ -78,7 +70,7 @@ class RulesWatcher:
         malformed file is logged once per change, and the current rules keep serving."""
         if self._path is None:
             return False
-        stamp = _stamp(self._path)
+        stamp = file_stamp(self._path)
         if stamp == self._stamp:
             return False
         self._stamp = stamp

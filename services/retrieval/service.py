@@ -12,6 +12,7 @@ import numpy as np
 from instructrec.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
 from services.common.catalog_follower import CatalogFollower
+from services.common.stamps import file_stamp
 from services.common.triton import TritonModel
 from services.core.catalog import Catalog
 from services.core.contracts import EMBEDDING_OUTPUT, HISTORY_INPUT, TEXT_INPUT, USER_VECTOR_OUTPUT
@@ -25,14 +26,9 @@ from services.retrieval.settings import RetrievalSettings
 log = logging.getLogger(__name__)
 
 
-def _stamp(directory: Path) -> tuple[int, int] | None:
-    """What changes when an index folder is rebuilt (the build swaps the folder in): its metadata file's
-    inode and modification time; None when there is no index."""
-    try:
-        stat = (directory / META_FILE).stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
+def _stamp(directory: Path) -> tuple[int, int, int] | None:
+    """What changes when an index folder is rebuilt (the build swaps the folder in): its metadata file's stamp."""
+    return file_stamp(directory / META_FILE)
 
 
 class RetrievalApp:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from services.core.catalog import Catalog
 from services.core.filters import ALL, RANGE
+from services.core.lexicon import TitleMatcher
 from services.core.reading import Reading, split_words
-from tools.core.reading_examples import Example
+from tools.core.reading_examples import Example, Vocabulary
 
 HANDWRITTEN = Path(__file__).resolve().parents[2] / "docs" / "evaluation" / "reading-handwritten.jsonl"
 
@@ -147,6 +150,38 @@ def write_reading_report(results: dict, out: Path, command: str, meta: dict) -> 
     return out.with_suffix(".md")
 
 
+@dataclass(frozen=True)
+class ReadingSetup:
+    """What every reader is measured on: the data set's vocabulary, catalog and title matcher, and the three
+    banks (the held-out bank, the hand-written set, a fresh training-bank draw)."""
+
+    vocabulary: Vocabulary
+    catalog: Catalog
+    titles: TitleMatcher
+    banks: dict[str, list[Example]]
+
+    @classmethod
+    def of(cls, data_dir: Path, generated: int, seed: int) -> ReadingSetup:
+        from collections import Counter
+
+        from services.core.catalog import read_interactions
+        from tools.core.reading_examples import Renderer, generate, load_vocabulary
+        from tools.eval.reading_bank import EVALUATION_BANK
+        from tools.train.reader_examples import TRAINING_BANK
+
+        vocabulary = load_vocabulary(data_dir)
+        catalog = Catalog.load(Path(data_dir) / "items.jsonl")
+        popularity = Counter(r.item_id for r in read_interactions(Path(data_dir) / "train.csv"))
+        banks = {
+            "held-out bank (new wording and value combinations)": generate(
+                Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed),
+            "hand-written set": handwritten_cases(),
+            "training bank (in distribution, fresh draw)": generate(
+                Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),
+        }
+        return cls(vocabulary, catalog, TitleMatcher(catalog, popularity), banks)
+
+
 def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path = Path("var/data/movielens-100k"),
          out: Path = Path("docs/evaluation/reading"), generated: int = 1000, seed: int = 0,
          intent_heads: bool = True) -> None:
@@ -155,36 +190,20 @@ def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path
     import shlex
     import sys
     import time
-    from collections import Counter
 
     import torch
 
-    from services.core.catalog import Catalog, read_interactions
-    from services.core.lexicon import TitleMatcher
     from tools.core.machine import machine
-    from tools.core.reading_examples import Renderer, generate, load_vocabulary
     from tools.core.request_reader import InProcessReader
-    from tools.eval.reading_bank import EVALUATION_BANK
-    from tools.train.reader_examples import TRAINING_BANK
 
     started = time.time()
-    vocabulary = load_vocabulary(data_dir)
-    popularity = Counter(r.item_id for r in read_interactions(data_dir / "train.csv"))
-    catalog = Catalog.load(data_dir / "items.jsonl")
-    titles = TitleMatcher(catalog, popularity)
-    banks = {
-        "held-out bank (new wording and value combinations)": generate(
-            Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed),
-        "hand-written set": handwritten_cases(),
-        "training bank (in distribution, fresh draw)": generate(
-            Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),
-    }
-    tagger = InProcessReader(reader, vocabulary.lexicon, titles, torch.device("cpu"))
+    setup = ReadingSetup.of(data_dir, generated, seed)
+    tagger = InProcessReader(reader, setup.vocabulary.lexicon, setup.titles, torch.device("cpu"))
     readers: dict[str, Callable[[Sequence[str]], list[dict]]] = {
         "token tagger (MiniLM + LoRA)": lambda texts: [reading_dict(r) for r in tagger.read_many(texts)]}
     if intent_heads:
-        readers["today: intent heads (one value per attribute)"] = _intent_heads_reader(data_dir, catalog)
-    results = evaluate_readers(readers, banks)
+        readers["today: intent heads (one value per attribute)"] = _intent_heads_reader(data_dir, setup.catalog)
+    results = evaluate_readers(readers, setup.banks)
     command = " ".join(["python -m tools.eval.reading", *map(shlex.quote, sys.argv[1:])])
     meta = {"reader": str(reader), "generated_per_bank": generated, "seed": seed,
             "seconds": round(time.time() - started, 1), "machine": machine()}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -248,30 +247,15 @@ def evaluate(adapter: Path = OUT / "adapter", data_dir: Path = Path("var/data/mo
     of each (seconds per request, one request at a time, in this process)."""
     import shlex
     import sys
-    from collections import Counter
 
-    from services.core.catalog import Catalog, read_interactions
-    from services.core.lexicon import TitleMatcher
     from tools.core.machine import machine
-    from tools.core.reading_examples import Renderer, generate, load_vocabulary
     from tools.core.request_reader import InProcessReader
-    from tools.eval.reading import evaluate_readers, handwritten_cases, reading_dict, write_reading_report
-    from tools.eval.reading_bank import EVALUATION_BANK
-    from tools.train.reader_examples import TRAINING_BANK
+    from tools.eval.reading import ReadingSetup, evaluate_readers, reading_dict, write_reading_report
 
     started = time.time()
-    vocabulary = load_vocabulary(data_dir)
-    popularity = Counter(r.item_id for r in read_interactions(data_dir / "train.csv"))
-    titles = TitleMatcher(Catalog.load(data_dir / "items.jsonl"), popularity)
-    banks = {
-        "held-out bank (new wording and value combinations)": generate(
-            Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed),
-        "hand-written set": handwritten_cases(),
-        "training bank (in distribution, fresh draw)": generate(
-            Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),
-    }
-    lm = LMReader(adapter, vocabulary.lexicon, titles, threads)
-    tag = InProcessReader(tagger, vocabulary.lexicon, titles, torch.device("cpu"))
+    setup = ReadingSetup.of(data_dir, generated, seed)
+    lm = LMReader(adapter, setup.vocabulary.lexicon, setup.titles, threads)
+    tag = InProcessReader(tagger, setup.vocabulary.lexicon, setup.titles, torch.device("cpu"))
     cost: dict[str, list[float]] = {"lm": [], "tagger": []}
 
     def timed(name, reader):
@@ -285,7 +269,7 @@ def evaluate(adapter: Path = OUT / "adapter", data_dir: Path = Path("var/data/mo
         return read_many
 
     results = evaluate_readers({"SmolLM2-135M + LoRA, regex-constrained (lab)": timed("lm", lm),
-                                "token tagger (MiniLM + LoRA, served)": timed("tagger", tag)}, banks)
+                                "token tagger (MiniLM + LoRA, served)": timed("tagger", tag)}, setup.banks)
     state = json.loads((adapter.parent / "state.json").read_text()) if (adapter.parent / "state.json").is_file() else {}
     meta = {"adapter": str(adapter), "training": state, "generated_per_bank": generated, "seed": seed,
             "seconds": round(time.time() - started, 1), "machine": machine(), "threads": threads,
@@ -302,5 +286,4 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 
 if __name__ == "__main__":
-    random.seed(0)
     app()

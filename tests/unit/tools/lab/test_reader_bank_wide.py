@@ -17,17 +17,6 @@ def test_the_wide_bank_shares_nothing_with_the_evaluation_bank() -> None:
 
 
 def test_the_wide_banks_requests_ground_to_their_expected_readings() -> None:
-    from services.core.lexicon import TitleMatcher
-    from services.core.reading import decode_spans, read, split_words
-    from tests.unit.tools.core.test_reading_examples import CATALOG, VOCABULARY
-    from tools.core.reading_examples import Renderer, generate
-    from tools.eval.reading import canonical, reading_dict
+    from tests.unit.tools.core.test_reading_examples import grounding_agreement
 
-    titles = TitleMatcher(CATALOG)
-    examples = generate(Renderer(VOCABULARY, WIDE_TRAINING_BANK, "train", typo_rate=0.0), 400, 1)
-    agree = 0
-    for e in examples:
-        words = split_words(e.text)
-        reading = read(e.text, words, decode_spans(words, e.labels, [1.0] * len(words)), VOCABULARY.lexicon, titles)
-        agree += canonical(reading_dict(reading)) == canonical(e.reading)
-    assert agree / len(examples) >= 0.98, agree / len(examples)
+    assert grounding_agreement(WIDE_TRAINING_BANK) >= 0.98
