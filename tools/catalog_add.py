@@ -84,7 +84,7 @@ async def add_items_async(data_dir: Path, items_path: Path, index_dir: Path, tri
     with atomic_output_dir(Path(index_dir)) as tmp:
         write_item_index(tmp, ids + list(new.items), np.vstack([index.vectors_for(ids), vectors]),
                          model_version=version, model_name=index.model_name, metric=index.metric,
-                         popularity=[*index.popularity, *([0] * len(new))])
+                         popularity=[*index.popularity, *([0] * len(new))], index_type=index.ann_info.type)
         for other in Path(index_dir).iterdir():  # the intent heads and anything else built with the index
             if other.name not in (INDEX_FILE, META_FILE) and other.is_file():
                 shutil.copy2(other, tmp / other.name)

@@ -31,6 +31,7 @@ from services.core.contracts import (
     TEXT_ENCODER,
     TEXT_INPUT,
 )
+from services.core.ann import AUTO
 from services.core.index import DOT, write_item_index
 from tools.core.files import atomic_output_dir
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples
@@ -161,6 +162,7 @@ async def build_index_async(
     model_name: str = TEXT_ENCODER_MODEL,
     model_version: str = "",
     progress: bool = True,
+    index_type: str = AUTO,
 ) -> Path:
     """Embed every catalog item with Triton's text encoder and write the FAISS index atomically.
 
@@ -223,8 +225,9 @@ async def build_index_async(
                  {k: round(v, 3) for k, v in accuracy.items()})
         intent = fit_intent_model(intent_vectors, examples, heads, encoder_version=version, l2=l2)
     with atomic_output_dir(out_dir) as tmp:
-        write_item_index(tmp, [item.item_id for item in catalog], vectors, model_version=version,
-                         popularity=popularity)
+        info = write_item_index(tmp, [item.item_id for item in catalog], vectors, model_version=version,
+                                popularity=popularity, index_type=index_type)
+        log.info("text index: %d items, %s", len(catalog), info.to_json())
         if intent is not None:
             intent.save(tmp)
     return Path(out_dir)
@@ -265,6 +268,7 @@ async def build_sequence_index_async(
     model_version: str = "",
     timeout_s: float = 30.0,
     min_catalog_coverage: float = 0.5,
+    index_type: str = AUTO,
 ) -> Path:
     """Index the item vectors of the sequence model version Triton serves (``model_version`` or the newest).
 
@@ -307,6 +311,8 @@ async def build_sequence_index_async(
             f"{len(vocab) - len(rows)} items the catalog lacks): it was trained for another catalog. Train one on "
             f"this data set (`instructrec bootstrap`), or serve it without a sequence index")
     with atomic_output_dir(out_dir) as tmp:
-        write_item_index(tmp, [item for _, item in rows], vectors[[n for n, _ in rows]], model_version=version,
-                         model_name=model_name, metric=DOT, popularity=[popularity[item] for _, item in rows])
+        info = write_item_index(tmp, [item for _, item in rows], vectors[[n for n, _ in rows]],
+                                model_version=version, model_name=model_name, metric=DOT,
+                                popularity=[popularity[item] for _, item in rows], index_type=index_type)
+        log.info("sequence index: %d items, %s", len(rows), info.to_json())
     return Path(out_dir)

@@ -3,12 +3,15 @@
 Pure domain logic (no gRPC, no Triton), shared by the retrieval service (reads) and ``tools/index.py``
 (writes), so the on-disk format is defined in one place:
 
-* ``items.faiss``: a ``faiss.IndexFlatIP``; row ``i`` is the vector of ``item_ids[i]``.
+* ``items.faiss``: a ``faiss.IndexFlatIP``, or from ``ANN_MIN_ITEMS`` items on an ``IndexHNSWFlat`` whose rows
+  carry the popularity prior and a norm-completing column (``services/core/ann.py``); row ``i`` is
+  ``item_ids[i]``.
 * ``items.json``: ``format_version``, ``item_ids`` (index order), ``model_name`` and ``model_version`` (the
   Triton model and version that produced the vectors; a query vector must come from the same pair),
   ``metric`` (``cosine``: vectors L2-normalised, the text encoder; ``dot``: raw inner products, the sequence
   model's logits), ``dim``, ``num_items``, ``popularity`` (training interaction count per item, aligned with
-  ``item_ids``), ``built_at`` (ISO 8601, UTC). Format 1 (text encoder only, ``text_encoder_version``) is
+  ``item_ids``), ``built_at`` (ISO 8601, UTC); format 3 adds ``index`` (type, efSearch, recall@20 against exact
+  search; written only for an HNSW index, so a flat one is still format 2). Format 1 (text encoder only, ``text_encoder_version``) is
   still read.
 """
 
@@ -23,12 +26,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from services.core import ann
 from services.core.contracts import TEXT_ENCODER
 
 INDEX_FILE = "items.faiss"
 META_FILE = "items.json"
 FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+ANN_FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 COSINE = "cosine"
 DOT = "dot"
 METRICS = (COSINE, DOT)
@@ -111,7 +116,10 @@ def write_item_index(
     metric: str = COSINE,
     popularity: Sequence[int] | None = None,
     built_at: datetime | None = None,
-) -> None:
+    index_type: str = ann.AUTO,
+    ann_min_items: int = ann.ANN_MIN_ITEMS,
+    ann_settings: ann.AnnSettings = ann.AnnSettings(),
+) -> ann.AnnInfo:
     """Write ``items.faiss`` and ``items.json`` into ``out_dir`` (the caller makes the folder swap atomic).
 
     Args:
@@ -124,6 +132,11 @@ def write_item_index(
         metric: ``cosine`` or ``dot``.
         popularity: Training interaction count per item, aligned with ``item_ids`` (zeros if None).
         built_at: Build time (now if None).
+        index_type: ``flat``, ``hnsw``, or ``auto`` (HNSW from ``ann_min_items`` items on).
+        ann_settings: How an HNSW graph is built and its efSearch chosen.
+
+    Returns:
+        What was built (type, efSearch, recall@20 against exact search).
 
     Raises:
         ValueError: ids and vectors disagree, ids repeat, or a vector is zero or not finite.
@@ -143,11 +156,11 @@ def write_item_index(
     popularity = [0] * len(item_ids) if popularity is None else [int(c) for c in popularity]
     if len(popularity) != len(item_ids):
         raise ValueError("popularity must have one count per item")
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors / norms)
+    kind = ann.resolve_type(index_type, len(item_ids), ann_min_items)
+    index, info = ann.build(vectors / norms, np.asarray(popularity), kind, ann_settings)
     faiss.write_index(index, str(Path(out_dir) / INDEX_FILE))
     meta = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if info.type == ann.FLAT else ANN_FORMAT_VERSION,
         "item_ids": list(item_ids),
         "model_name": model_name,
         "model_version": model_version,
@@ -157,7 +170,10 @@ def write_item_index(
         "popularity": popularity,
         "built_at": (built_at or datetime.now(UTC)).isoformat(),
     }
+    if info.type != ann.FLAT:
+        meta["index"] = info.to_json()
     (Path(out_dir) / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return info
 
 
 @dataclass(frozen=True)
@@ -169,6 +185,7 @@ class _Meta:
     dim: int
     popularity: tuple[int, ...]
     built_at: str
+    ann_info: ann.AnnInfo = ann.AnnInfo(ann.FLAT)
 
 
 class ItemIndex:
@@ -220,6 +237,7 @@ class ItemIndex:
                 dim=int(raw["dim"]),
                 popularity=tuple(int(c) for c in raw["popularity"]),
                 built_at=str(raw.get("built_at", "")),
+                ann_info=ann.AnnInfo.from_json(raw.get("index")),
             )
             num_items = int(raw["num_items"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -231,10 +249,11 @@ class ItemIndex:
         except RuntimeError as exc:
             raise IndexFormatError(f"cannot read {index_path}: {exc}") from exc
         problems = []
-        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            problems.append("the FAISS index does not use inner product")
-        if index.d != meta.dim:
-            problems.append(f"FAISS dim {index.d} != dim {meta.dim}")
+        graph = meta.ann_info.type == ann.HNSW
+        if index.metric_type != (faiss.METRIC_L2 if graph else faiss.METRIC_INNER_PRODUCT):
+            problems.append(f"the FAISS index does not use {'L2 (a graph index)' if graph else 'inner product'}")
+        if index.d != meta.dim + meta.ann_info.extra_columns:
+            problems.append(f"FAISS dim {index.d} != dim {meta.dim} ({meta.ann_info.type})")
         if not index.ntotal == len(meta.item_ids) == num_items:
             problems.append(f"FAISS has {index.ntotal} vectors, {len(meta.item_ids)} item_ids, num_items {num_items}")
         if len(set(meta.item_ids)) != len(meta.item_ids):
@@ -271,6 +290,11 @@ class ItemIndex:
     def metric(self) -> str:
         """``cosine`` (unit vectors) or ``dot`` (raw inner products)."""
         return self._meta.metric
+
+    @property
+    def ann_info(self) -> ann.AnnInfo:
+        """The FAISS structure (flat: exact; hnsw: a graph, with its efSearch and measured recall@20)."""
+        return self._meta.ann_info
 
     @property
     def item_ids(self) -> tuple[str, ...]:
@@ -325,7 +349,8 @@ class ItemIndex:
         if not item_ids:
             return np.zeros((0, self.dim), dtype=np.float32)
         keys = np.fromiter((self._position[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
-        return self._index.reconstruct_batch(keys)
+        vectors = self._index.reconstruct_batch(keys)
+        return vectors[:, :self.dim] if self._meta.ann_info.extra_columns else vectors
 
     def search(
         self, query_vector: np.ndarray, k: int, exclude: Collection[str] = (), popularity_weight: float = 0.0
@@ -365,10 +390,14 @@ class ItemIndex:
         excluded = {i for i in exclude if i in self._position}
         fetch = min(k + len(excluded), len(self))
         index = self._index
-        if popularity_weight > 0:
-            index = self._with_prior()
-            q = np.hstack([q, np.array([[popularity_weight]], dtype=np.float32)])
-        scores, positions = index.search(np.ascontiguousarray(q), fetch)
+        if self._meta.ann_info.type == ann.HNSW:
+            scores, positions = ann.search_graph(index, self._meta.ann_info, q, popularity_weight, fetch)
+            scores, positions = scores[None, :], positions[None, :]
+        else:
+            if popularity_weight > 0:
+                index = self._with_prior()
+                q = np.hstack([q, np.array([[popularity_weight]], dtype=np.float32)])
+            scores, positions = index.search(np.ascontiguousarray(q), fetch)
         results: list[tuple[str, float]] = []
         for pos, score in zip(positions[0], scores[0]):
             if pos < 0:

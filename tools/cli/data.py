@@ -51,20 +51,27 @@ def build_index_cmd(
     repository: Annotated[Path, typer.Option(
         help="Model repository holding the served sequence_encoder version's item vectors.")] = Path(
         "model_repository"),
+    index_type: Annotated[str, typer.Option(
+        help="FAISS structure: flat (exact), hnsw (a graph; its efSearch is tuned to recall@20 >= 0.97 against "
+             "exact search at build time), or auto (hnsw from 100,000 items on).")] = "auto",
 ) -> None:
     """Write the retrieval indexes from the served models: the text index (every catalog item embedded by
     text_encoder through Triton) and the sequence index (the item vectors of the sequence_encoder version
     Triton serves). The retrieval service picks rebuilt indexes up by itself."""
     import asyncio
 
+    from services.core.ann import INDEX_TYPES
     from tools.index import build_index, build_sequence_index_async
 
+    if index_type not in INDEX_TYPES:
+        raise typer.BadParameter(f"{index_type!r} is not one of {', '.join(INDEX_TYPES)}", param_hint="--index-type")
     setup_logging()
-    path = build_index(data_dir / "items.jsonl", data_dir / "train.csv", out_dir, triton)
+    path = build_index(data_dir / "items.jsonl", data_dir / "train.csv", out_dir, triton, index_type=index_type)
     console.print(f"text index written to {path}")
     if str(sequence_out_dir):
         path = asyncio.run(build_sequence_index_async(data_dir / "items.jsonl", data_dir / "train.csv",
-                                                      sequence_out_dir, triton, repository))
+                                                      sequence_out_dir, triton, repository,
+                                                      index_type=index_type))
         console.print(f"sequence index written to {path}")
 
 
