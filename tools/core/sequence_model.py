@@ -48,6 +48,10 @@ class SequentialConfig:
     window_stride: int = 10
     """Training rows are windows of ``max_len + 1`` items ending every ``window_stride`` items, so each target
     is predicted with (nearly) its full context; the loss is taken only on the targets new to each window."""
+    negatives: int = 0
+    """0: the loss is a softmax over the whole catalog; N > 0: over each target and N items drawn uniformly per
+    batch (shared by its targets; a drawn item that is the target is masked), for catalogs where a
+    [targets x catalog] logit matrix no longer fits (issue #31). Uniform draws need no log-Q correction."""
     seed: int = 0
     threads: int = 0
 

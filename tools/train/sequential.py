@@ -117,6 +117,22 @@ class TrainResult:
     record: dict
 
 
+def batch_loss(model: SequenceModel, hidden: torch.Tensor, targets: torch.Tensor, negatives: int,
+               rng: torch.Generator) -> torch.Tensor:
+    """Cross-entropy of each target against the whole catalog, or (``negatives`` > 0 and fewer than the
+    catalog) against ``negatives`` items drawn uniformly for the batch: logits [T, 1 + N], the target first."""
+    vectors = model.item_vectors()  # [V + 1, H], row 0 padding
+    num_items = vectors.shape[0] - 1
+    if not negatives or negatives >= num_items:
+        return nn.functional.cross_entropy(hidden @ vectors.T, targets)
+    drawn = torch.randint(1, num_items + 1, (negatives,), generator=rng)  # [N]
+    positive = (hidden * vectors[targets]).sum(-1, keepdim=True)  # [T, 1]
+    negative = hidden @ vectors[drawn].T  # [T, N]
+    negative = negative.masked_fill(drawn.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+    logits = torch.cat([positive, negative], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
+
+
 def train_sequential(data: SequentialData, config: SequentialConfig = SequentialConfig(), *,
                      progress: Callable[[dict], None] | None = None, max_minutes: float = 0.0,
                      show_bar: bool = True, checkpoint: Path | None = None, resume: bool = False) -> TrainResult:
@@ -162,8 +178,7 @@ def train_sequential(data: SequentialData, config: SequentialConfig = Sequential
             batch, mask = rows[idx], masks[idx]
             inputs, targets = batch[:, :-1], batch[:, 1:]  # [B, L]
             hidden = model.hidden_states(inputs)[mask]  # [T, H]
-            logits = hidden @ model.item_vectors().T  # [T, V]
-            loss = nn.functional.cross_entropy(logits, targets[mask])
+            loss = batch_loss(model, hidden, targets[mask], config.negatives, rng)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

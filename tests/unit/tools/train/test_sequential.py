@@ -39,6 +39,32 @@ def test_training_learns_the_next_item_of_a_toy_sequence() -> None:
     assert result.record["best_epoch"] >= 1 and result.record["train_targets"] > 0
 
 
+def test_sampled_negatives_learn_the_toy_sequence_over_a_larger_catalog() -> None:
+    data = _toy(num_users=200, items=60)
+    result = sequential.train_sequential(data, replace(TINY, negatives=8, epochs=40, patience=40), show_bar=False)
+    assert sequential.rank_metrics(result.model, data.valid, k=1)["HR@1"] > 0.9
+
+
+def test_the_sampled_loss_masks_a_drawn_target_and_falls_back_to_the_full_softmax() -> None:
+    import torch
+
+    model = sequence_model.SequenceModel(5, TINY)
+    hidden = torch.randn(3, TINY.hidden)
+    targets = torch.tensor([1, 2, 3])
+    full = torch.nn.functional.cross_entropy(hidden @ model.item_vectors().T, targets)
+    rng = torch.Generator().manual_seed(0)
+    assert torch.equal(sequential.batch_loss(model, hidden, targets, 0, rng), full)
+    assert torch.equal(sequential.batch_loss(model, hidden, targets, 5, rng), full)  # not fewer than the catalog
+    # Orthogonal item vectors and hidden states pointing at the target: the target's logit is 20, every
+    # other item's 0. Of 4 draws out of 5 items the target is often one; counted as its own negative it
+    # would cost log(2) at least. Masked, the loss is about 4 e^-20.
+    with torch.no_grad():
+        model.items.weight.copy_(torch.eye(6, TINY.hidden))
+    for _ in range(5):
+        loss = sequential.batch_loss(model, 20 * torch.eye(6, TINY.hidden)[targets], targets, 4, rng)
+        assert torch.isfinite(loss) and loss < 1e-6
+
+
 def test_a_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     data = _toy()
     checkpoint = tmp_path / "checkpoint.pt"
