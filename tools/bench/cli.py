@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 from pathlib import Path
@@ -153,3 +154,36 @@ def serving_command(
 
 app = typer.Typer(add_completion=False)
 app.command()(bench_command)
+
+
+def scale_command(
+    sizes: Annotated[str, typer.Option(
+        help="Catalog sizes as items:users, comma-separated (synthetic shops).")] = "10000:100000,100000:300000,"
+                                                                                  "1000000:1000000",
+    requests: Annotated[int, typer.Option(min=10, help="Measured requests per kind and concurrency.")] = 100,
+    train_minutes: Annotated[float, typer.Option(
+        help="The sequence model's training budget per size (cost, not quality, is measured).")] = 5.0,
+    work_dir: Annotated[Path, typer.Option(help="Synthetic data and workspaces (kept; a rerun resumes).")] = Path(
+        "var/scale"),
+    out: Annotated[Path, typer.Option(help="Report path without suffix: .json, .md, .png.")] = Path(
+        "docs/performance/scale"),
+    reuse: Annotated[bool, typer.Option(help="Measure existing workspaces without running bootstrap again.")]
+    = False,
+    baseline: Annotated[bool, typer.Option(help="Measure MovieLens-100K (`instructrec run`) in the same run.")]
+    = True,
+) -> None:
+    """How the served stack's cost grows with the catalog: for each size a synthetic shop through `bootstrap`,
+    served by `run --data-dir`; p50 / p99 per stage at concurrency 1 and 8 without a query, with one, with a
+    filter and with a request excluding half the catalog; resident memory of every process; time to SERVING;
+    index build time, size and recall; the interaction store's lookup latency. MovieLens-100K is the baseline."""
+    from tools.bench.scale import ScaleConfig, parse_sizes, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = ScaleConfig(sizes=parse_sizes(sizes), work_dir=work_dir.resolve(), out=out.resolve(),
+                         requests=requests, train_minutes=train_minutes, reuse=reuse, baseline=baseline)
+    report = run(config)
+    for entry in report["sizes"]:
+        print(json.dumps({k: entry.get(k) for k in ("items", "users", "no_query_p50_ms", "query_p50_ms",
+                                                    "exclude_half_p50_ms", "max_rss_mib", "ready_s",
+                                                    "index_build_s", "recall_at_20_vs_exact",
+                                                    "ratio_to_baseline")}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from tools.bench.cli import bench_command, serving_command
+from tools.bench.cli import bench_command, scale_command, serving_command
 from tools.cli import data, evaluate, models, recommend, stack, train
 
 app = typer.Typer(help="InstructRec serving suite: run the stack, call it, and build its assets.",
@@ -20,3 +20,4 @@ for group in (stack, data, models, recommend, evaluate, train):
         app.command(name)(command)
 app.command("bench")(bench_command)
 app.command("bench-serving")(serving_command)
+app.command("bench-scale")(scale_command)
