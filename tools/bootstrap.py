@@ -50,6 +50,8 @@ class BootstrapConfig:
     train_minutes: float = 30.0
     """Time budget of the sequence model's training (early stopping usually ends it sooner)."""
     sequence: SequentialConfig = SequentialConfig()
+    sequence_eval_users: int = 5_000
+    """Validation (and test) users the sequence model's epochs are judged on (0: all)."""
     validation_users: int = 1_000
     """Validation users the retrieval weights are fitted on (0: all)."""
     evaluation_users: int = 0
@@ -114,7 +116,7 @@ def _sequence_model(config: BootstrapConfig, ws: DatasetWorkspace, manifest: dic
 
     threads = config.sequence.threads or os.cpu_count() or 1
     record = sequential.run(ws.data_dir, ws.sequence_run, replace(config.sequence, threads=threads), resume=True,
-                            max_minutes=config.train_minutes)
+                            max_minutes=config.train_minutes, max_eval_users=config.sequence_eval_users)
     return {"epochs": len(record["epochs"]), "best_epoch": record["best_epoch"],
             "best_valid_NDCG@10": round(record["best_valid_NDCG@10"], 4), "train_seconds": record["seconds"]}
 

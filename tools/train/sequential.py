@@ -94,6 +94,7 @@ def rank_metrics(model: SequenceModel, pairs: Sequence[tuple[Sequence[int], int]
     model.eval()
     hr = ndcg = 0.0
     items = model.item_vectors()
+    batch = max(1, min(batch, _SCORES_PER_CHUNK // items.shape[0]))  # [batch, V] scores stay ~80 MB
     for start in range(0, len(pairs), batch):
         chunk = pairs[start:start + batch]
         seqs = torch.tensor([left_pad(h, model.config.max_len) for h, _ in chunk], dtype=torch.long)
@@ -109,6 +110,9 @@ def rank_metrics(model: SequenceModel, pairs: Sequence[tuple[Sequence[int], int]
         ndcg += float(ndcg_of_ranks(ranks, k).sum())
     n = max(1, len(pairs))
     return {f"HR@{k}": hr / n, f"NDCG@{k}": ndcg / n}
+
+
+_SCORES_PER_CHUNK = 20_000_000
 
 
 @dataclass
@@ -173,7 +177,11 @@ def train_sequential(data: SequentialData, config: SequentialConfig = Sequential
         model.train()
         order = torch.randperm(len(rows), generator=rng)
         total, count = 0.0, 0
+        cut = False
         for s in range(0, len(order), config.batch_size):
+            if max_minutes and s and time.monotonic() - start > max_minutes * 60:
+                cut = True  # an epoch longer than the budget: validate what was trained so far, then stop
+                break
             idx = order[s:s + config.batch_size]
             batch, mask = rows[idx], masks[idx]
             inputs, targets = batch[:, :-1], batch[:, 1:]  # [B, L]
@@ -186,7 +194,7 @@ def train_sequential(data: SequentialData, config: SequentialConfig = Sequential
             count += len(hidden)
         metrics = rank_metrics(model, data.valid)
         entry = {"epoch": epoch + 1, "loss": total / max(1, count), **{f"valid_{k}": v for k, v in metrics.items()},
-                 "seconds": round(time.monotonic() - start, 1)}
+                 "seconds": round(time.monotonic() - start, 1), **({"rows_trained": s} if cut else {})}
         history.append(entry)
         bar.set_postfix(loss=f"{entry['loss']:.3f}", ndcg=f"{metrics['NDCG@10']:.4f}")
         if progress:
@@ -227,29 +235,42 @@ RECORD_FILE = "record.json"
 
 
 def run(data_dir: Path, out_dir: Path, config: SequentialConfig, *, resume: bool = False,
-        max_minutes: float = 0.0) -> dict:
+        max_minutes: float = 0.0, max_eval_users: int = 0) -> dict:
     """Train on the split in ``data_dir``; write ``OUT_DIR/model`` (the best epoch), the record, a checkpoint.
 
     Test items are never seen: the training sequences are the training part, the validation items pick
     the epoch. The record also holds the test metrics of the chosen epoch, for the model card only.
+    ``max_eval_users`` (0: all) caps the validation and test users, drawn with the config's seed: at 10^6
+    users a full-catalog validation of every user each epoch would cost more than the epoch.
     """
     from tools.core.machine import machine, repo_path
     from tools.core.split import load_split
 
     split = load_split(Path(data_dir))
     vocab = list(split.catalog.items)
-    data = build_data(vocab, list(split.train.values()), [(c.history, c.target) for c in split.valid_cases])
+    valid_cases, test_cases = (_at_most(cases, max_eval_users, config.seed)
+                               for cases in (split.valid_cases, split.test_cases))
+    data = build_data(vocab, list(split.train.values()), [(c.history, c.target) for c in valid_cases])
     out_dir.mkdir(parents=True, exist_ok=True)
     result = train_sequential(data, config, max_minutes=max_minutes, checkpoint=out_dir / CHECKPOINT_FILE,
                               resume=resume)
     save(result.model, vocab, out_dir / MODEL_DIR)
     index = data.index
-    test = [([index[i] for i in c.history if i in index], index[c.target]) for c in split.test_cases]
+    test = [([index[i] for i in c.history if i in index], index[c.target]) for c in test_cases]
     record = {**result.record, "data_dir": repo_path(Path(data_dir)), "machine": machine(),
+              "valid_users": len(data.valid), "test_users": len(test),
               "test_full_ranking": rank_metrics(result.model, test),
               "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     (out_dir / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _at_most(cases: Sequence, count: int, seed: int) -> list:
+    """All of ``cases``, or ``count`` of them drawn with ``seed`` (in their order)."""
+    if not count or len(cases) <= count:
+        return list(cases)
+    keep = sorted(random.Random(seed).sample(range(len(cases)), count))
+    return [cases[n] for n in keep]
 
 
 def model_card(record: dict, command: str) -> str:

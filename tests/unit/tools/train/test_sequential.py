@@ -65,6 +65,13 @@ def test_the_sampled_loss_masks_a_drawn_target_and_falls_back_to_the_full_softma
         assert torch.isfinite(loss) and loss < 1e-6
 
 
+def test_an_epoch_longer_than_the_budget_is_cut_and_validated() -> None:
+    data = _toy(num_users=200)
+    result = sequential.train_sequential(data, replace(TINY, batch_size=4), max_minutes=1e-9, show_bar=False)
+    (only,) = result.record["epochs"]
+    assert 0 < only["rows_trained"] < result.record["train_rows"] and "valid_NDCG@10" in only
+
+
 def test_a_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     data = _toy()
     checkpoint = tmp_path / "checkpoint.pt"
