@@ -22,6 +22,7 @@ from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
 from services.common.triton_clients import tool_triton_settings, triton_client
+from services.core.ann import AUTO
 from services.core.catalog import Catalog, DataFormatError, item_text, read_interactions
 from services.core.contracts import (
     EMBEDDING_OUTPUT,
@@ -31,7 +32,6 @@ from services.core.contracts import (
     TEXT_ENCODER,
     TEXT_INPUT,
 )
-from services.core.ann import AUTO
 from services.core.index import DOT, write_item_index
 from tools.core.files import atomic_output_dir
 from tools.train.intent import choose_l2, fit_intent_model, intent_examples

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import tracing
 from services.common.settings import ClientTlsSettings
 
 
@@ -62,6 +63,7 @@ def open_channel(
     # caller must find the new pod's address within seconds.
     options = [*reconnect_options(max_reconnect_backoff_s), ("grpc.lb_policy_name", "round_robin"),
                ("grpc.dns_min_time_between_resolutions_ms", 2_000)]
+    interceptors = [*tracing.client_interceptors(), *interceptors]  # none when tracing is off
     if max_attempts > 1:
         options += [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config(max_attempts))]
     else:

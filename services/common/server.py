@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tracing
 from services.common.admission import Admission, AdmissionInterceptor, AdmissionSettings
 from services.common.errors import InvalidArgument, ServiceError, Unauthenticated, status_code
 from services.common.metrics import RPC_LATENCY, RPC_REQUESTS, start_metrics_server
@@ -325,7 +326,9 @@ class ServiceRunner:
     async def start(self) -> int:
         """Start the service and return the bound gRPC port."""
         await self.service.start()
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(self.service.name)]
+        # The trace span (when tracing is on) opens first, so it covers refusals and errors too.
+        interceptors: list[grpc.aio.ServerInterceptor] = [*tracing.server_interceptors(),
+                                                          ErrorInterceptor(self.service.name)]
         tokens = self.settings.accepted_tokens()
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
@@ -416,6 +419,7 @@ class ServiceRunner:
 
 async def serve(settings: ServiceSettings, service: Service) -> None:
     """Run a service until SIGTERM/SIGINT, then shut it down gracefully."""
+    tracing.configure(service.name)
     runner = ServiceRunner(settings, service)
     await runner.start()
     stop = asyncio.Event()
@@ -425,3 +429,4 @@ async def serve(settings: ServiceSettings, service: Service) -> None:
     await stop.wait()
     log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
     await runner.stop()
+    tracing.shutdown()

@@ -13,6 +13,7 @@ import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
+from services.common import tracing
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.common.settings import TritonSettings
 from services.common.triton_clients import triton_client
@@ -97,17 +98,21 @@ class TritonModel:
         shape = shape or (1, len(values))
         tensor = InferInput(self._input_name, list(shape), "BYTES")
         tensor.set_data_from_numpy(np.array([v.encode("utf-8") for v in values], dtype=np.object_).reshape(shape))
-        try:
-            result = await self._client.infer(
-                self.model_name,
-                [tensor],
-                model_version=model_version,
-                outputs=[InferRequestedOutput(self._output_name)],
-                client_timeout=timeout,
-                timeout=int(timeout * 1_000_000),
-            )
-        except InferenceServerException as exc:
-            raise self._map_error(exc) from exc
+        with tracing.model_call(self.model_name, model_version) as (headers, span):
+            try:
+                result = await self._client.infer(
+                    self.model_name,
+                    [tensor],
+                    model_version=model_version,
+                    outputs=[InferRequestedOutput(self._output_name)],
+                    client_timeout=timeout,
+                    timeout=int(timeout * 1_000_000),
+                    headers=headers,
+                )
+            except InferenceServerException as exc:
+                raise self._map_error(exc) from exc
+            if span is not None:
+                span.set_attribute("triton.version", result.get_response().model_version)
         self._broken_since = None
         array = result.as_numpy(self._output_name)
         if array is None or array.shape[0] != 1:

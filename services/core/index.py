@@ -11,8 +11,8 @@ Pure domain logic (no gRPC, no Triton), shared by the retrieval service (reads) 
   ``metric`` (``cosine``: vectors L2-normalised, the text encoder; ``dot``: raw inner products, the sequence
   model's logits), ``dim``, ``num_items``, ``popularity`` (training interaction count per item, aligned with
   ``item_ids``), ``built_at`` (ISO 8601, UTC); format 3 adds ``index`` (type, efSearch, recall@20 against exact
-  search; written only for an HNSW index, so a flat one is still format 2). Format 1 (text encoder only, ``text_encoder_version``) is
-  still read.
+  search; written only for an HNSW index, so a flat one is still format 2). Format 1 (text encoder only,
+  ``text_encoder_version``) is still read.
 """
 
 from __future__ import annotations

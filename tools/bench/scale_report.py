@@ -44,6 +44,11 @@ def summarise(report: dict) -> dict:
     return out
 
 
+def _cell(kinds: dict, kind: str) -> str:
+    c1 = kinds.get(kind, {}).get("c1")
+    return f"{c1['p50_ms']} / {c1['p99_ms']} ms" if c1 else "-"
+
+
 def markdown(report: dict) -> str:
     flags = " ".join(report.get("machine", {}).get("cpu_flags", []))
     lines = ["# Scale: the served stack from 1,682 to 10^6 items", "",
@@ -58,21 +63,18 @@ def markdown(report: dict) -> str:
     for label, e in rows:
         kinds = e.get("kinds", {})
 
-        def cell(kind: str) -> str:
-            c1 = kinds.get(kind, {}).get("c1")
-            return f"{c1['p50_ms']} / {c1['p99_ms']} ms" if c1 else "-"
-
         c8 = "/".join(str(kinds.get(k, {}).get("c8", {}).get("answers_per_s", "-")) for k in ("no_query", "query"))
         memory = e.get("memory", {})
         largest = max(memory.items(), key=lambda kv: kv[1]["peak_mib"]) if memory else None
         largest_text = f"{largest[0]} {largest[1]['peak_mib']}" if largest else "-"
         recalls = [i.get("recall_at_20", 1.0) for i in e.get("indexes", {}).values()]
-        lines.append(f"| {label} | {e.get('users', '-'):,} | {cell('no_query')} | {cell('query')} | {cell('filters')} "
-                     f"| {cell('exclude_half')} | {c8} | {e.get('ready_s', '-')} | "
+        cells = " | ".join(_cell(kinds, k) for k in ("no_query", "query", "filters", "exclude_half"))
+        lines.append(f"| {label} | {e.get('users', '-'):,} | {cells} | {c8} | {e.get('ready_s', '-')} | "
                      f"{e.get('steps_s', {}).get('indexes', '-')} | {min(recalls) if recalls else '-'} | "
                      f"{largest_text} |")
     lines += ["", "Acceptance at 10^6 items (bounds: no query <= 2x, query <= 3x, exclude half <= 3x the baseline's "
-              f"p50; no process over {MAX_RSS_MIB} MiB; SERVING within {MAX_READY_S} s; recall@20 >= {MIN_RECALL}):", ""]
+              f"p50; no process over {MAX_RSS_MIB} MiB; SERVING within {MAX_READY_S} s; recall@20 >= "
+              f"{MIN_RECALL}):", ""]
     for e in report.get("sizes", []):
         lines.append(f"- {e['items']:,} items: ratios {e.get('ratio_to_baseline', {})}; max RSS "
                      f"{max(e.get('max_rss_mib', {}).values(), default='-')} MiB; ready {e.get('ready_s')} s; "

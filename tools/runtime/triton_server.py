@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from services.common import tracing
 from services.common.settings import MODEL_CONTROL_HEADER
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ class TritonServer:
             # Triton's local (in-memory) response cache, used by models whose config enables it.
             args += [f"--cache-directory={pytriton_root() / 'caches'}",
                      f"--cache-config=local,size={self.response_cache_bytes}"]
+        args += tracing.triton_trace_args(os.environ.get(tracing.TRITON_TRACES_URL_VARIABLE))
         return args + self.extra_args
 
     def environment(self) -> dict[str, str]:
