@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 import pytest
 from pydantic_settings import BaseSettings
 
+from services.common import tracing
 from services.common.server import LIVENESS_SERVICE
 from services.common.settings import GRPC_RESTRICTED_HEADER_PREFIX, TritonSettings
 from services.common.triton_clients import ToolTritonSettings
@@ -79,6 +80,8 @@ def test_overlays_pick_their_components(rendered: dict) -> None:
     assert "nvidia.com/gpu" not in str(local["triton"])
 
     production = _objects(rendered, "production", "Deployment")
+    assert MONITORING <= set(production), "the monitoring component's trace collector"
+    production = {name: d for name, d in production.items() if name not in MONITORING}
     names = set(production)
     assert names == set(SETTINGS) | {"triton"}
     triton = _pod(production["triton"])
@@ -99,6 +102,11 @@ def test_overlays_pick_their_components(rendered: dict) -> None:
 # --------------------------------------------------------------------------------------------------------
 # Settings: env vars, ports, probes, addresses
 # --------------------------------------------------------------------------------------------------------
+
+
+MONITORING = {"otel-collector"}
+"""Deployments of the monitoring component (one collector; not on the request path, no HPA or PDB)."""
+OTEL_SDK_VARS = set(tracing.ENDPOINT_VARIABLES)
 
 
 # Batch containers that read settings from their env: the tools image's push and retrain reach Triton with the
@@ -143,6 +151,9 @@ def test_every_env_var_is_a_settings_field_with_a_valid_value(rendered: dict, ov
             settings_cls = SETTINGS.get(name) if workload["kind"] == "Deployment" else TOOL_SETTINGS.get(name)
             if settings_cls is not None and container["name"] == name:
                 for var in env:
+                    if var["name"] in OTEL_SDK_VARS:  # the OpenTelemetry SDK reads these itself (tracing.py)
+                        assert var["value"].startswith("http://otel-collector:"), var
+                        continue
                     if name in STORE_CLIENTS and var["name"] in LIBPQ_SECRET_VARS:
                         # libpq reads these itself; they come from the store's Secret, never from the manifest
                         assert var["valueFrom"]["secretKeyRef"]["name"] == "interactions-db", var["name"]

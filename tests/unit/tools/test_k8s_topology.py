@@ -35,7 +35,8 @@ def test_services_containers_run_the_service_modules(rendered: dict) -> None:
         assert importlib.util.find_spec(f"services.{name}.__main__") is not None
     images = {c["image"].split("/")[-1].split(":")[0] for w in k8s._workloads(rendered, "production").values()
               for c in k8s._pod(w)["containers"] + k8s._pod(w).get("initContainers", [])}
-    assert images == {"instructrec-services", "instructrec-tools", "instructrec-triton"}
+    assert images == {"instructrec-services", "instructrec-tools", "instructrec-triton",
+                      "opentelemetry-collector"}  # the monitoring component's trace collector, upstream's image
 
 
 def test_push_task_exports_once_and_pushes_to_every_triton_replica(rendered: dict) -> None:
