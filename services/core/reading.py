@@ -206,8 +206,10 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     unread += _reconcile(wanted, excluded)
     # Words of other spans between two spans keep them apart ("comedy, 1945 or later, a western": no "or").
     occupied = {n for span in spans for n in range(span.start, span.end)}
+    range_filters, contradicted = _range_filters(ranges)
+    unread += contradicted
     filters = [*_value_filters(wanted, words, occupied, exclude=False),
-               *_value_filters(excluded, words, occupied, exclude=True), *_range_filters(ranges)]
+               *_value_filters(excluded, words, occupied, exclude=True), *range_filters]
     unread_spans = [span for span in spans if span.text in unread]
     grounded = [span for span in spans if span not in unread_spans]
     return Reading(tuple(filters), tuple(_unique_references(references)), _residual(text, words, grounded),
@@ -297,27 +299,48 @@ def _or_clusters(found: Sequence, words: Sequence[Word], occupied: set[int]) -> 
     return clusters
 
 
-def _range_filters(ranges: Sequence[tuple[str, float | None, float | None, bool, Span]]) -> Iterable[ReadFilter]:
+def _range_filters(ranges: Sequence[tuple[str, float | None, float | None, bool, Span]]
+                   ) -> tuple[list[ReadFilter], list[str]]:
     """Excluded ranges stay one filter each. The intervals a request wants on one attribute (``IN``: "the fifties
     or sixties", "from 1965 to 1975", "between the 70s and the 80s") are spanned by one range; bounds (before,
-    after, ...) cut it ("the 80s, but after 1985"; "after 1980 and before 1990")."""
+    after, ...) cut it ("the 80s, but after 1985"; "after 1980 and before 1990").
+
+    Bounds that leave nothing ("at least $562 ... at most 62") contradict each other: the most confident span's
+    bound is kept and the others are returned as unread (an empty range would match no item, and the filter
+    path rightly refuses one); one span's backwards range is read forwards."""
+    filters: list[ReadFilter] = []
+    unread: list[str] = []
     wanted: dict[str, list] = {}
     for attribute, lo, hi, exclude, span in ranges:
+        if lo is not None and hi is not None and lo > hi:
+            lo, hi = hi, lo
         if exclude:
-            yield ReadFilter(AttributeFilter(attribute, RANGE, min=lo, max=hi, exclude=True), span.confidence,
-                             span.text)
+            filters.append(ReadFilter(AttributeFilter(attribute, RANGE, min=lo, max=hi, exclude=True),
+                                      span.confidence, span.text))
         else:
             wanted.setdefault(attribute, []).append((span, (lo, hi)))
     for attribute, found in wanted.items():
-        intervals = [b for s, b in found if s.role == IN]
-        lo, hi = _union(intervals) if intervals else (None, None)
-        for span, (b_lo, b_hi) in found:
-            if span.role != IN:
-                lo = b_lo if lo is None else lo if b_lo is None else max(lo, b_lo)
-                hi = b_hi if hi is None else hi if b_hi is None else min(hi, b_hi)
+        lo, hi = _cut(found)
+        if lo is not None and hi is not None and lo > hi:
+            best = max(found, key=lambda entry: entry[0].confidence)
+            unread += [span.text for span, _ in found if span is not best[0]]
+            found = [best]
+            lo, hi = best[1]
         spans = [s for s, _ in found]
-        yield ReadFilter(AttributeFilter(attribute, RANGE, min=lo, max=hi), min(s.confidence for s in spans),
-                         " / ".join(s.text for s in spans))
+        filters.append(ReadFilter(AttributeFilter(attribute, RANGE, min=lo, max=hi),
+                                  min(s.confidence for s in spans), " / ".join(s.text for s in spans)))
+    return filters, unread
+
+
+def _cut(found: Sequence[tuple[Span, tuple[float | None, float | None]]]) -> tuple[float | None, float | None]:
+    """The span of the wanted intervals, cut by the bounds."""
+    intervals = [b for s, b in found if s.role == IN]
+    lo, hi = _union(intervals) if intervals else (None, None)
+    for span, (b_lo, b_hi) in found:
+        if span.role != IN:
+            lo = b_lo if lo is None else lo if b_lo is None else max(lo, b_lo)
+            hi = b_hi if hi is None else hi if b_hi is None else min(hi, b_hi)
+    return lo, hi
 
 
 def _union(bounds: Sequence[tuple[float | None, float | None]]) -> tuple[float | None, float | None]:

@@ -131,6 +131,21 @@ def test_a_shop_catalog_is_read_the_same_way() -> None:
     assert allowed == ["s2"]
 
 
+def test_bounds_that_leave_nothing_keep_the_surest_one_and_report_the_other() -> None:
+    # Found by bench-scale: "(take 62)" tagged as an upper bound beside "not less than $562": an empty range,
+    # which the filter path refuses (INVALID_ARGUMENT for a valid request).
+    lexicon = Lexicon(SHOP)
+    text = "not less than $562, definitely not Nike (take 62)"
+    words = split_words(text)
+    tags = {"$562": "B-GE", "Nike": "B-NOT", "62)": "B-LE", "62": "B-LE"}
+    labels = [WORD_LABELS.index(tags.get(w.text, "O")) for w in words]
+    confidences = [0.6 if w.text.startswith("62") else 0.95 for w in words]
+    r = read(text, words, decode_spans(words, labels, confidences), lexicon, TitleMatcher(SHOP, {}))
+    prices = [(f.filter.min, f.filter.max) for f in r.filters if f.filter.attribute == "price"]
+    assert prices == [(562.0, None)]
+    assert any("62" in u and "562" not in u for u in r.unread)
+
+
 def test_low_confidence_parts_are_soft() -> None:
     words = split_words("no horror")
     spans = decode_spans(words, [0, WORD_LABELS.index("B-NOT")], [0.99, 0.3])
