@@ -164,3 +164,24 @@ def test_the_served_adapter_splits_words_by_the_same_pattern() -> None:
                 if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
                 and isinstance(n.value, ast.Constant)}
     assert assigned["WORD_PATTERN"] == reading.WORD_PATTERN
+
+
+def test_a_large_catalog_matches_titles_as_a_full_scan_would(monkeypatch) -> None:
+    import random
+
+    from services.core import lexicon as lexicon_module
+    from tools.synthetic import Shop, ShopSpec
+
+    lines = list(Shop(ShopSpec(items=6_000, users=1)).item_lines())
+    catalog = Catalog({line["item_id"]: Item(line["item_id"], line["title"]) for line in lines})
+    matcher = TitleMatcher(catalog, {line["item_id"]: n % 7 for n, line in enumerate(lines)})
+    rng = random.Random(0)
+    mentions = []
+    for line in rng.sample(lines, 40):
+        words = line["title"].lower().split()
+        typo = words[1][:-1] if len(words[1]) > 3 else words[1]
+        mentions += [line["title"], " ".join([words[0], typo, *words[2:]]), " ".join(words[:2])]
+    prefiltered = [matcher.match(m) for m in mentions]
+    monkeypatch.setattr(lexicon_module, "PREFILTER_FROM_TITLES", 10**9)
+    assert [matcher.match(m) for m in mentions] == prefiltered
+    assert sum(bool(p) for p in prefiltered) >= len(mentions) * 0.6
