@@ -164,8 +164,9 @@ def measure_stack(ws: Path | None, data_dir: Path, store: Path, config: ScaleCon
         kinds: dict[str, dict] = {}
         for kind, requests in work.requests.items():
             per = len(requests) // len(CONCURRENCY)
+            catalog = work.catalog if kind == "exclude_half" else None
             kinds[kind] = {f"c{c}": asyncio.run(scale_probe.measure("127.0.0.1:50051",
-                                                                    requests[n * per:(n + 1) * per], c))
+                                                                    requests[n * per:(n + 1) * per], c, catalog))
                            for n, c in enumerate(CONCURRENCY)}
         memory = scale_probe.process_memory(stack.proc.pid)
         users = scale_probe.known_users(data_dir / "train.csv", 500, seed=7)

@@ -8,8 +8,8 @@ Four kinds of Recommend request, each for distinct known users (ten returned ite
 * ``filters``: no query, one attribute filter (the catalog's most frequent value of its first categorical
   attribute);
 * ``exclude_half``: a request that excludes the catalog's most frequent values of that attribute until about
-  half the catalog is excluded ("anything except running shoes, socks or tents"); the share of the catalog
-  the served reading actually excluded is measured from the response's applied filters, not assumed.
+  half the catalog is excluded ("no running shoes, no socks and no tents"); the share of the catalog the
+  served reading actually excluded is measured from the response's applied filters, not assumed.
 
 Each kind runs at concurrency 1 (p50 / p99 of the wall time and of every gateway stage) and at concurrency 8
 (throughput). Also: the resident memory of every process of the stack (now and its peak, ``VmHWM``), and the
@@ -49,6 +49,7 @@ class Workload:
     excluded_values: tuple[str, ...]
     excluded_share: float
     """Share of the catalog that has one of ``excluded_values`` (what the request asks to exclude)."""
+    catalog: Catalog | None = None
 
 
 def known_users(train_csv: Path, count: int, seed: int) -> list[str]:
@@ -92,7 +93,9 @@ def _share_with(catalog: Catalog, attribute: str, values: Sequence[str]) -> floa
 
 
 def _listed(values: Sequence[str]) -> str:
-    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
+    """"no A, no B and no C": the list form the request reader reads most reliably (each value negated)."""
+    negated = [f"no {v}" for v in values]
+    return negated[0] if len(negated) == 1 else ", ".join(negated[:-1]) + " and " + negated[-1]
 
 
 def workload(data_dir: Path, requests: int, seed: int = 0) -> Workload:
@@ -115,17 +118,20 @@ def workload(data_dir: Path, requests: int, seed: int = 0) -> Workload:
         "no_query": [request(u) for u in kinds["no_query"]],
         "query": [request(u, query=t) for u, t in zip(kinds["query"], texts)],
         "filters": [request(u, filters=[one]) for u in kinds["filters"]],
-        "exclude_half": [request(u, query=f"anything except {_listed(excluded)} (take {m})")
+        "exclude_half": [request(u, query=f"{_listed(excluded)} (take {m})")
                          for m, u in enumerate(kinds["exclude_half"])],
     }
-    return Workload(built, (attribute, values[0][0]), excluded, round(share, 3))
+    return Workload(built, (attribute, values[0][0]), excluded, round(share, 3), catalog)
 
 
-async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurrency: int) -> dict:
-    """p50 / p99 wall and p50 stage times, answers per second, and the share of answers whose applied filters
-    came from the query (the reading acted) of ``requests`` sent by ``concurrency`` callers."""
+async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurrency: int,
+                  catalog: Catalog | None = None) -> dict:
+    """p50 / p99 wall and p50 stage times, answers per second, the share of answers whose applied filters came
+    from the query (the reading acted) and, with ``catalog``, the median share of the catalog those filters
+    removed, of ``requests`` sent by ``concurrency`` callers."""
     wall: list[float] = []
     stages: dict[str, list[float]] = {}
+    removed: list[float] = []
     read = 0
     order = iter(enumerate(requests))
     async with open_tool_channel(gateway) as channel:
@@ -139,6 +145,9 @@ async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurr
                 if n >= WARM_UP:
                     wall.append((time.perf_counter() - started) * 1e3)
                     read += any(f.source == "query" for f in response.applied_filters)
+                    if catalog is not None:
+                        removed.append(_removed_share(catalog, [f.filter for f in response.applied_filters
+                                                                if f.source == "query"]))
                     for s in response.stage_timings:
                         stages.setdefault(s.stage, []).append(s.duration_ms)
 
@@ -147,7 +156,23 @@ async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurr
         elapsed = time.perf_counter() - started
     return {"p50_ms": round(statistics.median(wall), 1), "p99_ms": round(_quantile(wall, 0.99), 1),
             "answers_per_s": round(len(requests) / elapsed, 1), "read_share": round(read / max(len(wall), 1), 3),
+            **({"removed_share_p50": round(statistics.median(removed), 3)} if removed else {}),
             "stages_p50_ms": {stage: round(statistics.median(v), 1) for stage, v in stages.items()}}
+
+
+_REMOVED: dict[bytes, float] = {}
+
+
+def _removed_share(catalog: Catalog, filters: Sequence[common_pb2.AttributeFilter]) -> float:
+    """Share of the catalog the filters leave out (cached per distinct filter set: requests repeat them)."""
+    from services.common.filters_proto import filter_from_proto
+
+    key = b"|".join(sorted(f.SerializeToString(deterministic=True) for f in filters))
+    if key not in _REMOVED:
+        parsed = [filter_from_proto(f) for f in filters]
+        kept = sum(1 for item in catalog if all(f.allows(item) for f in parsed))
+        _REMOVED[key] = 1 - kept / max(len(catalog), 1)
+    return _REMOVED[key]
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -180,6 +205,9 @@ def _role(cmdline: Sequence[str], is_root: bool) -> str | None:
         return "supervisor"
     if "tritonserver" in text:
         return "triton"
+    if "triton_python_backend_stub" in text:  # one per model instance: where the models live
+        model = next((Path(a).parent.parent.name for a in cmdline if a.endswith("model.py")), "model")
+        return f"triton:{model}"
     for service in ("gateway", "instruction", "retrieval", "ranking"):
         if f"services.{service}" in text:
             return service

@@ -44,6 +44,10 @@ def summarise(report: dict) -> dict:
     return out
 
 
+def _exclusion(entry: dict) -> dict:
+    return entry.get("kinds", {}).get("exclude_half", {}).get("c1", {})
+
+
 def _cell(kinds: dict, kind: str) -> str:
     c1 = kinds.get(kind, {}).get("c1")
     return f"{c1['p50_ms']} / {c1['p99_ms']} ms" if c1 else "-"
@@ -75,13 +79,16 @@ def markdown(report: dict) -> str:
     lines += ["", "Acceptance at 10^6 items (bounds: no query <= 2x, query <= 3x, exclude half <= 3x the baseline's "
               f"p50; no process over {MAX_RSS_MIB} MiB; SERVING within {MAX_READY_S} s; recall@20 >= "
               f"{MIN_RECALL}):", ""]
-    for e in report.get("sizes", []):
-        lines.append(f"- {e['items']:,} items: ratios {e.get('ratio_to_baseline', {})}; max RSS "
-                     f"{max(e.get('max_rss_mib', {}).values(), default='-')} MiB; ready {e.get('ready_s')} s; "
+    for e in ([{**report["baseline_run"], "items": "MovieLens-100K"}] if "baseline_run" in report else []) + \
+            report.get("sizes", []):
+        items = f"{e['items']:,}" if isinstance(e["items"], int) else e["items"]
+        peak = max((m["peak_mib"] for m in e.get("memory", {}).values()), default="-")
+        lines.append(f"- {items}: ratios {e.get('ratio_to_baseline', '-')}; max RSS {peak} MiB; ready "
+                     f"{e.get('ready_s')} s; "
                      f"recall@20 {e.get('recall_at_20_vs_exact')}; the exclusion asked for "
-                     f"{e.get('excluded_share_asked')} of the catalog and the reading acted on "
-                     f"{e.get('kinds', {}).get('exclude_half', {}).get('c1', {}).get('read_share', '-')} of those "
-                     "requests")
+                     f"{e.get('excluded_share_asked')} of the catalog, the served reading removed "
+                     f"{_exclusion(e).get('removed_share_p50', '-')} (median; it acted on "
+                     f"{_exclusion(e).get('read_share', '-')} of those requests)")
     return "\n".join(lines) + "\n"
 
 
