@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -183,7 +184,9 @@ def run(config: ScaleConfig) -> dict:
     from tools.bench.scale_report import summarise, write_report
     from tools.runtime.config import StackConfig
 
-    report: dict = {"command": "instructrec bench-scale", "machine": machine(),
+    command = "instructrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "bench-scale" in sys.argv else (
+        "instructrec bench-scale")
+    report: dict = {"command": command, "machine": machine(),
                     "config": {k: v for k, v in asdict(config).items() if k not in ("work_dir", "out")},
                     "sizes": []}
     if config.baseline:
