@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.core.filters import ALL, ANY, RANGE, AttributeFilter
 from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise
@@ -45,6 +45,8 @@ NEGATION_CUES = frozenset({"not", "no", "nothing", "without", "except", "excludi
                            "anything", "skip", "avoid", "never", "none", "non", "n't", "dont", "don't", "hate",
                            "fan", "of", "a", "an", "the", "any", "please", "and", "or", "nor", "too", "also",
                            "sick", "tired", "rather", "instead", "exclude", "minus", "less", "aside", "from"})
+# What may stand between the values of one negated list ("anything except dramas, comedies or thrillers").
+LIST_JOINERS = frozenset({",", "or", "nor", "and", "/", "a", "an", "the", "any"})
 READER_MAX_TOKENS = 64
 """Sub-word tokens of one request the reader reads (a longer request's tail words are read as O)."""
 # A part read with less confidence than this is a soft preference, not a filter.
@@ -168,6 +170,7 @@ class Reading:
 def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexicon,
          titles: TitleMatcher | None = None, reader_version: str = "") -> Reading:
     """Ground the tagger's spans of ``text`` in the catalog (see the module docstring)."""
+    spans = negated_lists(words, spans)
     wanted: dict[str, list[tuple[Span, list[str]]]] = {}
     excluded: dict[str, list[tuple[Span, list[str]]]] = {}
     ranges: list[tuple[str, float | None, float | None, bool, Span]] = []
@@ -214,6 +217,24 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     grounded = [span for span in spans if span not in unread_spans]
     return Reading(tuple(filters), tuple(_unique_references(references)), _residual(text, words, grounded),
                    tuple(unread), reader_version)
+
+
+def negated_lists(words: Sequence[Word], spans: Sequence[Span]) -> list[Span]:
+    """A negation covers the list it opens: an alternative (``ALT``) that follows an excluded value with only list
+    words between them ("anything except dramas, comedies or thrillers"; "anything but a drama or a comedy") is
+    excluded too. The tagger labels such continuations as alternatives, which read as wanted values: the
+    opposite of the request. A wanted value (``WANT``) or any other word in between ends the list ("not a
+    western, a comedy please"; "no horror, maybe a comedy")."""
+    out: list[Span] = []
+    previous: Span | None = None
+    for span in spans:
+        between = words[previous.end:span.start] if previous is not None else ()
+        if (span.role == ALT and previous is not None and previous.role == NOT
+                and all(normalise(w.text) in LIST_JOINERS or w.text in LIST_JOINERS for w in between)):
+            span = replace(span, role=NOT)
+        out.append(span)
+        previous = span
+    return out
 
 
 def _reconcile(wanted: Mapping[str, list[tuple[Span, list[str]]]],

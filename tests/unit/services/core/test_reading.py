@@ -59,6 +59,24 @@ def test_wanted_values_are_all_of_unless_joined_by_or() -> None:
     assert [(f.filter.values, f.filter.match) for f in synonym.filters] == [(("Comedy", "Romance"), ALL)]
 
 
+def test_a_negation_covers_the_list_it_opens() -> None:
+    def excluded(text, tags):
+        return sorted((f.filter.values, f.filter.exclude) for f in _reading(text, tags).filters)
+
+    # The tagger labels a negated list's continuation as alternatives.
+    assert excluded("anything except dramas, comedies or horror",
+                    {"dramas": "B-NOT", "comedies": "B-ALT", "horror": "B-ALT"}) == [
+        (("Comedy", "Drama", "Horror"), True)]
+    assert excluded("anything but a drama or a comedy", {"drama": "B-NOT", "comedy": "B-ALT"}) == [
+        (("Comedy", "Drama"), True)]
+    # A wanted value, or other words, end the list.
+    assert excluded("not action, a comedy please", {"action": "B-NOT", "comedy": "B-WANT"}) == [
+        (("Action",), True), (("Comedy",), False)]
+    assert excluded("no horror, maybe a comedy or a drama", {"horror": "B-NOT", "comedy": "B-ALT",
+                                                              "drama": "B-ALT"}) == [
+        (("Comedy", "Drama"), False), (("Horror",), True)]
+
+
 def test_a_value_both_wanted_and_excluded_is_wanted() -> None:
     # "no rom-coms" beside a wanted comedy excludes what else a rom-com is; an exclusion of a kind of the wanted
     # value ("horror, but not the slasher kind") is reported, never applied against the request.
@@ -166,10 +184,9 @@ def test_the_served_adapter_splits_words_by_the_same_pattern() -> None:
     assert assigned["WORD_PATTERN"] == reading.WORD_PATTERN
 
 
-def test_a_large_catalog_matches_titles_as_a_full_scan_would(monkeypatch) -> None:
+def test_a_large_catalog_matches_titles_as_a_full_scan_would() -> None:
     import random
 
-    from services.core import lexicon as lexicon_module
     from tools.synthetic import Shop, ShopSpec
 
     lines = list(Shop(ShopSpec(items=6_000, users=1)).item_lines())
@@ -182,6 +199,12 @@ def test_a_large_catalog_matches_titles_as_a_full_scan_would(monkeypatch) -> Non
         typo = words[1][:-1] if len(words[1]) > 3 else words[1]
         mentions += [line["title"], " ".join([words[0], typo, *words[2:]]), " ".join(words[:2])]
     prefiltered = [matcher.match(m) for m in mentions]
-    monkeypatch.setattr(lexicon_module, "PREFILTER_FROM_TITLES", 10**9)
-    assert [matcher.match(m) for m in mentions] == prefiltered
+    within = [matcher.within(f"my kid loves {m} a lot", 88.0) for m in mentions[::3]]
+    full = TitleMatcher.__new__(TitleMatcher)
+    full.__dict__.update(matcher.__dict__, _index=None)  # the same titles, scored against every one
+    exact = [full.match(m) for m in mentions]
+    same_best = sum(p[:1] == e[:1] or bool(p and e and p[0].score == e[0].score) for p, e in zip(prefiltered, exact))
+    assert same_best == len(mentions)  # the best match (or one as good) is always found
+    assert sum(p == e for p, e in zip(prefiltered, exact)) >= 0.9 * len(mentions)  # alternatives too, nearly always
+    assert [w[:1] for w in within] == [full.within(f"my kid loves {m} a lot", 88.0)[:1] for m in mentions[::3]]
     assert sum(bool(p) for p in prefiltered) >= len(mentions) * 0.6
