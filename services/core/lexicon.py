@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.core.catalog import Catalog
+from services.core.title_index import TitleIndex
 
 # Years around the newest item that "recent" and "old" mean: the newest five years, and 30 or more years older.
 RECENT_YEARS = 5
@@ -22,8 +23,9 @@ TITLE_TIE_POINTS = 3.0
 # A title found inside a longer mention ("my son loves Lion King") needs this many characters (its normalised form,
 # without a leading article): shorter titles are ordinary words too ("Kids", "Them!", "Heat").
 CONTAINED_TITLE_MIN_CHARS = 6
-# From this many titles on, a mention is scored against the titles rapidfuzz's own scorers rank first (in C)
-# rather than against every title in Python: 86 ms per mention at 10^4 titles, 8 s at 10^6 (issue #31).
+# From this many titles on, a mention is scored against the titles that share the most character trigrams with it
+# (services/core/title_index.py) rather than against every title: a Python scorer over every title took 86 ms per
+# mention at 10^4 titles, rapidfuzz's C scorers over every title 340 ms per request at 10^5 (issue #31).
 PREFILTER_FROM_TITLES = 5_000
 PREFILTER_CANDIDATES = 200
 # At most this many titles are found inside one mention.
@@ -239,6 +241,7 @@ class TitleMatcher:
         self._titles = {item.item_id: item.title for item in catalog}
         self._forms = [_title_form(item.title) for item in catalog]
         self._position = {item_id: n for n, item_id in enumerate(self._ids)}
+        self._index = TitleIndex(self._forms) if len(self._forms) >= PREFILTER_FROM_TITLES else None
         self._popularity = dict(popularity or {})
 
     def match(self, mention: str) -> list[TitleMatch]:
@@ -262,18 +265,11 @@ class TitleMatcher:
 
 
     def _candidates(self, form: str) -> list[str] | dict[int, str]:
-        """Every title form, or in a large catalog the ones that can score well: the best by each of the two
-        parts of :func:`_title_score` (whole strings, a part of a longer title), both ranked by rapidfuzz in C.
-        A title outside both lists has at least ``PREFILTER_CANDIDATES`` titles scoring above it on each part."""
-        if len(self._forms) < PREFILTER_FROM_TITLES:
+        """Every title form, or in a large catalog the ``PREFILTER_CANDIDATES`` that share the most character
+        trigrams with ``form``, in catalog order (so that ties resolve as in a full scan)."""
+        if self._index is None:
             return self._forms
-        from rapidfuzz import fuzz, process
-
-        picked: dict[int, str] = {}
-        for scorer in (fuzz.token_sort_ratio, fuzz.partial_ratio):
-            for title, _, n in process.extract(form, self._forms, scorer=scorer, limit=PREFILTER_CANDIDATES):
-                picked[n] = title
-        return dict(sorted(picked.items()))  # catalog order, so that ties resolve as in a full scan
+        return {n: self._forms[n] for n in self._index.candidates(form, PREFILTER_CANDIDATES)}
 
     def within(self, mention: str, min_score: float) -> list[list[TitleMatch]]:
         """Titles named inside a mention longer than them, each as :meth:`match` gives it (the best first, then
@@ -289,7 +285,7 @@ class TitleMatcher:
             best = None
             for r, run in enumerate(runs):
                 text = " ".join(run)
-                for form, _, n in process.extract(text, self._forms, scorer=fuzz.partial_ratio,
+                for form, _, n in process.extract(text, self._candidates(text), scorer=fuzz.partial_ratio,
                                                   score_cutoff=min_score, limit=10):
                     if not CONTAINED_TITLE_MIN_CHARS <= len(form) <= len(text):
                         continue
