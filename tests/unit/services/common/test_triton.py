@@ -51,7 +51,8 @@ class FakeClient:
         self.hold_repair: asyncio.Event | None = None
         self.closed = False
 
-    async def infer(self, model_name, inputs, model_version="", outputs=None, client_timeout=None, timeout=None):
+    async def infer(self, model_name, inputs, model_version="", outputs=None, client_timeout=None, timeout=None,
+                    headers=None):
         (tensor,) = inputs
         texts = [v.decode() for v in deserialize_bytes_tensor(tensor._get_content())]
         self.calls.append({"model": model_name, "version": model_version, "input": tensor.name(),
