@@ -60,10 +60,6 @@ def configure(service_name: str, exporter=None) -> bool:
     return True
 
 
-def enabled() -> bool:
-    return _provider is not None
-
-
 def reset() -> None:
     """Flush and turn tracing off in this process (tests that turned it on)."""
     global _provider

@@ -189,8 +189,6 @@ def recall_at(index: faiss.Index, truth: np.ndarray, queries: np.ndarray, ef_sea
     k = truth.shape[1] if truth.ndim == 2 else 0
     if not len(queries) or k <= 0:
         return 1.0
-    params = faiss.SearchParametersHNSW()
-    params.efSearch = max(ef_search, k)
-    _, found = index.search(queries, k, params=params)
+    _, found = index.search(queries, k, params=search_params(AnnInfo(HNSW, ef_search), k))
     hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found))
     return hits / (len(queries) * k)

@@ -41,9 +41,7 @@ class TitleIndex:
         titles = np.asarray(title_of, dtype=np.int32)
         order = np.argsort(grams, kind="stable")
         self._titles = titles[order]  # postings, gram by gram
-        self._offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.add.at(self._offsets, grams.astype(np.int64) + 1, 1)
-        self._offsets = np.cumsum(self._offsets)
+        self._offsets = np.concatenate([[0], np.cumsum(np.bincount(grams, minlength=len(ids)))])
         self._ids = ids
         self._size = len(forms)
         self._common = max(1, int(common_share * len(forms)))

@@ -123,7 +123,7 @@ class Stack:
 
     def start(self, timeout_s: float) -> float:
         """Seconds from the command's start until the gateway reports SERVING."""
-        from tools.runtime.stack import _is_serving
+        from tools.runtime.stack import serving_at
 
         command = [sys.executable, "-m", "tools.cli", "run", "--no-fill-preferences"]
         if self.ws is not None:
@@ -136,7 +136,7 @@ class Stack:
         while time.perf_counter() - started < timeout_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"instructrec run exited with {self.proc.returncode}: see {self.log_path}")
-            if _is_serving("127.0.0.1:50051", ""):
+            if serving_at("127.0.0.1:50051"):
                 return round(time.perf_counter() - started, 1)
             time.sleep(1.0)
         raise TimeoutError(f"the stack was not SERVING within {timeout_s:.0f} s: see {self.log_path}")
@@ -170,8 +170,7 @@ def measure_stack(ws: Path | None, data_dir: Path, store: Path, config: ScaleCon
                                                                     requests[n * per:(n + 1) * per], c, catalog))
                            for n, c in enumerate(CONCURRENCY)}
         memory = scale_probe.process_memory(stack.proc.pid)
-        users = scale_probe.known_users(data_dir / "train.csv", 500, seed=7)
-        store_lookup = scale_probe.store_lookup(str(store), users)
+        store_lookup = scale_probe.store_lookup(str(store), work.users[:500])
     finally:
         stack.stop()
     return {"ready_s": ready_s, "kinds": kinds, "memory": memory, "store_lookup": store_lookup,

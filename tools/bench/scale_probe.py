@@ -50,6 +50,8 @@ class Workload:
     excluded_share: float
     """Share of the catalog that has one of ``excluded_values`` (what the request asks to exclude)."""
     catalog: Catalog | None = None
+    users: tuple[str, ...] = ()
+    """The known users the requests are for (the store's lookups are timed on them too)."""
 
 
 def known_users(train_csv: Path, count: int, seed: int) -> list[str]:
@@ -121,7 +123,7 @@ def workload(data_dir: Path, requests: int, seed: int = 0) -> Workload:
         "exclude_half": [request(u, query=f"{_listed(excluded)} (take {m})")
                          for m, u in enumerate(kinds["exclude_half"])],
     }
-    return Workload(built, (attribute, values[0][0]), excluded, round(share, 3), catalog)
+    return Workload(built, (attribute, values[0][0]), excluded, round(share, 3), catalog, tuple(users))
 
 
 async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurrency: int,
@@ -132,6 +134,7 @@ async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurr
     wall: list[float] = []
     stages: dict[str, list[float]] = {}
     removed: list[float] = []
+    removed_by_filters: dict[bytes, float] = {}  # requests repeat their filter sets: each is counted once
     read = 0
     order = iter(enumerate(requests))
     async with open_tool_channel(gateway) as channel:
@@ -147,7 +150,7 @@ async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurr
                     read += any(f.source == "query" for f in response.applied_filters)
                     if catalog is not None:
                         removed.append(_removed_share(catalog, [f.filter for f in response.applied_filters
-                                                                if f.source == "query"]))
+                                                                if f.source == "query"], removed_by_filters))
                     for s in response.stage_timings:
                         stages.setdefault(s.stage, []).append(s.duration_ms)
 
@@ -160,19 +163,16 @@ async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurr
             "stages_p50_ms": {stage: round(statistics.median(v), 1) for stage, v in stages.items()}}
 
 
-_REMOVED: dict[bytes, float] = {}
-
-
-def _removed_share(catalog: Catalog, filters: Sequence[common_pb2.AttributeFilter]) -> float:
-    """Share of the catalog the filters leave out (cached per distinct filter set: requests repeat them)."""
+def _removed_share(catalog: Catalog, filters: Sequence[common_pb2.AttributeFilter], cache: dict[bytes, float]) -> float:
+    """Share of ``catalog`` the filters leave out (``cache``: per distinct filter set, for this catalog)."""
     from services.common.filters_proto import filter_from_proto
 
     key = b"|".join(sorted(f.SerializeToString(deterministic=True) for f in filters))
-    if key not in _REMOVED:
+    if key not in cache:
         parsed = [filter_from_proto(f) for f in filters]
         kept = sum(1 for item in catalog if all(f.allows(item) for f in parsed))
-        _REMOVED[key] = 1 - kept / max(len(catalog), 1)
-    return _REMOVED[key]
+        cache[key] = 1 - kept / max(len(catalog), 1)
+    return cache[key]
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -98,7 +98,7 @@ def service_env(config: StackConfig, service: str, model_control_key: str | None
     return env
 
 
-def _is_serving(addr: str, service: str = "") -> bool:
+def serving_at(addr: str, service: str = "") -> bool:
     """Whether the peer's health service reports ``service`` ("": overall) SERVING; False when it does not answer."""
     async def check() -> bool:
         async with open_tool_channel(addr) as channel:
@@ -244,7 +244,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.health_addr is None and _accepts_connections(self.addr):
                 return
-            if self.health_addr and _is_serving(self.health_addr, service):
+            if self.health_addr and serving_at(self.health_addr, service):
                 return
             code = self.returncode()
             if code is not None:

@@ -184,14 +184,16 @@ def test_the_served_adapter_splits_words_by_the_same_pattern() -> None:
     assert assigned["WORD_PATTERN"] == reading.WORD_PATTERN
 
 
-def test_a_large_catalog_matches_titles_as_a_full_scan_would() -> None:
+def test_a_large_catalog_matches_titles_as_a_full_scan_would(monkeypatch) -> None:
     import random
 
+    from services.core import lexicon as lexicon_module
     from tools.synthetic import Shop, ShopSpec
 
     lines = list(Shop(ShopSpec(items=6_000, users=1)).item_lines())
     catalog = Catalog({line["item_id"]: Item(line["item_id"], line["title"]) for line in lines})
-    matcher = TitleMatcher(catalog, {line["item_id"]: n % 7 for n, line in enumerate(lines)})
+    popularity = {line["item_id"]: n % 7 for n, line in enumerate(lines)}
+    matcher = TitleMatcher(catalog, popularity)
     rng = random.Random(0)
     mentions = []
     for line in rng.sample(lines, 40):
@@ -200,8 +202,9 @@ def test_a_large_catalog_matches_titles_as_a_full_scan_would() -> None:
         mentions += [line["title"], " ".join([words[0], typo, *words[2:]]), " ".join(words[:2])]
     prefiltered = [matcher.match(m) for m in mentions]
     within = [matcher.within(f"my kid loves {m} a lot", 88.0) for m in mentions[::3]]
-    full = TitleMatcher.__new__(TitleMatcher)
-    full.__dict__.update(matcher.__dict__, _index=None)  # the same titles, scored against every one
+    monkeypatch.setattr(lexicon_module, "PREFILTER_FROM_TITLES", 10**9)
+    full = TitleMatcher(catalog, popularity)  # the same titles, scored against every one
+    assert full._index is None and matcher._index is not None
     exact = [full.match(m) for m in mentions]
     same_best = sum(p[:1] == e[:1] or bool(p and e and p[0].score == e[0].score) for p, e in zip(prefiltered, exact))
     assert same_best == len(mentions)  # the best match (or one as good) is always found
