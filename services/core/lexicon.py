@@ -17,6 +17,8 @@ RECENT_YEARS = 5
 OLD_YEARS = 29
 # Fuzzy-match floors (rapidfuzz scores, 0-100) for a value name and a title.
 VALUE_MATCH_MIN = 80.0
+# Shorter words are matched to value names exactly, never fuzzily ("do" is not "doc").
+FUZZY_VALUE_MIN_CHARS = 3
 TITLE_MATCH_MIN = 80.0
 # Titles within this many points of the best match are alternatives (reported; popularity picks among them).
 TITLE_TIE_POINTS = 3.0
@@ -131,7 +133,7 @@ class Lexicon:
         from rapidfuzz import fuzz, process
 
         candidates = [process.extractOne(f, self._forms, scorer=fuzz.ratio, score_cutoff=VALUE_MATCH_MIN)
-                      for f in {form, " ".join(_singular(w) for w in form.split())}]
+                      for f in {form, " ".join(_singular(w) for w in form.split())} if len(f) >= FUZZY_VALUE_MIN_CHARS]
         best = max((c for c in candidates if c), key=lambda c: c[1], default=None)
         return list(self._names[best[0]]) if best else []
 

@@ -45,6 +45,9 @@ NEGATION_CUES = frozenset({"not", "no", "nothing", "without", "except", "excludi
                            "anything", "skip", "avoid", "never", "none", "non", "n't", "dont", "don't", "hate",
                            "fan", "of", "a", "an", "the", "any", "please", "and", "or", "nor", "too", "also",
                            "sick", "tired", "rather", "instead", "exclude", "minus", "less", "aside", "from"})
+# Words that make what follows them an exclusion wherever they stand (a subset of the cues above).
+STRICT_NEGATION_CUES = frozenset({"not", "no", "nothing", "without", "except", "excluding", "skip", "avoid", "never",
+                                  "none", "n't", "dont", "don't", "hate", "minus", "exclude", "but", "zero"})
 # What may stand between the values of one negated list ("anything except dramas, comedies or thrillers").
 LIST_JOINERS = frozenset({",", "or", "nor", "and", "/", "a", "an", "the", "any"})
 READER_MAX_TOKENS = 64
@@ -53,6 +56,8 @@ READER_MAX_TOKENS = 64
 MIN_HARD_CONFIDENCE = 0.5
 # A title match (0-100) a reference needs; looser ones are reported as unread, their words kept in the text.
 REFERENCE_MATCH_MIN = 88.0
+# The tagger's confidence a reference needs when its title is named exactly (a looser match needs MIN_HARD_CONFIDENCE).
+EXACT_REFERENCE_MIN_CONFIDENCE = 0.25
 
 WORD_PATTERN = r"\$?\d+(?:[.,]\d+)*(?:'?s)?|[’']\d0s|\w+(?:[-'’][^\W\d]\w*)*|[^\w\s]"
 """What a word is (``model_repository/request_reader/1/model.py`` spells the same pattern; a test compares them)."""
@@ -170,7 +175,7 @@ class Reading:
 def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexicon,
          titles: TitleMatcher | None = None, reader_version: str = "") -> Reading:
     """Ground the tagger's spans of ``text`` in the catalog (see the module docstring)."""
-    spans = negated_lists(words, spans)
+    spans = negated_lists(words, grounded_roles(words, spans, lexicon, titles))
     wanted: dict[str, list[tuple[Span, list[str]]]] = {}
     excluded: dict[str, list[tuple[Span, list[str]]]] = {}
     ranges: list[tuple[str, float | None, float | None, bool, Span]] = []
@@ -195,13 +200,12 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
             ranges.append((attribute.name, *_bounds(span.role, lo, hi, attribute.integers), span.role == NOTIN,
                            span))
         elif span.role == REF and titles is not None:
-            matches = titles.match(span.text)
-            # A span that ran on past its title, or lists several, names the titles inside it.
-            found = ([matches] if matches and matches[0].score >= REFERENCE_MATCH_MIN
-                     else titles.within(span.text, REFERENCE_MATCH_MIN))
+            found = _titles_in(span.text, titles)
             # A reference acts strongly (its neighbours are retrieved): an unsure tag or a loose title match is
-            # no reference, and its words stay in the text ("a true story" is not "Toy Story").
-            if not found or span.confidence < MIN_HARD_CONFIDENCE:
+            # no reference, and its words stay in the text ("a true story" is not "Toy Story"). A title named
+            # exactly needs less of the tagger's confidence.
+            exact = bool(found) and all(m[0].score >= 100.0 for m in found)
+            if not found or span.confidence < (EXACT_REFERENCE_MIN_CONFIDENCE if exact else MIN_HARD_CONFIDENCE):
                 unread.append(span.text)
                 continue
             references += [Reference(span.text, m[0].item_id, m[0].title, m[0].score, span.confidence, tuple(m[1:]))
@@ -217,6 +221,45 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     grounded = [span for span in spans if span not in unread_spans]
     return Reading(tuple(filters), tuple(_unique_references(references)), _residual(text, words, grounded),
                    tuple(unread), reader_version)
+
+
+def _titles_in(mention: str, titles: TitleMatcher) -> list[list[TitleMatch]]:
+    """The titles a reference span names: the whole span as one title, unless the titles found inside it match
+    better (a span that ran on past its title, "Scream x", or lists several)."""
+    matches = titles.match(mention)
+    whole = [matches] if matches and matches[0].score >= REFERENCE_MATCH_MIN else []
+    if whole and whole[0][0].score >= 100.0:
+        return whole
+    inside = titles.within(mention, REFERENCE_MATCH_MIN)
+    if inside and (not whole or min(m[0].score for m in inside) > whole[0][0].score):
+        return inside
+    return whole
+
+
+def grounded_roles(words: Sequence[Word], spans: Sequence[Span], lexicon: Lexicon,
+                   titles: TitleMatcher | None) -> list[Span]:
+    """The catalog settles what kind of thing a span names when the tagger's role cannot be grounded:
+
+    * a value span (wanted, alternative, excluded) that names no value but a title is a reference ("think
+      Manhattan or The Client" tagged as alternatives); an excluded one only when no negation cue stands right
+      before it ("close to Pulp Fiction", never "anything but Titanic", which stays unread);
+    * a reference span that names no title but values is a wanted value ("part cowboys, part crime").
+
+    The tagger's roles stay wherever they ground, so this only changes spans that would otherwise be unread."""
+    out: list[Span] = []
+    for span in spans:
+        if span.role in VALUE_ROLES and titles is not None and not lexicon.ground_values(span.text):
+            before = {normalise(w.text) for w in words[max(0, span.start - 3):span.start]}
+            matches = titles.match(span.text)
+            if (matches and matches[0].score >= REFERENCE_MATCH_MIN
+                    and (span.role != NOT or not before & STRICT_NEGATION_CUES)):
+                span = replace(span, role=REF)
+        elif span.role == REF and titles is not None and lexicon.ground_values(span.text):
+            if not _titles_in(span.text, titles):
+                before = {normalise(w.text) for w in words[max(0, span.start - 3):span.start]}
+                span = replace(span, role=NOT if before & STRICT_NEGATION_CUES else WANT)
+        out.append(span)
+    return out
 
 
 def negated_lists(words: Sequence[Word], spans: Sequence[Span]) -> list[Span]:

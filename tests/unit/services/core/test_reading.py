@@ -133,6 +133,43 @@ def test_a_reference_span_that_runs_on_or_lists_titles_names_the_titles_inside_i
     assert [m.item_id for m in sequel.match("the godfather part 2")] == ["1"]  # Roman numerals as digits
 
 
+def test_the_catalog_settles_a_span_whose_role_cannot_be_grounded() -> None:
+    # Titles tagged as alternatives or as an exclusion without a negation cue are references.
+    r = _reading("think Fargo or Casablanca", {"Fargo": "B-ALT", "Casablanca": "B-ALT"})
+    assert [x.item_id for x in r.references] == ["2", "6"] and r.filters == ()
+    assert [x.item_id for x in _reading("close to Casablanca", {"Casablanca": "B-NOT"}).references] == ["6"]
+    # ... but an excluded title after a negation cue is never turned into its opposite: it stays unread.
+    r = _reading("anything but Casablanca", {"Casablanca": "B-NOT"})
+    assert r.references == () and r.filters == () and r.unread == ("Casablanca",)
+    # A reference span naming no title but a value is a wanted value (excluded after a negation cue).
+    r = _reading("part sci-fi, part drama", {"1:sci-fi": "B-REF", "4:drama": "B-WANT"})
+    assert {(f.filter.values, f.filter.exclude) for f in r.filters} == {(("Drama", "Sci-Fi"), False)}
+    r = _reading("no sci-fi please", {"sci-fi": "B-REF"})
+    assert [(f.filter.values, f.filter.exclude) for f in r.filters] == [(("Sci-Fi",), True)]
+    # Where the tagger's role grounds, it stands.
+    assert _reading("like Heat", {"Heat": "B-REF"}).references[0].item_id == "3"
+    assert _reading("no drama", {"drama": "B-NOT"}).filters[0].filter.exclude
+
+
+def test_a_title_named_exactly_needs_less_of_the_taggers_confidence_and_the_best_title_inside_a_span_wins() -> None:
+    words = split_words("like Casablanca")
+    unsure = decode_spans(words, [0, WORD_LABELS.index("B-REF")], [0.99, 0.3])
+    assert [x.item_id for x in read("like Casablanca", words, unsure, LEXICON, TitleMatcher(MOVIES)).references] == [
+        "6"]
+    words = split_words("like Casablanka")  # a loose match still needs a sure tag
+    unsure = decode_spans(words, [0, WORD_LABELS.index("B-REF")], [0.99, 0.3])
+    assert read("like Casablanka", words, unsure, LEXICON, TitleMatcher(MOVIES)).references == ()
+    # "Scream x" matches no title as a whole as well as "Scream" inside it does.
+    assert [x.item_id for x in _reading("for fans of Scream x", {"Scream": "B-REF", "x": "I-REF"}).references] == [
+        "7"]
+
+
+def test_short_words_name_values_exactly_never_fuzzily() -> None:
+    docs = Lexicon(Catalog({"1": Item("1", "A", 1990, ("Documentary",))}), {"doc": ["genres=Documentary"]})
+    assert docs.ground_values("do") == [] and docs.ground_values("doc") == [("genres", "Documentary")]
+    assert docs.ground_values("docs") == [("genres", "Documentary")]
+
+
 def test_what_the_catalog_lacks_is_reported_not_dropped() -> None:
     r = _reading("a telenovela please", {"telenovela": "B-WANT"})
     assert r.filters == () and r.unread == ("telenovela",)
