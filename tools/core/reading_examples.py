@@ -60,6 +60,8 @@ class Bank:
     suffixes: tuple[str, ...]
     joiners: tuple[str, ...]
     moods: tuple[str, ...]
+    breaks: tuple[str, ...] = ()
+    """Joiners after an excluding clause (empty: any joiner): a list word there would carry the exclusion on."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,8 @@ class Renderer:
             parts.append((mood, ""))
         for n, clause in enumerate(clauses):
             if n:
-                parts.append((rng.choice(self.bank.joiners), ""))
+                after_exclusion = self.bank.breaks and clauses[n - 1].construct == "negation"
+                parts.append((rng.choice(self.bank.breaks if after_exclusion else self.bank.joiners), ""))
             if not self._fill(rng, clause, parts, reading, roles_values, used):
                 return None
         parts.append((rng.choice(self.bank.suffixes), ""))

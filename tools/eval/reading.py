@@ -152,8 +152,8 @@ def write_reading_report(results: dict, out: Path, command: str, meta: dict) -> 
 
 @dataclass(frozen=True)
 class ReadingSetup:
-    """What every reader is measured on: the data set's vocabulary, catalog and title matcher, and the three
-    banks (the held-out bank, the hand-written set, a fresh training-bank draw)."""
+    """What every reader is measured on: the data set's vocabulary, catalog and title matcher, and the four
+    banks (the two held-out banks, the hand-written set, a fresh training-bank draw)."""
 
     vocabulary: Vocabulary
     catalog: Catalog
@@ -166,7 +166,7 @@ class ReadingSetup:
 
         from services.core.catalog import read_interactions
         from tools.core.reading_examples import Renderer, generate, load_vocabulary
-        from tools.eval.reading_bank import EVALUATION_BANK
+        from tools.eval.reading_bank import EVALUATION_BANK, SECOND_EVALUATION_BANK
         from tools.train.reader_examples import TRAINING_BANK
 
         vocabulary = load_vocabulary(data_dir)
@@ -175,6 +175,8 @@ class ReadingSetup:
         banks = {
             "held-out bank (new wording and value combinations)": generate(
                 Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed),
+            "second held-out bank (written before the widened bank's tagger was measured)": generate(
+                Renderer(vocabulary, SECOND_EVALUATION_BANK, "eval"), generated, seed),
             "hand-written set": handwritten_cases(),
             "training bank (in distribution, fresh draw)": generate(
                 Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),

@@ -46,3 +46,40 @@ EVALUATION_BANK = Bank(
     moods=("anything to make a long flight go faster", "something for a lazy sunday", "your best pick",
            "a hidden gem", "something my parents would enjoy"),
 )
+
+# A second held-out bank, written on 2026-12-06 before the reader trained on the widened training bank was measured
+# (the first bank's misses had been read by then, so it is no longer blind to the training bank's authors). Same
+# machinery, held-out value combinations; no clause, filler or mood shared with training (a unit test checks).
+_PLAIN_2 = ("is a {w} too much to ask", "after a decent {w}", "{w} would hit the spot", "put on a {w}",
+            "bring on the {w}", "something in the {w} department", "a nice {w}", "my pick would be {w}")
+_CONJUNCTION_2 = ("{w} with {w2} thrown in", "{w}, {w2} as well", "a {w} plus some {w2}",
+                  "{w} that also counts as {w2}", "a blend of {w} and {w2}", "{w} and {w2} at the same time")
+_DISJUNCTION_2 = ("{w} or {w2} are both fine", "{w}, or {w2} at a push", "a {w}, failing that a {w2}",
+                  "{w} - or {w2}", "open to {w} or {w2}", "either one: {w} or {w2}")
+_NEGATION_2 = ("anything apart from {x}", "no {x} for me", "not keen on {x}", "{x} is a no", "let's avoid {x}",
+               "i'm over {x}", "nothing of the {x} sort", "no {x} this evening", "not {x} again",
+               "{x} and {x2} are out")
+_BOUNDS_2 = (
+    ("made around {t}", IN), ("belonging to {t}", IN), ("not from around {t}", NOTIN),
+    ("that came out before {t}", LT), ("preceding {t}", LT), ("{t} or older", LE),
+    ("no more recent than {t}", LE), ("that came out after {t}", GT), ("anything newer than {t}", GT),
+    ("following {t}", GT), ("{t} or thereafter", GE), ("ever since {t}", GE),
+)
+_REFERENCES_2 = ("cut from the same cloth as {r}", "{r} was great, more please", "along the same lines as {r} or {r2}",
+                 "matching {r}", "the closest thing to {r}", "in a similar mood to {r}", "my all-time favourite: {r}",
+                 "watched {r} last night")
+
+SECOND_EVALUATION_BANK = Bank(
+    clauses=(
+        *(Clause("plain", t) for t in _PLAIN_2),
+        *(Clause("conjunction", t) for t in _CONJUNCTION_2),
+        *(Clause("disjunction", t) for t in _DISJUNCTION_2),
+        *(Clause("negation", t) for t in _NEGATION_2),
+        *(Clause("bounds", t, role) for t, role in _BOUNDS_2),
+        *(Clause("references", t) for t in _REFERENCES_2),
+    ),
+    prefixes=("", "", "quick question: ", "for tonight, ", "my partner wants ", "right, ", "any ideas for "),
+    suffixes=("", "", " cheers", " ok?", " thank you!", " now"),
+    joiners=(", however ", " & also ", "; and ", ", oh and "),
+    moods=("something for a quiet evening", "a crowd pleaser", "what's everyone watching"),
+)

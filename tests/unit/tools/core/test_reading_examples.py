@@ -10,7 +10,7 @@ from services.core.lexicon import TitleMatcher
 from services.core.reading import WORD_LABELS, decode_spans, read, split_words
 from tools.core.reading_examples import Renderer, Vocabulary, combination_split, generate
 from tools.eval.reading import canonical, reading_dict
-from tools.eval.reading_bank import EVALUATION_BANK
+from tools.eval.reading_bank import EVALUATION_BANK, SECOND_EVALUATION_BANK
 from tools.train.reader_examples import TRAINING_BANK
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Western", "Children's")
@@ -24,13 +24,14 @@ VOCABULARY = Vocabulary(CATALOG, SYNONYMS)
 
 def test_banks_share_no_clause_filler_or_mood() -> None:
     def texts(bank):
-        return {c.text for c in bank.clauses}, {*bank.prefixes, *bank.suffixes, *bank.joiners} - {""}, set(bank.moods)
+        return ({c.text for c in bank.clauses}, {*bank.prefixes, *bank.suffixes, *bank.joiners, *bank.breaks} - {""},
+                set(bank.moods))
 
-    for train, held_out in zip(texts(TRAINING_BANK), texts(EVALUATION_BANK)):
-        assert not train & held_out, train & held_out
-    constructs = {c.construct for c in EVALUATION_BANK.clauses}
-    assert constructs == {c.construct for c in TRAINING_BANK.clauses} == {
-        "plain", "conjunction", "disjunction", "negation", "bounds", "references"}
+    for bank in (EVALUATION_BANK, SECOND_EVALUATION_BANK):
+        for train, held_out in zip(texts(TRAINING_BANK), texts(bank)):
+            assert not train & held_out, train & held_out
+        assert {c.construct for c in bank.clauses} == {c.construct for c in TRAINING_BANK.clauses} == {
+            "plain", "conjunction", "disjunction", "negation", "bounds", "references"}
 
 
 def _combinations(examples) -> set[frozenset]:
@@ -68,7 +69,24 @@ def grounding_agreement(bank, count: int = 400) -> float:
 
 
 def test_every_word_is_labelled_and_the_right_labels_ground_to_the_expected_reading() -> None:
-    assert grounding_agreement(TRAINING_BANK) >= 0.98
+    for bank in (TRAINING_BANK, EVALUATION_BANK, SECOND_EVALUATION_BANK):
+        assert grounding_agreement(bank) >= 0.98
+
+
+def test_after_an_exclusion_the_next_clause_starts_after_a_break() -> None:
+    """A list word after an excluded value carries the exclusion on ("no horror, comedy or drama"), so a bank with
+    breaks never joins an excluding clause to the next one with a plain joiner; other clauses use the joiners."""
+    from dataclasses import replace
+
+    bank = replace(TRAINING_BANK, joiners=(" and ",), breaks=("; ",), prefixes=("",), suffixes=("",))
+    renderer = Renderer(VOCABULARY, bank, "train", typo_rate=0.0)
+    rng = random.Random(5)
+    negation = next(c for c in bank.clauses if c.text == "no {x}")
+    plain = next(c for c in bank.clauses if c.text == "a {w} movie")
+    rendered = [renderer._render(rng, clauses) for clauses in [[negation, plain], [plain, negation]] * 10]
+    assert all("; " in e.text for e in rendered[0::2] if e) and any(rendered[0::2])
+    assert all(" and " in e.text and ";" not in e.text for e in rendered[1::2] if e) and any(rendered[1::2])
+    assert TRAINING_BANK.breaks and not {*TRAINING_BANK.breaks} & {",", " ", " and ", ", "}
 
 
 def test_generation_is_seeded_and_has_no_repeats() -> None:
