@@ -20,9 +20,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating")
 # Keys of a catalog line that are not attributes.
@@ -37,9 +39,9 @@ class DataFormatError(ValueError):
     """A catalog or interactions file does not follow the documented format."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
-    """One catalog item."""
+    """One catalog item (slotted: a catalog of millions is held by several services)."""
 
     item_id: str
     title: str
@@ -120,6 +122,7 @@ class Catalog:
             DataFormatError: a line is not JSON, misses ``item_id``/``title``, or repeats an id.
         """
         items: dict[str, Item] = {}
+        shared = _Shared()
         with open(path, encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
@@ -132,7 +135,7 @@ class Catalog:
                             continue
                         parsed = parse_attribute(key, value)
                         if parsed is not None:
-                            extra[key] = parsed
+                            extra[sys.intern(key)] = shared.value(parsed)
                     for key in RESERVED_KEYS:  # a null or blank id or title is no item ("None")
                         if raw.get(key) is None or not str(raw[key]).strip():
                             raise ValueError(f"{key!r} must be a non-empty string, got {raw.get(key)!r}")
@@ -140,8 +143,8 @@ class Catalog:
                         item_id=str(raw["item_id"]),
                         title=str(raw["title"]),
                         year=int(raw["year"]) if raw.get("year") is not None else None,
-                        genres=tuple(str(g) for g in raw.get("genres") or ()),
-                        extra_attributes=extra,
+                        genres=shared.value(tuple(str(g) for g in raw.get("genres") or ())),
+                        extra_attributes=extra or _NO_ATTRIBUTES,
                     )
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise DataFormatError(f"{path}:{line_no}: {exc!r}") from exc
@@ -177,6 +180,25 @@ class Catalog:
 
     def __iter__(self) -> Iterator[Item]:
         return iter(self.items.values())
+
+
+_NO_ATTRIBUTES: Mapping[str, AttributeValue] = MappingProxyType({})
+
+
+class _Shared:
+    """One copy of each attribute value a catalog repeats ("running shoes", ("black", "white")) across its items:
+    a million items would otherwise hold a million copies of a few thousand values, in every service."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def value(self, value: AttributeValue) -> AttributeValue:
+        if isinstance(value, str):
+            return sys.intern(value)
+        if isinstance(value, tuple):
+            value = tuple(sys.intern(v) for v in value)
+            return self._values.setdefault(value, value)
+        return value
 
 
 @dataclass(frozen=True)

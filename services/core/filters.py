@@ -17,11 +17,13 @@ only those (``services/retrieval/retriever.py``) and the gateway checks every it
 
 from __future__ import annotations
 
-import bisect
+import functools
 import json
 import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from services.core.catalog import Catalog, Item
 from services.core.errors import InvalidArgument
@@ -33,6 +35,9 @@ NUMERIC, TEXT = "numeric", "text"
 
 # Filters whose condition sets are kept (per process); a bound, so callers cannot grow memory without limit.
 _CACHE_ENTRIES = 4096
+# ... and at most this many catalogs' worth of item ids in them (a condition on a large catalog holds many).
+_CACHE_CATALOGS = 4
+_NONE = np.zeros(0, dtype=np.int32)
 # Attribute names listed in an "unknown attribute" message.
 _KNOWN_SHOWN = 30
 
@@ -161,31 +166,40 @@ class CatalogAttributes:
         self.refresh()
 
     def refresh(self) -> None:
-        """Rebuild from the catalog (after :meth:`Catalog.extend`); requests in flight keep the sets they got."""
+        """Rebuild from the catalog (after :meth:`Catalog.extend`); requests in flight keep the sets they got.
+
+        Postings are arrays of catalog positions (4 bytes an entry, not a set of id strings: a million items hold
+        several million entries), turned into id sets per condition when a request asks, and cached."""
         catalog = self._catalog
-        order = {item_id: n for n, item_id in enumerate(catalog.items)}
-        postings: dict[str, dict[str, set[str]]] = {}
-        numbers: dict[str, list[tuple[float, str]]] = {}
+        ids = list(catalog.items)
+        order = {item_id: n for n, item_id in enumerate(ids)}
+        postings: dict[str, dict[str, list[int]]] = {}
+        numbers: dict[str, tuple[list[float], list[int]]] = {}
         numeric: dict[str, bool] = {}
-        for item in catalog:
+        for n, item in enumerate(catalog):
             for name, value in item.attributes.items():
                 is_number = isinstance(value, int | float) and not isinstance(value, bool)
                 numeric[name] = numeric.get(name, True) and is_number
+                by_value = postings.setdefault(name, {})
                 for text in item_values(item, name):
-                    postings.setdefault(name, {}).setdefault(text, set()).add(item.item_id)
+                    by_value.setdefault(text, []).append(n)
                 if is_number:
-                    numbers.setdefault(name, []).append((float(value), item.item_id))
-        sorted_numbers: dict[str, tuple[list[float], list[str]]] = {}
-        for name, pairs in numbers.items():
-            pairs.sort()
-            sorted_numbers[name] = ([v for v, _ in pairs], [i for _, i in pairs])
+                    values, positions = numbers.setdefault(name, ([], []))
+                    values.append(float(value))
+                    positions.append(n)
+        sorted_numbers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, (values, positions) in numbers.items():
+            by_value = np.argsort(np.asarray(values, dtype=np.float64), kind="stable")
+            sorted_numbers[name] = (np.asarray(values, dtype=np.float64)[by_value],
+                                    np.asarray(positions, dtype=np.int32)[by_value])
         # Assigned together at the end: a request never sees half of a refresh.
-        self._all, self._order = frozenset(order), order
+        self._ids, self._all, self._order = ids, frozenset(order), order
         self._kinds = {name: NUMERIC if numeric[name] else TEXT for name in sorted(numeric)}
-        self._postings = {name: {v: frozenset(ids) for v, ids in by_value.items()}
+        self._postings = {name: {v: np.asarray(positions, dtype=np.int32) for v, positions in by_value.items()}
                           for name, by_value in postings.items()}
         self._numbers = sorted_numbers
         self._cache: dict[AttributeFilter, frozenset[str]] = {}
+        self._cached_ids = 0
 
     @property
     def catalog(self) -> Catalog:
@@ -213,28 +227,33 @@ class CatalogAttributes:
         return sorted(self._postings.get(attribute, {}))
 
     def meeting(self, f: AttributeFilter) -> frozenset[str]:
-        """The catalog items that meet ``f``'s condition (its mode ignored); cached per condition."""
+        """The catalog items that meet ``f``'s condition (its mode ignored); cached per condition (a bounded cache:
+        :data:`_CACHE_ENTRIES` conditions and :data:`_CACHE_CATALOGS` catalogs' worth of ids in all)."""
         key = f.condition()
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         if key.kind == RANGE:
-            values, ids = self._numbers.get(key.attribute, ([], []))
-            lo = 0 if key.min is None else bisect.bisect_left(values, key.min)
-            hi = len(values) if key.max is None else bisect.bisect_right(values, key.max)
-            result = frozenset(ids[lo:hi])
+            values, positions = self._numbers.get(key.attribute, (np.zeros(0), np.zeros(0, dtype=np.int32)))
+            lo = 0 if key.min is None else int(np.searchsorted(values, key.min, side="left"))
+            hi = len(values) if key.max is None else int(np.searchsorted(values, key.max, side="right"))
+            found = positions[lo:hi]
         else:
             by_value = self._postings.get(key.attribute, {})
-            sets = [by_value.get(v, frozenset()) for v in dict.fromkeys(key.values)]
-            if not sets:
-                result = frozenset()
+            arrays = [by_value.get(v, _NONE) for v in dict.fromkeys(key.values)]
+            if not arrays:
+                found = _NONE
             elif key.match == ALL:
-                result = frozenset.intersection(*sorted(sets, key=len))
+                found = functools.reduce(np.intersect1d, sorted(arrays, key=len))
             else:
-                result = frozenset().union(*sets)
-        if len(self._cache) >= _CACHE_ENTRIES:
+                found = arrays[0] if len(arrays) == 1 else np.unique(np.concatenate(arrays))
+        ids = self._ids
+        result = frozenset([ids[n] for n in found.tolist()])
+        if len(self._cache) >= _CACHE_ENTRIES or self._cached_ids + len(result) > _CACHE_CATALOGS * len(ids):
             self._cache.clear()
+            self._cached_ids = 0
         self._cache[key] = result
+        self._cached_ids += len(result)
         return result
 
     def eligible(self, filters: Sequence[AttributeFilter]) -> frozenset[str] | None:

@@ -161,3 +161,27 @@ def test_diversify_never_goes_over_the_cap(order: list[str], cap: int, attribute
     assert len(kept) + len(dropped) == len(order)
     for item_id, value in dropped:
         assert value in core_filters.item_values(catalog[item_id], attribute)
+
+
+def test_the_condition_cache_is_bounded_by_the_ids_it_holds(monkeypatch) -> None:
+    """Cached conditions on a large catalog hold many ids each: the cache is cleared before it holds more than a
+    few catalogs' worth, whatever the number of conditions."""
+    monkeypatch.setattr(core_filters, "_CACHE_CATALOGS", 2)
+    attributes = CatalogAttributes(_movies(40))
+    everything = [AttributeFilter.between("year", 1900, 2100), AttributeFilter.between("year", 1899, 2100),
+                  AttributeFilter.between("year", 1898, 2100)]
+    for f in everything:
+        assert len(attributes.meeting(f)) == 40
+    assert attributes._cached_ids <= 2 * 40 and len(attributes._cache) <= 2
+    assert attributes.meeting(everything[0]) == attributes.all_items  # recomputed after the clear, the same
+
+
+def test_a_catalog_shares_repeated_attribute_values_between_items(tmp_path: Path) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps({"item_id": str(n), "title": f"T{n}", "category": "running shoes",
+                                        "colors": ["black", "white"], "price": 10.0 + n}) + "\n" for n in range(3)))
+    a, b, _ = Catalog.load(path)
+    assert a.extra_attributes["category"] is b.extra_attributes["category"]
+    assert a.extra_attributes["colors"] is b.extra_attributes["colors"]
+    assert (a.extra_attributes["price"], b.extra_attributes["price"]) == (10.0, 11.0)
+    assert not hasattr(a, "__dict__")  # slotted: no per-item dictionary
