@@ -27,6 +27,24 @@ def test_build_index_waits_for_its_inputs_and_for_triton(rendered: dict) -> None
     assert f"http://triton:{k8s._port(triton, 'http')}/v2/models/text_encoder/ready" in waits
 
 
+def test_add_items_task_grows_the_catalog_and_index_the_services_read(rendered: dict) -> None:
+    (job,) = k8s._objects(rendered, "task-add-items", "Job").values()
+    container = k8s._container(job, "add-items")
+    assert "command" not in container  # the tools image's entrypoint is `instructrec`
+    command, options = k8s._cli_params(container["args"])
+    assert command == "add-items"
+    retrieval = k8s._env(k8s._container(k8s._objects(rendered, "production", "Deployment")["retrieval"], "retrieval"))
+    assert f"{options['data_dir']}/items.jsonl" == retrieval["RETRIEVAL_CATALOG_PATH"]
+    assert str(options["index_dir"]) == retrieval["RETRIEVAL_INDEX_DIR"]
+    triton = k8s._container(k8s._objects(rendered, "production", "Deployment")["triton"], "triton")
+    assert options["triton"] == f"triton:{k8s._port(triton, 'grpc')}"
+    for path in (options["items"], options["data_dir"], options["index_dir"]):
+        mount, volume = k8s._mount_of(job, container, str(path))
+        assert k8s._claim(volume) == "instructrec-data"
+    assert not any(m.get("readOnly") for m in container["volumeMounts"] if m["mountPath"] == mount)
+    assert job["spec"]["backoffLimit"] == 0 and job["metadata"]["namespace"] == "instructrec"
+
+
 def test_services_containers_run_the_service_modules(rendered: dict) -> None:
     dockerfile = (k8s.ROOT / "docker" / "services.Dockerfile").read_text()
     assert 'ENTRYPOINT ["python", "-m"]' in dockerfile
@@ -228,7 +246,7 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
 def test_network_policies_admit_exactly_the_intended_callers(rendered: dict) -> None:
     policies = k8s._objects(rendered, "production", "NetworkPolicy").values()
     workloads = (k8s._workloads(rendered, "production") | k8s._workloads(rendered, "task-push-model")
-                 | k8s._objects(rendered, "production", "StatefulSet")
+                 | k8s._workloads(rendered, "task-add-items") | k8s._objects(rendered, "production", "StatefulSet")
                  | {n: _cron_as_job(c) for n, c in k8s._objects(rendered, "production", "CronJob").items()})
     pods = {name: k8s._pod(w) | {"labels": w["spec"]["template"]["metadata"]["labels"]}
             for name, w in workloads.items()}
@@ -269,6 +287,8 @@ def test_network_policies_admit_exactly_the_intended_callers(rendered: dict) -> 
         assert admitted("triton", backend, "grpc")
     assert admitted("triton", "build-index", "grpc") and admitted("triton", "build-index", "http")
     assert admitted("triton", "push-model", "grpc")
+    # add-items embeds the new items with the text encoder Triton serves, and touches nothing else.
+    assert admitted("triton", "add-items", "grpc") and not admitted("interactions-db", "add-items", "postgres")
     # The retrain CronJob waits for sequence_encoder (HTTP), pushes it (gRPC) and reads the interaction store.
     assert admitted("triton", "retrain", "grpc") and admitted("triton", "retrain", "http")
     assert admitted("interactions-db", "retrain", "postgres")
