@@ -102,6 +102,9 @@ class Vocabulary:
                 key = (f"{attribute}={value}",)
                 self.forms.setdefault(key, [])
                 self.forms[key] += [v for v in _display_forms(value) if v not in self.forms[key]]
+        # One order whatever the process's string hashing (the lexicon's forms come from sets): the same seed
+        # renders the same requests in every run, so two readers are always measured on the same requests.
+        self.forms = {key: sorted(dict.fromkeys(forms)) for key, forms in sorted(self.forms.items())}
         self.single_values = sorted(k for k in self.forms if len(k) == 1)
         self.multi_values = sorted(k for k in self.forms if len(k) > 1)
         self.numeric = dict(self.lexicon.numeric)

@@ -95,3 +95,17 @@ def test_generation_is_seeded_and_has_no_repeats() -> None:
     assert [e.text for e in first] == [e.text for e in again]
     assert len({e.text.lower() for e in first}) == 200
     assert renderer.sample(random.Random(0)).words
+
+
+def test_the_same_seed_renders_the_same_requests_whatever_the_string_hashing() -> None:
+    """Two readers compared in two processes are measured on the same requests (the lexicon's forms come from sets,
+    whose order follows the process's string hashing)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from tests.unit.tools.core.test_reading_examples import VOCABULARY, EVALUATION_BANK, Renderer, generate;"
+              "print([e.text for e in generate(Renderer(VOCABULARY, EVALUATION_BANK, 'eval'), 60, 0)])")
+    outputs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outputs) == 1
