@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from services.core.catalog import read_interactions
+from services.core.catalog import iter_interactions
 
 SEED_BATCH = 5_000
 """Rows per transaction when seeding."""
@@ -88,14 +88,17 @@ class InteractionStore(Protocol):
 
 def seed_key(path: Path) -> str:
     """The key a seed file is remembered by: its name and a digest of its contents."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return f"{Path(path).name}:{digest}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:  # in blocks: a seed file of millions of rows is never held whole
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{Path(path).name}:{digest.hexdigest()[:16]}"
 
 
 def seed_events(path: Path) -> Iterator[list[Event]]:
     """The rows of an interactions CSV as events, in batches of :data:`SEED_BATCH`."""
     batch: list[Event] = []
-    for r in read_interactions(path):
+    for r in iter_interactions(path):
         batch.append(Event(r.user_id, r.item_id, f"seed:{r.user_id}:{r.item_id}:{r.timestamp:g}", r.timestamp,
                            "seed", r.rating))
         if len(batch) == SEED_BATCH:

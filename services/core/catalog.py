@@ -21,6 +21,7 @@ import csv
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +218,20 @@ def read_interactions(path: str | Path) -> list[Interaction]:
     Raises:
         DataFormatError: a required column is missing or a value does not parse.
     """
-    rows: list[Interaction] = []
+    return list(iter_interactions(path))
+
+
+def item_counts(path: str | Path) -> Counter[str]:
+    """How many interactions each item has in an interactions CSV (popularity), read as a stream."""
+    return Counter(r.item_id for r in iter_interactions(path))
+
+
+def iter_interactions(path: str | Path) -> Iterator[Interaction]:
+    """The rows of an interactions CSV in file order, one at a time (a log of millions is never held whole).
+
+    Raises:
+        DataFormatError: a required column is missing or a value does not parse.
+    """
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"user_id", "item_id", "timestamp"} - set(reader.fieldnames or ())
@@ -226,17 +240,15 @@ def read_interactions(path: str | Path) -> list[Interaction]:
         for line_no, raw in enumerate(reader, 2):
             try:
                 rating = raw.get("rating")
-                rows.append(
-                    Interaction(
-                        user_id=raw["user_id"],
-                        item_id=raw["item_id"],
-                        timestamp=float(raw["timestamp"]),
-                        rating=float(rating) if rating not in (None, "") else None,
-                    )
+                row = Interaction(
+                    user_id=raw["user_id"],
+                    item_id=raw["item_id"],
+                    timestamp=float(raw["timestamp"]),
+                    rating=float(rating) if rating not in (None, "") else None,
                 )
             except ValueError as exc:
                 raise DataFormatError(f"{path}:{line_no}: {exc}") from exc
-    return rows
+            yield row
 
 
 def write_interactions(path: str | Path, rows: Iterable[Interaction]) -> None:

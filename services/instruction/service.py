@@ -7,14 +7,13 @@ import contextlib
 import functools
 import json
 import logging
-from collections import Counter
 
 import grpc
 from instructrec.v1 import instruction_service_pb2, instruction_service_pb2_grpc
 
 from services.common.catalog_follower import CatalogFollower
 from services.common.triton import TritonModel
-from services.core.catalog import Catalog, read_interactions
+from services.core.catalog import Catalog, item_counts
 from services.core.contracts import PROMPT_INPUT, TEXT_INPUT, TEXT_OUTPUT, WORD_LABEL_PROBS_OUTPUT
 from services.core.lexicon import Lexicon, TitleMatcher
 from services.core.statements import clean_statement, complete_sentences
@@ -57,7 +56,7 @@ def grounding(settings: InstructionSettings, catalog: Catalog) -> tuple[Lexicon,
     synonyms = json.loads(synonyms_path.read_text(encoding="utf-8")) if synonyms_path.is_file() else None
     popularity: dict[str, int] = {}
     if (folder / "train.csv").is_file():
-        popularity = Counter(r.item_id for r in read_interactions(folder / "train.csv"))
+        popularity = item_counts(folder / "train.csv")
     return Lexicon(catalog, synonyms), TitleMatcher(catalog, popularity)
 
 
