@@ -211,8 +211,9 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
             references += [Reference(span.text, m[0].item_id, m[0].title, m[0].score, span.confidence, tuple(m[1:]))
                            for m in found]
     unread += _reconcile(wanted, excluded)
-    # Words of other spans between two spans keep them apart ("comedy, 1945 or later, a western": no "or").
-    occupied = {n for span in spans for n in range(span.start, span.end)}
+    # Words of other spans between two spans keep them apart ("comedy, 1945 or later, a western": no "or"); a span
+    # the catalog has nothing for is no part of the reading and keeps nothing apart ("crime would do, or a doc").
+    occupied = {n for span in spans if span.text not in unread for n in range(span.start, span.end)}
     range_filters, contradicted = _range_filters(ranges)
     unread += contradicted
     filters = [*_value_filters(wanted, words, occupied, exclude=False),
@@ -240,7 +241,7 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], lexicon: Lexico
                    titles: TitleMatcher | None) -> list[Span]:
     """The catalog settles what kind of thing a span names when the tagger's role cannot be grounded:
 
-    * a value span (wanted, alternative, excluded) that names no value but a title is a reference ("think
+    * a value span (wanted, alternative, excluded) that names no value but exactly a title is a reference ("think
       Manhattan or The Client" tagged as alternatives); an excluded one only when no negation cue stands right
       before it ("close to Pulp Fiction", never "anything but Titanic", which stays unread);
     * a reference span that names no title but values is a wanted value ("part cowboys, part crime").
@@ -251,7 +252,7 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], lexicon: Lexico
         if span.role in VALUE_ROLES and titles is not None and not lexicon.ground_values(span.text):
             before = {normalise(w.text) for w in words[max(0, span.start - 3):span.start]}
             matches = titles.match(span.text)
-            if (matches and matches[0].score >= REFERENCE_MATCH_MIN
+            if (matches and matches[0].score >= 100.0
                     and (span.role != NOT or not before & STRICT_NEGATION_CUES)):
                 span = replace(span, role=REF)
         elif span.role == REF and titles is not None and lexicon.ground_values(span.text):

@@ -146,6 +146,13 @@ def test_the_catalog_settles_a_span_whose_role_cannot_be_grounded() -> None:
     assert {(f.filter.values, f.filter.exclude) for f in r.filters} == {(("Drama", "Sci-Fi"), False)}
     r = _reading("no sci-fi please", {"sci-fi": "B-REF"})
     assert [(f.filter.values, f.filter.exclude) for f in r.filters] == [(("Sci-Fi",), True)]
+    # Only an exact title turns a value span into a reference ("a crowd pleaser" is not "The Crow").
+    r = _reading("think Fargo or Casablanka", {"Fargo": "B-ALT", "Casablanka": "B-ALT"})
+    assert [x.item_id for x in r.references] == ["2"] and r.unread == ("Casablanka",)
+    # A span the catalog has nothing for keeps no alternatives apart ("horror would do, or drama").
+    r = _reading("horror would do, or drama", {"horror": "B-ALT", "do": "B-ALT", "drama": "B-ALT"})
+    assert [(f.filter.values, f.filter.match) for f in r.filters] == [(("Drama", "Horror"), ANY)]
+    assert r.unread == ("do",)
     # Where the tagger's role grounds, it stands.
     assert _reading("like Heat", {"Heat": "B-REF"}).references[0].item_id == "3"
     assert _reading("no drama", {"drama": "B-NOT"}).filters[0].filter.exclude
