@@ -43,7 +43,7 @@ class ReaderTrainConfig:
     validation_examples: int = 1000
     max_tokens: int = MAX_TOKENS
     bank: Bank = TRAINING_BANK
-    """The clause families examples are drawn from."""
+    """The clause families examples are drawn from (the lab tries wider ones: ``tools/lab/reader_bank_wide.py``)."""
 
 
 def _targets(firsts: list[list[int]], examples: Sequence[Example], length: int) -> torch.Tensor:

@@ -12,34 +12,16 @@ from tools.core.reading_examples import Bank, Clause
 _PLAIN = ("a {w} movie", "some {w}", "a {w}", "{w} films", "something {w}", "i feel like a {w}",
           "in the mood for {w}", "{w} please", "a good {w}", "show me {w}", "any {w}", "a {w} for tonight",
           "give me a {w} film", "recommend a {w}", "{w}", "a great {w} flick", "we want {w}", "{w} only",
-          "only {w}", "just {w}, please", "a {w}, nothing else",
-          # everyday wording (first tried in the lab, 2026-12-06)
-          "got a {w}?", "a fun {w}", "recommendations for {w}", "{w} is what i want", "a {w} tonight",
-          "any good {w} out there", "i'm into {w}", "best {w} you have", "a {w} would be nice",
-          # wanted values beside words that elsewhere negate: polarity comes from the phrase, not a cue word
-          "nothing but {w}", "can't get enough of {w}", "i never get tired of {w}", "wouldn't say no to a {w}",
-          "i don't mind a {w}", "no problem with {w}", "not against a {w}", "it has to be {w}", "must be {w}",
-          "i'd love a {w}", "hoping for a {w}", "up for some {w}", "in need of a {w}", "a {w} to watch",
-          "a well-made {w}", "an underrated {w}", "the best {w} ever made", "which {w} should i watch",
-          "do you have any {w}", "is there a good {w}", "mostly {w}", "preferably {w}", "keen on {w}")
+          "only {w}", "just {w}, please", "a {w}, nothing else")
 _CONJUNCTION = ("{w}, {w2} and {w3}", "a {w} {w2} {w3}", "something {w}, {w2} and {w3}",
                 "a {w} {w2}", "a {w} {w2} movie", "{w} and {w2}", "both {w} and {w2}", "a {w} that is also {w2}",
                 "something {w} and {w2}", "a {w} with {w2} in it", "{w} plus {w2}", "{w} mixed with {w2}",
-                "a mix of {w} and {w2}", "a {w} {w2} film", "{w} but also {w2}",
-                "a {w} crossed with {w2}", "{w} blended with {w2}", "{w} that's {w2} too", "{w} & {w2}",
-                "{w}, also {w2}", "a {w} and {w2} movie", "{w} with some {w2}", "{w}, {w2}, {w3} all in one",
-                "{w} yet {w2}", "something both {w} and {w2}",
-                "not only {w} but also {w2}", "not just {w}, {w2} too", "{w} with a touch of {w2}",
-                "a {w} with elements of {w2}", "{w} and a bit of {w2}", "a {w} that doubles as a {w2}")
+                "a mix of {w} and {w2}", "a {w} {w2} film", "{w} but also {w2}")
 _DISJUNCTION = ("{w}, {w2} or {w3}", "{w}, {w2}, or {w3}", "any of {w}, {w2} or {w3}", "{w} or {w2} or {w3}",
                 "{w} or {w2}, i don't mind which", "{w} or {w2}, doesn't matter",
                 "{w} or {w2}", "either {w} or {w2}", "a {w} or a {w2}", "{w} or maybe {w2}", "{w}/{w2}",
                 "{w} or else {w2}", "a {w} or {w2} movie", "some {w} or {w2}", "{w} or {w2}, either works",
-                "either a {w} or a {w2} film",
-                "{w} or {w2}, your call", "either {w} or {w2} is fine", "{w} / {w2} / {w3}", "{w}, else {w2}",
-                "{w} or {w2} works for me", "{w}? {w2}? either", "happy with {w} or {w2}", "{w} or {w2} or both",
-                "{w} or {w2}, no preference", "{w}, or otherwise {w2}", "either {w} or else {w2}",
-                "not fussy: {w} or {w2}")
+                "either a {w} or a {w2} film")
 _NEGATION = ("but not {x}", "no {x}", "nothing {x}", "without {x}", "except {x}", "anything but {x}",
              "other than {x}", "skip the {x}", "not a fan of {x}", "i hate {x}", "avoid {x}",
              "none of that {x} stuff", "minus the {x}", "but no {x} please", "just not {x}", "no {x} or {x2}",
@@ -49,13 +31,7 @@ _NEGATION = ("but not {x}", "no {x}", "nothing {x}", "without {x}", "except {x}"
              "but nothing that is {x}", "not really feeling {x}", "no more {x}", "not any {x}", "sick of {x}",
              "tired of {x}", "without {x} or {x2}", "anything except {x} and {x2}", "everything but {x}",
              "rather not {x}", "no {x}, please", "definitely no {x}", "not {x} though", "but please no {x}",
-             "i'd skip {x}", "not the {x} kind", "excluding {x} and {x2}", "nothing with {x} in it",
-             "hold the {x}", "pass on {x}", "no {x} whatsoever", "absolutely no {x}", "nothing remotely {x}",
-             "i'm done with {x}", "enough {x} already", "not big on {x}", "{x}? no thanks", "don't show me {x}",
-             "keep the {x} away", "count me out of {x}", "no {x} this time", "something other than {x}",
-             "anything besides {x}", "not a {x} person", "i dislike {x}", "don't want any {x} or {x2}",
-             "never {x}", "nothing like {x}", "no {x} and no {x2}", "forget {x}", "bar {x}", "sans {x}",
-             "{x} not welcome", "not feeling {x} tonight", "i won't watch {x}", "anything, just not {x}")
+             "i'd skip {x}", "not the {x} kind", "excluding {x} and {x2}", "nothing with {x} in it")
 _BOUNDS = (
     ("from {t}", IN), ("made in {t}", IN), ("released in {t}", IN), ("a {t} film", IN), ("{t} stuff", IN),
     ("out of {t}", IN), ("something {t}", IN), ("from around {t}", IN),
@@ -79,23 +55,6 @@ _BOUNDS = (
     ("after {t} and before {t2}", "GT/LT"), ("from {t} or {t2}", "IN/IN"), ("{t} or {t2}", "IN/IN"),
     ("the {t} or the {t2}", "IN/IN"), ("not from {t}, please", NOTIN), ("nothing made in {t}", NOTIN),
     ("released before {t}", LT), ("made since {t}", GE), ("in {t}", IN), ("during {t}", IN),
-    ("circa {t}", IN), ("around {t}", IN), ("anything from {t}", IN), ("{t} era", IN), ("from {t} only", IN),
-    ("{t} please", IN), ("something made in {t}", IN),
-    ("outside {t}", NOTIN), ("nothing in {t}", NOTIN), ("avoid {t}", NOTIN), ("no films from {t}", NOTIN),
-    ("anything except {t}", NOTIN),
-    ("pre {t}", LT), ("way before {t}", LT), ("anything before {t}", LT), ("older still than {t}", LT),
-    ("sooner than {t}", LT), ("ahead of {t}", LT),
-    ("up until {t}", LE), ("{t} tops", LE), ("{t} max", LE), ("as late as {t}", LE), ("{t} and before", LE),
-    ("by {t}", LE), ("not past {t}", LE),
-    ("beyond {t}", GT), ("past {t}", GT), ("younger than {t}", GT), ("anything after {t}", GT),
-    ("newer still than {t}", GT),
-    ("{t}+", GE), ("{t} and newer", GE), ("at or after {t}", GE), ("no sooner than {t}", GE),
-    ("{t} or younger", GE), ("{t} onward", GE), ("not earlier than {t}", GE), ("not prior to {t}", GE),
-    ("{t} up to {t2}", "IN/IN"), ("anywhere from {t} to {t2}", "IN/IN"),
-    ("not before {t} and not after {t2}", "GE/LE"), ("since {t} but before {t2}", "GE/LT"),
-    # a negation inside a bound turns its direction ("nothing older than 1990" is 1990 or newer)
-    ("nothing older than {t}", GE), ("nothing newer than {t}", LE), ("nothing after {t}", LE),
-    ("nothing before {t}", GE), ("more modern than {t}", GT), ("{t} or more modern", GE),
 )
 _REFERENCES = ("like {r}", "similar to {r}", "something like {r}", "in the vein of {r}", "if i liked {r}",
                "along the lines of {r}", "reminds me of {r}", "same vibe as {r}", "like {r} and {r2}",
@@ -103,13 +62,7 @@ _REFERENCES = ("like {r}", "similar to {r}", "something like {r}", "in the vein 
                "something that feels like {r}", "in the spirit of {r} and {r2}", "films similar to {r} and {r2}",
                "i just watched {r}", "more like {r}", "{r}-type movies", "{r} kind of thing", "anything like {r}",
                "if you liked {r} and {r2}", "we enjoyed {r}", "like {r}, {r2}", "{r} vibes",
-               "my favourite is {r}", "in the same spirit as {r}",
-               "similar vibe to {r}", "in line with {r}", "after {r}, what next", "same energy as {r}",
-               "akin to {r}", "comparable to {r}", "loved {r}", "{r} fans would like", "the kind of movie {r} is",
-               "if you enjoyed {r} or {r2}", "more in the direction of {r}", "my kids loved {r}",
-               "just saw {r} and {r2}", "a {r} sort of film",
-               "like {r} or {r2}", "{r} or {r2}, that kind of thing", "not unlike {r}", "reminiscent of {r}",
-               "in the mould of {r}", "because i liked {r}", "with the feel of {r}", "as good as {r}")
+               "my favourite is {r}", "in the same spirit as {r}")
 
 TRAINING_BANK = Bank(
     clauses=(
@@ -121,16 +74,10 @@ TRAINING_BANK = Bank(
         *(Clause("references", t) for t in _REFERENCES),
     ),
     prefixes=("", "", "", "hey, ", "hi! ", "could you find me ", "can you recommend ", "i'd like ", "please show me ",
-              "looking for ", "i want ", "got any ", "find me ", "what about ", "i'm after ", "suggest ",
-              "hello, ", "so ", "what's a good ", "need ", "show me ", "hmm, ", "okay ", "we'd love "),
+              "looking for ", "i want ", "got any ", "find me ", "what about ", "i'm after ", "suggest "),
     suffixes=("", "", "", " please", " for tonight", " thanks", "?", "!", " for the weekend", ".",
-              " for a date night", " to watch with friends", " :)",
-              " asap", " for the kids", " ty", " if you have one", " for family night", "!!"),
-    joiners=(", ", " ", ", but ", " and ", "; ", " - ", ", ideally ", ", maybe ",
-             ", plus ", ". ", ", and ", " but ", ", preferably ", " -- ", ", also "),
-    # After an exclusion a list word would carry the exclusion on ("no horror, comedy or drama" excludes all
-    # three, as services/core/reading.py reads it), so the next clause starts after a clear break.
-    breaks=(", but ", "; ", " - ", ". ", " -- ", ", but i'd like ", ", ideally ", ", preferably "),
+              " for a date night", " to watch with friends", " :)"),
+    joiners=(", ", " ", ", but ", " and ", "; ", " - ", ", ideally ", ", maybe "),
     moods=("something cozy for a rainy night", "surprise me", "something to cheer me up", "a feel-good pick",
            "whatever is good", "something light", "a movie to fall asleep to", "something uplifting",
            "dealer's choice", "i'm bored, anything", "Something Dark And Moody", "What should I watch tonight?",
