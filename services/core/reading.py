@@ -204,7 +204,7 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
             # A reference acts strongly (its neighbours are retrieved): an unsure tag or a loose title match is
             # no reference, and its words stay in the text ("a true story" is not "Toy Story"). A title named
             # exactly needs less of the tagger's confidence.
-            exact = bool(found) and all(m[0].score >= 100.0 for m in found)
+            exact = bool(found) and all(_names_a_title(span.text, m[0]) for m in found)
             if not found or span.confidence < (EXACT_REFERENCE_MIN_CONFIDENCE if exact else MIN_HARD_CONFIDENCE):
                 unread.append(span.text)
                 continue
@@ -237,6 +237,14 @@ def _titles_in(mention: str, titles: TitleMatcher) -> list[list[TitleMatch]]:
     return whole
 
 
+def _names_a_title(mention: str, match: TitleMatch) -> bool:
+    """Whether a mention names a title beyond doubt: matched exactly, and either a title of several words or
+    written with a capital ("Aliens"; "robots, aliens or time travel" is no reference to it, nor "a quest" to
+    "Quest")."""
+    words = re.sub(r"^(the|a|an)\s+|,\s*(the|a|an)$", "", match.title.strip(), flags=re.I).split()
+    return match.score >= 100.0 and (len(words) > 1 or mention[:1].isupper())
+
+
 def grounded_roles(words: Sequence[Word], spans: Sequence[Span], lexicon: Lexicon,
                    titles: TitleMatcher | None) -> list[Span]:
     """The catalog settles what kind of thing a span names when the tagger's role cannot be grounded:
@@ -252,7 +260,7 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], lexicon: Lexico
         if span.role in VALUE_ROLES and titles is not None and not lexicon.ground_values(span.text):
             before = {normalise(w.text) for w in words[max(0, span.start - 3):span.start]}
             matches = titles.match(span.text)
-            if (matches and matches[0].score >= 100.0
+            if (matches and _names_a_title(span.text, matches[0])
                     and (span.role != NOT or not before & STRICT_NEGATION_CUES)):
                 span = replace(span, role=REF)
         elif span.role == REF and titles is not None and lexicon.ground_values(span.text):

@@ -146,6 +146,8 @@ def test_the_catalog_settles_a_span_whose_role_cannot_be_grounded() -> None:
     assert {(f.filter.values, f.filter.exclude) for f in r.filters} == {(("Drama", "Sci-Fi"), False)}
     r = _reading("no sci-fi please", {"sci-fi": "B-REF"})
     assert [(f.filter.values, f.filter.exclude) for f in r.filters] == [(("Sci-Fi",), True)]
+    # A one-word title in lower case is an ordinary word ("robots, aliens or time travel" names no "Aliens").
+    assert _reading("a heat wave of action", {"heat": "B-WANT"}).references == ()
     # Only an exact title turns a value span into a reference ("a crowd pleaser" is not "The Crow").
     r = _reading("think Fargo or Casablanka", {"Fargo": "B-ALT", "Casablanka": "B-ALT"})
     assert [x.item_id for x in r.references] == ["2"] and r.unread == ("Casablanka",)
