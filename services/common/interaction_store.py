@@ -88,11 +88,9 @@ class InteractionStore(Protocol):
 
 def seed_key(path: Path) -> str:
     """The key a seed file is remembered by: its name and a digest of its contents."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:  # in blocks: a seed file of millions of rows is never held whole
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{Path(path).name}:{digest.hexdigest()[:16]}"
+    with open(path, "rb") as f:  # read in blocks: a seed file of millions of rows is never held whole
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return f"{Path(path).name}:{digest}"
 
 
 def seed_events(path: Path) -> Iterator[list[Event]]:

@@ -328,7 +328,7 @@ def _word_bounds(words: Sequence[str], alignment) -> tuple[int, int]:
 def _title_form(text: str) -> str:
     """How titles and mentions are compared: normalised, without a leading or trailing article, Roman numerals
     as digits ("The Godfather: Part II" and "godfather part 2")."""
-    return " ".join(_ROMAN.get(w, w) for w in normalise(_without_article(text)).split())
+    return " ".join(_ROMAN.get(w, w) for w in normalise(without_article(text)).split())
 
 
 def _title_score(mention: str, title: str, **_: object) -> float:
@@ -345,7 +345,7 @@ def _title_score(mention: str, title: str, **_: object) -> float:
     return max(whole, part * 0.95)
 
 
-def _without_article(title: str) -> str:
+def without_article(title: str) -> str:
     """"Godfather, The" and "The Godfather" -> "Godfather"."""
     text = re.sub(r",\s*(the|a|an)$", "", title.strip(), flags=re.I)
     return re.sub(r"^(the|a|an)\s+", "", text, flags=re.I)

@@ -21,12 +21,13 @@ trained on exactly the words and roles it is served.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from services.core.filters import ALL, ANY, RANGE, AttributeFilter
-from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise
+from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise, without_article
 
 WANT, ALT, NOT = "WANT", "ALT", "NOT"
 IN, NOTIN, LT, LE, GT, GE, REF = "IN", "NOTIN", "LT", "LE", "GT", "GE", "REF"
@@ -175,7 +176,10 @@ class Reading:
 def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexicon,
          titles: TitleMatcher | None = None, reader_version: str = "") -> Reading:
     """Ground the tagger's spans of ``text`` in the catalog (see the module docstring)."""
-    spans = negated_lists(words, grounded_roles(words, spans, lexicon, titles))
+    # Each span's text is grounded once per request, whether its role is settled here or below.
+    values_of = functools.cache(lexicon.ground_values)
+    titles_of = functools.cache(lambda mention: _titles_in(mention, titles)) if titles is not None else None
+    spans = negated_lists(words, grounded_roles(words, spans, values_of, titles, titles_of))
     wanted: dict[str, list[tuple[Span, list[str]]]] = {}
     excluded: dict[str, list[tuple[Span, list[str]]]] = {}
     ranges: list[tuple[str, float | None, float | None, bool, Span]] = []
@@ -183,7 +187,7 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     unread: list[str] = []
     for span in spans:
         if span.role in VALUE_ROLES:
-            pairs = lexicon.ground_values(span.text)
+            pairs = values_of(span.text)
             if not pairs:
                 unread.append(span.text)
             by_attribute: dict[str, list[str]] = {}
@@ -199,8 +203,8 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
             attribute, lo, hi = grounded
             ranges.append((attribute.name, *_bounds(span.role, lo, hi, attribute.integers), span.role == NOTIN,
                            span))
-        elif span.role == REF and titles is not None:
-            found = _titles_in(span.text, titles)
+        elif span.role == REF and titles_of is not None:
+            found = titles_of(span.text)
             # A reference acts strongly (its neighbours are retrieved): an unsure tag or a loose title match is
             # no reference, and its words stay in the text ("a true story" is not "Toy Story"). A title named
             # exactly needs less of the tagger's confidence.
@@ -241,12 +245,12 @@ def _names_a_title(mention: str, match: TitleMatch) -> bool:
     """Whether a mention names a title beyond doubt: matched exactly, and either a title of several words or
     written with a capital ("Aliens"; "robots, aliens or time travel" is no reference to it, nor "a quest" to
     "Quest")."""
-    words = re.sub(r"^(the|a|an)\s+|,\s*(the|a|an)$", "", match.title.strip(), flags=re.I).split()
-    return match.score >= 100.0 and (len(words) > 1 or mention[:1].isupper())
+    return match.score >= 100.0 and (len(without_article(match.title).split()) > 1 or mention[:1].isupper())
 
 
-def grounded_roles(words: Sequence[Word], spans: Sequence[Span], lexicon: Lexicon,
-                   titles: TitleMatcher | None) -> list[Span]:
+def grounded_roles(words: Sequence[Word], spans: Sequence[Span], values_of: Callable[[str], list[tuple[str, str]]],
+                   titles: TitleMatcher | None, titles_of: Callable[[str], list[list[TitleMatch]]] | None
+                   ) -> list[Span]:
     """The catalog settles what kind of thing a span names when the tagger's role cannot be grounded:
 
     * a value span (wanted, alternative, excluded) that names no value but exactly a title is a reference ("think
@@ -254,19 +258,19 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], lexicon: Lexico
       before it ("close to Pulp Fiction", never "anything but Titanic", which stays unread);
     * a reference span that names no title but values is a wanted value ("part cowboys, part crime").
 
-    The tagger's roles stay wherever they ground, so this only changes spans that would otherwise be unread."""
+    The tagger's roles stay wherever they ground, so this only changes spans that would otherwise be unread.
+    ``values_of`` / ``titles_of``: the span text's values and titles (the lexicon's and :func:`_titles_in`)."""
+    if titles is None or titles_of is None:
+        return list(spans)
     out: list[Span] = []
     for span in spans:
-        if span.role in VALUE_ROLES and titles is not None and not lexicon.ground_values(span.text):
-            before = {normalise(w.text) for w in words[max(0, span.start - 3):span.start]}
+        negated = bool({normalise(w.text) for w in words[max(0, span.start - 3):span.start]} & STRICT_NEGATION_CUES)
+        if span.role in VALUE_ROLES and not values_of(span.text):
             matches = titles.match(span.text)
-            if (matches and _names_a_title(span.text, matches[0])
-                    and (span.role != NOT or not before & STRICT_NEGATION_CUES)):
+            if matches and _names_a_title(span.text, matches[0]) and (span.role != NOT or not negated):
                 span = replace(span, role=REF)
-        elif span.role == REF and titles is not None and lexicon.ground_values(span.text):
-            if not _titles_in(span.text, titles):
-                before = {normalise(w.text) for w in words[max(0, span.start - 3):span.start]}
-                span = replace(span, role=NOT if before & STRICT_NEGATION_CUES else WANT)
+        elif span.role == REF and values_of(span.text) and not titles_of(span.text):
+            span = replace(span, role=NOT if negated else WANT)
         out.append(span)
     return out
 
