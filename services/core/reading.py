@@ -10,7 +10,11 @@ grounding them in the catalog, with nothing about movies in the code:
 * value spans name values of the catalog's text attributes, matched by their names and the catalog's own
   synonyms (:class:`services.core.lexicon.Lexicon`), then by fuzzy matching;
 * quantity spans are numbers, decades, years in words or era words ("recent", "old"), matched to the numeric
-  attribute whose range holds them (a year-like attribute for decades and eras);
+  attribute whose range holds them (a year-like attribute for decades and eras), and the direction words around
+  them ("more recent than", "or earlier") settle whether they bound it from below or above
+  (:mod:`services.core.directions`);
+* wording the tagger reads as a wish although it turns the value down ("horror is a no-go", "not in the mood for
+  musicals") makes it an exclusion (:mod:`services.core.rejections`);
 * reference spans are titles, matched by fuzzy title match (:class:`TitleMatcher`, rapidfuzz), the ambiguity
   resolved by popularity and reported;
 * what is left (mood, tone) is the residual text, which still goes to the text encoder.
@@ -26,16 +30,26 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from services.core.directions import directed_roles
 from services.core.filters import ALL, ANY, RANGE, AttributeFilter
 from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise, without_article
-
-WANT, ALT, NOT = "WANT", "ALT", "NOT"
-IN, NOTIN, LT, LE, GT, GE, REF = "IN", "NOTIN", "LT", "LE", "GT", "GE", "REF"
-ROLES = (WANT, ALT, NOT, IN, NOTIN, LT, LE, GT, GE, REF)
-WORD_LABELS = ("O", *(f"{prefix}-{role}" for role in ROLES for prefix in ("B", "I")))
-"""The tagger's word labels, in the order of its output classes."""
-VALUE_ROLES = (WANT, ALT, NOT)
-QUANTITY_ROLES = (IN, NOTIN, LT, LE, GT, GE)
+from services.core.rejections import rejected_roles
+from services.core.roles import (  # noqa: F401 (the roles are part of this module's interface)
+    ALT,
+    GE,
+    GT,
+    IN,
+    LE,
+    LT,
+    NOT,
+    NOTIN,
+    QUANTITY_ROLES,
+    REF,
+    ROLES,
+    VALUE_ROLES,
+    WANT,
+    WORD_LABELS,
+)
 
 # Words that join alternatives: wanted values of one attribute with one of these between them are "any of".
 ALTERNATIVE_WORDS = frozenset({"or", "/"})
@@ -179,7 +193,11 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     # Each span's text is grounded once per request, whether its role is settled here or below.
     values_of = functools.cache(lexicon.ground_values)
     titles_of = functools.cache(lambda mention: _titles_in(mention, titles)) if titles is not None else None
-    spans = negated_lists(words, grounded_roles(words, spans, values_of, titles, titles_of))
+    texts = [w.text for w in words]
+    spans, directions = directed_roles(texts, grounded_roles(words, spans, values_of, titles, titles_of))
+    spans, rejections = rejected_roles(texts, spans, directions)
+    spans = negated_lists(words, spans)
+    cue_words = rejections.union(*directions.values())
     wanted: dict[str, list[tuple[Span, list[str]]]] = {}
     excluded: dict[str, list[tuple[Span, list[str]]]] = {}
     ranges: list[tuple[str, float | None, float | None, bool, Span]] = []
@@ -224,7 +242,8 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
                *_value_filters(excluded, words, occupied, exclude=True), *range_filters]
     unread_spans = [span for span in spans if span.text in unread]
     grounded = [span for span in spans if span not in unread_spans]
-    return Reading(tuple(filters), tuple(_unique_references(references)), _residual(text, words, grounded),
+    return Reading(tuple(filters), tuple(_unique_references(references)),
+                   _residual(text, words, grounded, cue_words),
                    tuple(unread), reader_version)
 
 
@@ -437,10 +456,11 @@ def _unique_references(references: Sequence[Reference]) -> list[Reference]:
     return out
 
 
-def _residual(text: str, words: Sequence[Word], spans: Sequence[Span]) -> str:
-    """``text`` without the words of every span but the wanted values, and without the negation cues before
-    excluded spans. Cut out of ``text`` (never longer than it: what retrieval accepts, the request fitted)."""
-    drop: set[int] = set()
+def _residual(text: str, words: Sequence[Word], spans: Sequence[Span], cue_words: Iterable[int] = ()) -> str:
+    """``text`` without the words of every span but the wanted values, without the negation cues before
+    excluded spans and the direction and rejection words (``cue_words``). Cut out of ``text`` (never longer than
+    it: what retrieval accepts, the request fitted)."""
+    drop: set[int] = set(cue_words)
     for span in spans:
         if span.role in (WANT, ALT):
             continue

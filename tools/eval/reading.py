@@ -167,6 +167,8 @@ class ReadingSetup:
         from services.core.catalog import read_interactions
         from tools.core.reading_examples import Renderer, generate, load_vocabulary
         from tools.eval.reading_bank import EVALUATION_BANK, SECOND_EVALUATION_BANK
+        from tools.eval.reading_bank_blind import THIRD_EVALUATION_BANK
+        from tools.eval.reading_bank_fourth import FOURTH_EVALUATION_BANK
         from tools.train.reader_examples import TRAINING_BANK
 
         vocabulary = load_vocabulary(data_dir)
@@ -177,6 +179,10 @@ class ReadingSetup:
                 Renderer(vocabulary, EVALUATION_BANK, "eval"), generated, seed),
             "second held-out bank (written before the widened bank's tagger was measured)": generate(
                 Renderer(vocabulary, SECOND_EVALUATION_BANK, "eval"), generated, seed),
+            "third held-out bank (written blind, before the direction rule was measured on it)": generate(
+                Renderer(vocabulary, THIRD_EVALUATION_BANK, "eval"), generated, seed),
+            "fourth held-out bank (written blind, before the rejection rule was measured on it)": generate(
+                Renderer(vocabulary, FOURTH_EVALUATION_BANK, "eval"), generated, seed),
             "hand-written set": handwritten_cases(),
             "training bank (in distribution, fresh draw)": generate(
                 Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),

@@ -1,0 +1,142 @@
+"""Rejections the tagger misses: a value it reads as wanted although the words around it turn it down.
+
+The tagger learns negation from its training families; wording none of them uses is where it reads an exclusion as
+a wish, the worst error a reader can make (the answer is then made of what the caller excluded). Two kinds of
+wording are common enough to list, both small classes of everyday English and nothing about a catalog:
+
+* a dismissal after the value, at the end of its clause: "horror is a no-go", "the 60s: not interested",
+  "cartoons - not tonight", "musicals? I'll pass" (:data:`AFTER`);
+* a turn-down before it: "not in the mood for heist", "I'm over kids' films", "zero romance", "steer clear of
+  musicals" (:data:`BEFORE`), unless a negation before that makes it a double one ("I wouldn't say no to a
+  western").
+
+Such a span becomes an exclusion (a value) or its complement (a quantity: in -> not in, before -> from on), and
+so do the spans listed with it by "and" / "or" ("horror and musicals are out"). Spans the tagger already excludes
+are left alone; the phrases' words are returned so that they leave the residual text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import replace
+from typing import TypeVar
+
+from services.core.lexicon import normalise
+from services.core.roles import ALT, GE, GT, IN, LE, LT, NOT, NOTIN, WANT
+
+S = TypeVar("S")
+
+
+def _phrases(*texts: str) -> frozenset[tuple[str, ...]]:
+    return frozenset(tuple(normalise(t).split()) for t in texts)
+
+
+AFTER = _phrases(
+    "out", "excluded", "banned", "forbidden", "a no", "a no-go", "a nogo", "a hard no", "a big no", "a pass",
+    "a hard pass", "hard pass", "pass", "i'll pass", "i will pass", "i'd pass", "i'll skip", "skip", "off the table",
+    "off limits", "off-limits", "a dealbreaker", "a deal breaker", "a deal-breaker", "not for me", "not my thing",
+    "not my cup of tea", "not an option", "out of the question", "not interested", "no thanks", "no thank you",
+    "not tonight", "not today", "not now", "not this time", "not again", "no way", "nope", "please no", "no please",
+    "dead to me", "not welcome", "not allowed", "need not apply", "can wait", "can stay away",
+    "a non starter", "a nonstarter", "not happening", "not in the mood", "not feeling it", "not for us",
+    "not for tonight",
+)
+"""Dismissals that follow what they dismiss, after "is"/"are", a colon, a dash or a question mark."""
+
+BEFORE = _phrases(
+    "not in the mood for", "not really in the mood for", "in no mood for", "not keen on", "not big on",
+    "not a big fan of", "no fan of", "not fond of", "not into", "not feeling", "not interested in",
+    "no interest in", "im over", "i am over", "done with", "im done with", "enough of", "enough with",
+    "zero", "no more", "sick of", "tired of", "fed up with", "bored of", "bored with", "pass on", "ill pass on",
+    "hold the", "spare me", "save me from", "keep away from", "stay away from", "steer clear of", "stay clear of",
+    "avoid", "avoiding", "apart from", "aside from", "other than", "except for", "barring", "minus", "sans",
+    "cant stand", "cant do", "dont do", "wont watch", "hate", "dislike", "loathe", "no to", "say no to",
+    "leave out", "leave off", "cut the", "drop the", "ditch the", "lose the", "allergic to", "not a fan of",
+    "anything but", "everything but", "nothing", "no", "not", "never", "without", "skip", "exclude", "excluding",
+)
+"""Turn-downs that stand before what they turn down."""
+
+_NEGATIONS = frozenset({"not", "no", "never", "nt", "dont", "didnt", "doesnt", "wouldnt", "couldnt", "cant", "wont",
+                        "isnt", "arent", "shouldnt", "nothing"})
+_LEAD = frozenset({"is", "are", "s", "re", "was", "were", "just", "totally", "definitely", "really", "so",
+                   "honestly", "im", "am", "tbh", "thats", "its", "though"})
+"""Words that may stand between a value and a dismissal after it ("musicals are really not for me")."""
+_MARKS = frozenset({":", "-", ",", "?", "!", "...", "."})
+_DETERMINERS = frozenset({"the", "a", "an", "any", "all", "that", "those", "these", "more"})
+"""Words that may stand between a turn-down and its value ("sick of the musicals")."""
+_AFTER_PHRASE_STOPS = frozenset({"to", "of", "than", "with", "about", "on", "in", "from"})
+"""A dismissal followed by one of these is part of something longer ("out of the 90s", "pass on westerns")."""
+_LIST = frozenset({"and", "or", "nor", "/", "&", "a", "an", "the"})
+_COMPLEMENT = {WANT: NOT, ALT: NOT, IN: NOTIN, LT: GE, LE: GT, GT: LE, GE: LT}
+_LONGEST = max(len(p) for p in (*AFTER, *BEFORE))
+
+
+def rejected_roles(words: Sequence[str], spans: Sequence[S], directed: Collection[int] = ()
+                   ) -> tuple[list[S], set[int]]:
+    """``spans`` (with ``role``, ``start``, ``end``) with the rejected ones turned round, and the phrases' word
+    indices. Only a span read as wanted changes: a value to excluded; a quantity to not in it, or to the
+    complement of its bound when direction words set it (``directed``: those spans' starts; without them the
+    tagger's direction is a guess: "1960: not interested" is no bound)."""
+    tokens, owner = _tokens(words)
+    out = list(spans)
+    cues: set[int] = set()
+    for n, span in enumerate(out):
+        if span.role not in _COMPLEMENT:
+            continue
+        left = out[n - 1].end if n else 0
+        right = out[n + 1].start if n + 1 < len(out) else len(words)
+        found = _after(tokens, owner, span.end, right) or _before(tokens, owner, span.start, left)
+        if found is None:
+            continue
+        cues.update(found)
+        role = _COMPLEMENT[span.role] if span.role in (WANT, ALT, IN) or span.start in directed else NOTIN
+        out[n] = replace(span, role=role)
+        m = n  # the spans listed with it by "and" / "or" before it ("horror and musicals are out")
+        while m > 0 and out[m - 1].role in (WANT, ALT) and out[m].role == NOT and all(
+                normalise(w) in _LIST for w in words[out[m - 1].end:out[m].start]) and out[m - 1].end < out[m].start:
+            out[m - 1] = replace(out[m - 1], role=NOT)
+            m -= 1
+    return out, cues
+
+
+def _tokens(words: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The normalised tokens of ``words`` ("I'll" -> "ill", "no-go" -> "no", "go"; a mark stays itself) and the
+    index of the word each came from."""
+    tokens, owner = [], []
+    for n, word in enumerate(words):
+        for token in normalise(word).split() or [word]:
+            tokens.append(token)
+            owner.append(n)
+    return tokens, owner
+
+
+def _at(owner: Sequence[int], word: int) -> int:
+    """The first token of word ``word`` (len(owner) past the end)."""
+    return next((t for t, w in enumerate(owner) if w >= word), len(owner))
+
+
+def _after(tokens: list[str], owner: list[int], end: int, limit: int) -> set[int] | None:
+    t, stop = _at(owner, end), _at(owner, limit)
+    while t < stop and (tokens[t] in _LEAD or tokens[t] in _MARKS):
+        t += 1
+    for length in range(min(_LONGEST, stop - t), 0, -1):
+        phrase = tuple(tokens[t:t + length])
+        if phrase in AFTER and (t + length >= stop or tokens[t + length] not in _AFTER_PHRASE_STOPS):
+            return {owner[k] for k in range(t, t + length)}
+    return None
+
+
+def _before(tokens: list[str], owner: list[int], start: int, limit: int) -> set[int] | None:
+    t, floor = _at(owner, start), _at(owner, limit)
+    while t > floor and tokens[t - 1] in _DETERMINERS:
+        t -= 1
+    for length in range(min(_LONGEST, t - floor), 0, -1):
+        phrase = tuple(tokens[t - length:t])
+        if phrase not in BEFORE:
+            continue
+        first = t - length
+        # A negation just before the turn-down makes a double one ("wouldn't say no to", "not without").
+        if any(tok in _NEGATIONS for tok in tokens[max(floor, first - 3):first]):
+            return None
+        return {owner[k] for k in range(first, t)}
+    return None

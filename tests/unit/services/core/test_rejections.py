@@ -1,0 +1,71 @@
+"""Wording that turns a value down makes the tagger's wish an exclusion; other wording leaves it alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from services.core.reading import split_words
+from services.core.rejections import rejected_roles
+from services.core.roles import ALT, GE, IN, LT, NOT, NOTIN, WANT
+
+
+@dataclass(frozen=True)
+class _Span:
+    role: str
+    start: int
+    end: int
+
+
+def _roles(request: str, *marked: tuple[str, str], directed: tuple[int, ...] = ()) -> list[str]:
+    """The roles after the rule of the spans ``marked`` ((words, role), in order of the request)."""
+    words = [w.text for w in split_words(request)]
+    spans, n = [], 0
+    for text, role in marked:
+        quantity = [w.text for w in split_words(text)]
+        n = next(k for k in range(n, len(words)) if words[k:k + len(quantity)] == quantity)
+        spans.append(_Span(role, n, n + len(quantity)))
+        n += len(quantity)
+    out, _ = rejected_roles(words, spans, directed)
+    return [s.role for s in out]
+
+
+@pytest.mark.parametrize(("request_text", "value"), [
+    ("horror is a no-go", "horror"), ("the musicals: not interested", "musicals"),
+    ("cartoons - not tonight", "cartoons"),
+    ("westerns? I'll pass", "westerns"), ("horror is off the table for me", "horror"), ("horror, hard pass", "horror"),
+    ("horror is really not my thing", "horror"),
+])
+def test_a_dismissal_after_a_value_excludes_it(request_text: str, value: str) -> None:
+    assert _roles(request_text, (value, WANT)) == [NOT]
+
+
+@pytest.mark.parametrize("request_text", [
+    "not in the mood for horror", "I'm over musicals", "zero romance please", "steer clear of the westerns",
+    "sick of all the musicals",
+])
+def test_a_turn_down_before_a_value_excludes_it(request_text: str) -> None:
+    value = next(v for v in ("horror", "musicals", "romance", "westerns") if v in request_text)
+    assert _roles(request_text, (value, WANT)) == [NOT]
+
+
+@pytest.mark.parametrize(("request_text", "value"), [
+    ("I wouldn't say no to a western", "western"),     # a double negation
+    ("a comedy is out of this world", "comedy"),        # "out" runs on
+    ("a comedy, not sure which", "comedy"),
+    ("horror, comedy or anything", "horror"),
+])
+def test_other_wording_leaves_the_wish(request_text: str, value: str) -> None:
+    assert _roles(request_text, (value, WANT)) == [WANT]
+
+
+def test_the_values_listed_with_it_are_excluded_too() -> None:
+    assert _roles("a comedy, but horror and musicals are out", ("comedy", WANT), ("horror", ALT),
+                  ("musicals", WANT)) == [WANT, NOT, NOT]
+
+
+def test_a_quantity_is_excluded_or_complemented_when_directions_set_its_bound() -> None:
+    assert _roles("1960: not interested", ("1960", GE)) == [NOTIN]          # the tagger's direction was a guess
+    assert _roles("the 80s are a no-go", ("80s", IN)) == [NOTIN]
+    assert _roles("before 1960 is a no-go", ("1960", LT), directed=(1,)) == [GE]
