@@ -36,7 +36,7 @@ def _phrases(table: Mapping[str, str]) -> dict[tuple[str, ...], str]:
 
 BEFORE: dict[tuple[str, ...], str] = _phrases({
     # strictly below
-    "before": LT, "earlier than": LT, "older than": LT, "prior to": LT, "predating": LT, "preceding": LT,
+    "before": LT, "b4": LT, "earlier than": LT, "older than": LT, "prior to": LT, "predating": LT, "preceding": LT,
     "pre": LT, "ahead of": LT, "less than": LT, "fewer than": LT, "lower than": LT, "cheaper than": LT,
     "under": LT, "below": LT, "beneath": LT, "sooner than": LT,
     # up to and including
@@ -76,6 +76,8 @@ _BETWEEN = frozenset({"made", "released", "shot", "filmed", "produced", "dating"
 """Words that may stand between a negation and the comparative it turns round ("nothing made after")."""
 _SKIPPED = frozenset({"the", "a", "an", "-", "year", "years", "of"})
 """Words between a phrase and its quantity that do not change it ("before the 80s", "pre-1960")."""
+_LOOKING_FOR = frozenset({"im", "am", "were", "re", "are", "is", "was", "s"})
+"""Words before "after" that make it "looking for" ("I'm after the 80s", "we're after a western")."""
 _NEEDS_FROM = frozenset({("on",), ("on", "out")})
 _OPPOSITE = {LT: GE, LE: GT, GT: LE, GE: LT}
 _KIND = {LT: "below", LE: "below", GT: "above", GE: "above"}
@@ -149,6 +151,8 @@ def _before(norm: Sequence[str], start: int, limit: int) -> Direction | None:
         if phrase not in BEFORE:
             continue
         role, first = BEFORE[phrase], n - length
+        if phrase == ("after",) and first > limit and norm[first - 1] in _LOOKING_FOR:
+            return None  # "I'm after the 1930s": looking for them
         # A negation before the comparative turns it round ("not before", "no more recent than", "nothing made
         # after"), with a few verbs and nouns allowed between them.
         m = first

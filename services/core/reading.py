@@ -14,7 +14,8 @@ grounding them in the catalog, with nothing about movies in the code:
   them ("more recent than", "or earlier") settle whether they bound it from below or above
   (:mod:`services.core.directions`);
 * wording the tagger reads as a wish although it turns the value down ("horror is a no-go", "not in the mood for
-  musicals") makes it an exclusion (:mod:`services.core.rejections`);
+  musicals") makes it an exclusion, and an exclusion with no word of refusal near it ("a mystery with a bit of
+  romance") a wish (:mod:`services.core.rejections`);
 * reference spans are titles, matched by fuzzy title match (:class:`TitleMatcher`, rapidfuzz), the ambiguity
   resolved by popularity and reported;
 * what is left (mood, tone) is the residual text, which still goes to the text encoder.
@@ -33,7 +34,7 @@ from dataclasses import dataclass, replace
 from services.core.directions import directed_roles
 from services.core.filters import ALL, ANY, RANGE, AttributeFilter
 from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise, without_article
-from services.core.rejections import rejected_roles
+from services.core.rejections import rejected_roles, unsupported_exclusions
 from services.core.roles import (  # noqa: F401 (the roles are part of this module's interface)
     ALT,
     GE,
@@ -194,9 +195,13 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     values_of = functools.cache(lexicon.ground_values)
     titles_of = functools.cache(lambda mention: _titles_in(mention, titles)) if titles is not None else None
     texts = [w.text for w in words]
-    spans, directions = directed_roles(texts, grounded_roles(words, spans, values_of, titles, titles_of))
-    spans, rejections = rejected_roles(texts, spans, directions)
-    spans = negated_lists(words, spans)
+    spans = grounded_roles(words, spans, values_of, titles, titles_of)
+    # The rules on the words around a span look past spans that name nothing ("zero", "is a no" tagged as spans).
+    empty = [s for s in spans if not (values_of(s.text) if s.role in VALUE_ROLES else titles_of and titles_of(s.text)
+                                      if s.role == REF else lexicon.ground_quantity(s.text))]
+    spans, directions = directed_roles(texts, [s for s in spans if s not in empty])
+    spans, rejections = rejected_roles(texts, unsupported_exclusions(texts, spans), directions)
+    spans = sorted([*negated_lists(words, spans), *empty], key=lambda s: s.start)
     cue_words = rejections.union(*directions.values())
     wanted: dict[str, list[tuple[Span, list[str]]]] = {}
     excluded: dict[str, list[tuple[Span, list[str]]]] = {}

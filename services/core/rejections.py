@@ -10,7 +10,12 @@ wording are common enough to list, both small classes of everyday English and no
   musicals" (:data:`BEFORE`), unless a negation before that makes it a double one ("I wouldn't say no to a
   western").
 
-Such a span becomes an exclusion (a value) or its complement (a quantity: in -> not in, before -> from on), and
+The opposite error has a safe test: a value the tagger excludes with no word of refusal anywhere around it ("a
+mystery with a bit of romance", "craving space opera tonight") is wanted (:func:`unsupported_exclusions`). The
+words that count as a refusal (:data:`REFUSAL_WORDS`) are many on purpose: one of them anywhere near keeps the
+exclusion, because reading an exclusion as a wish is the worse error.
+
+A rejected span becomes an exclusion (a value) or its complement (a quantity: in -> not in, before -> from on), and
 so do the spans listed with it by "and" / "or" ("horror and musicals are out"). Spans the tagger already excludes
 are left alone; the phrases' words are returned so that they leave the residual text.
 """
@@ -39,7 +44,9 @@ AFTER = _phrases(
     "not tonight", "not today", "not now", "not this time", "not again", "no way", "nope", "please no", "no please",
     "dead to me", "not welcome", "not allowed", "need not apply", "can wait", "can stay away",
     "a non starter", "a nonstarter", "not happening", "not in the mood", "not feeling it", "not for us",
-    "not for tonight",
+    "not for tonight", "nah", "not so much", "dont bother", "do not bother", "isnt my thing", "arent my thing",
+    "isnt for me", "arent for me", "a big fat no", "a miss", "bores me", "bore me", "none of that", "isnt", "arent",
+    "no",
 )
 """Dismissals that follow what they dismiss, after "is"/"are", a colon, a dash or a question mark."""
 
@@ -53,19 +60,37 @@ BEFORE = _phrases(
     "cant stand", "cant do", "dont do", "wont watch", "hate", "dislike", "loathe", "no to", "say no to",
     "leave out", "leave off", "cut the", "drop the", "ditch the", "lose the", "allergic to", "not a fan of",
     "anything but", "everything but", "nothing", "no", "not", "never", "without", "skip", "exclude", "excluding",
+    "so over", "im so over", "hard pass on", "dont suggest", "dont you dare suggest", "dont recommend",
+    "dont show me", "dont give me",
 )
 """Turn-downs that stand before what they turn down."""
 
 _NEGATIONS = frozenset({"not", "no", "never", "nt", "dont", "didnt", "doesnt", "wouldnt", "couldnt", "cant", "wont",
                         "isnt", "arent", "shouldnt", "nothing"})
 _LEAD = frozenset({"is", "are", "s", "re", "was", "were", "just", "totally", "definitely", "really", "so",
-                   "honestly", "im", "am", "tbh", "thats", "its", "though"})
+                   "honestly", "im", "am", "tbh", "thats", "its", "though", "stuff", "ones", "films", "movies",
+                   "releases", "titles", "flicks", "both", "all", "gets", "get"})
 """Words that may stand between a value and a dismissal after it ("musicals are really not for me")."""
 _MARKS = frozenset({":", "-", ",", "?", "!", "...", "."})
 _DETERMINERS = frozenset({"the", "a", "an", "any", "all", "that", "those", "these", "more"})
 """Words that may stand between a turn-down and its value ("sick of the musicals")."""
 _AFTER_PHRASE_STOPS = frozenset({"to", "of", "than", "with", "about", "on", "in", "from"})
 """A dismissal followed by one of these is part of something longer ("out of the 90s", "pass on westerns")."""
+_AT_CLAUSE_END = _phrases("no", "isnt", "arent", "please no", "no please", "none of that", "nope", "nah",
+                          "no way", "not again", "not now")
+"""Dismissals that count only at the end of a clause ("horror no, comedy yes"; not "horror no matter what")."""
+REFUSAL_WORDS = frozenset({
+    "not", "no", "nothing", "none", "never", "nt", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent",
+    "wont", "cant", "couldnt", "wouldnt", "shouldnt", "neither", "nor", "without", "except", "excluding", "exclude",
+    "excluded", "but", "skip", "avoid", "hate", "hates", "minus", "sans", "less", "other", "than", "instead",
+    "rather", "off", "out", "pass", "nah", "nope", "nay", "miss", "bother", "zero", "ugh", "yuck", "ew", "eww",
+    "meh", "ick", "gross", "cringe", "yawn", "bar", "barring", "aside", "apart", "spare", "keep", "hold", "ditch",
+    "drop", "lose", "cut", "leave", "away", "clear", "steer", "over", "done", "enough", "sick", "tired", "fed",
+    "bored", "bores", "boring", "stand", "dislike", "loathe", "allergic", "refuse", "ban", "banned", "forbidden",
+    "anti", "free", "limits", "dealbreaker", "nonstarter", "worst", "hard", "dare", "stop", "quit", "too", "stay",
+    "wait", "dead", "shelf", "beyond", "save", "lay", "sworn", "against", "exclusion",
+})
+"""Words of refusal: an exclusion the tagger read with none of them near it is no exclusion (see the module)."""
 _LIST = frozenset({"and", "or", "nor", "/", "&", "a", "an", "the"})
 _COMPLEMENT = {WANT: NOT, ALT: NOT, IN: NOTIN, LT: GE, LE: GT, GT: LE, GE: LT}
 _LONGEST = max(len(p) for p in (*AFTER, *BEFORE))
@@ -121,7 +146,9 @@ def _after(tokens: list[str], owner: list[int], end: int, limit: int) -> set[int
         t += 1
     for length in range(min(_LONGEST, stop - t), 0, -1):
         phrase = tuple(tokens[t:t + length])
-        if phrase in AFTER and (t + length >= stop or tokens[t + length] not in _AFTER_PHRASE_STOPS):
+        following = tokens[t + length] if t + length < len(tokens) else ""
+        if phrase in AFTER and (following in ("", *_MARKS) or (phrase not in _AT_CLAUSE_END
+                                                               and following not in _AFTER_PHRASE_STOPS)):
             return {owner[k] for k in range(t, t + length)}
     return None
 
@@ -140,3 +167,29 @@ def _before(tokens: list[str], owner: list[int], start: int, limit: int) -> set[
             return None
         return {owner[k] for k in range(first, t)}
     return None
+
+
+def unsupported_exclusions(words: Sequence[str], spans: Sequence[S]) -> list[S]:
+    """``spans`` with each excluded value that has no refusal word (:data:`REFUSAL_WORDS`) near it made wanted:
+    near is between the starts and ends of the spans around it, and a list of exclusions ("no horror, comedy or
+    drama", "romance and action are both off the table") counts as one."""
+    out = list(spans)
+    supported = []
+    for n in range(len(out)):
+        # The words of the spans around it count too (the tagger sometimes labels "is a no" a span of its own).
+        left = out[n - 1].start if n else 0
+        right = out[n + 1].end if n + 1 < len(out) else len(words)
+        supported.append(bool({t for w in words[left:right] for t in normalise(w).split()} & REFUSAL_WORDS))
+    n = 0
+    while n < len(out):
+        if out[n].role != NOT:
+            n += 1
+            continue
+        m = n + 1  # the exclusions listed with it
+        while m < len(out) and out[m].role == NOT and all(
+                normalise(w) in _LIST or w in _MARKS for w in words[out[m - 1].end:out[m].start]):
+            m += 1
+        if not any(supported[n:m]):
+            out[n:m] = [replace(span, role=WANT) for span in out[n:m]]
+        n = m
+    return out

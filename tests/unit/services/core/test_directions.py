@@ -65,6 +65,7 @@ def test_a_negation_turns_the_comparative_round(request_text: str, quantity: str
     ("not from the 80s", "80s"),
     ("a 1985 on video", "1985"),            # "on" is a direction only after "from" / "since"
     ("after 1990 or earlier", "1990"),      # phrases pointing opposite ways: the tagger's role stands
+    ("i'm after the 1930s", "1930s"),       # looking for them
 ])
 def test_no_direction_phrase_leaves_the_role(request_text: str, quantity: str) -> None:
     assert _role(request_text, quantity) is None

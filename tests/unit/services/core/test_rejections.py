@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from services.core.reading import split_words
-from services.core.rejections import rejected_roles
+from services.core.rejections import rejected_roles, unsupported_exclusions
 from services.core.roles import ALT, GE, IN, LT, NOT, NOTIN, WANT
 
 
@@ -55,6 +55,8 @@ def test_a_turn_down_before_a_value_excludes_it(request_text: str) -> None:
     ("a comedy is out of this world", "comedy"),        # "out" runs on
     ("a comedy, not sure which", "comedy"),
     ("horror, comedy or anything", "horror"),
+    ("a western, though please no more detectives", "western"),   # "please no" opens the next clause
+    ("a drama doc - none of that war stuff", "drama"),
 ])
 def test_other_wording_leaves_the_wish(request_text: str, value: str) -> None:
     assert _roles(request_text, (value, WANT)) == [WANT]
@@ -69,3 +71,28 @@ def test_a_quantity_is_excluded_or_complemented_when_directions_set_its_bound() 
     assert _roles("1960: not interested", ("1960", GE)) == [NOTIN]          # the tagger's direction was a guess
     assert _roles("the 80s are a no-go", ("80s", IN)) == [NOTIN]
     assert _roles("before 1960 is a no-go", ("1960", LT), directed=(1,)) == [GE]
+
+
+@pytest.mark.parametrize(("request_text", "value"), [
+    ("a mystery with a bit of romance", "romance"), ("craving space opera tonight", "space opera"),
+])
+def test_an_exclusion_with_no_word_of_refusal_near_it_is_a_wish(request_text: str, value: str) -> None:
+    words = [w.text for w in split_words(request_text)]
+    start = words.index(value.split()[0])
+    assert [s.role for s in unsupported_exclusions(words, [_Span(NOT, start, start + len(value.split()))])] == [WANT]
+
+
+@pytest.mark.parametrize("request_text", [
+    "no horror, comedy or drama", "keep the romance out of it", "musicals make me cringe", "anything but romance",
+])
+def test_an_exclusion_with_a_refusal_near_it_or_in_a_list_stays(request_text: str) -> None:
+    words = [w.text for w in split_words(request_text)]
+    values = [n for n, w in enumerate(words) if w in ("horror", "comedy", "drama", "romance", "musicals")]
+    spans = [_Span(NOT, n, n + 1) for n in values]
+    assert [s.role for s in unsupported_exclusions(words, spans)] == [NOT] * len(spans)
+
+
+def test_a_no_at_the_end_of_a_clause_dismisses() -> None:
+    assert _roles("romance yes, action no. a drama", ("romance", WANT), ("action", WANT), ("drama", WANT)) == [
+        WANT, NOT, WANT]
+    assert _roles("horror no matter what", ("horror", WANT)) == [WANT]
