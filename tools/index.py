@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,27 @@ async def build_sequence_index_async(
                                 popularity=[popularity[item] for _, item in rows], index_type=index_type)
         log.info("sequence index: %d items, %s", len(rows), info.to_json())
     return Path(out_dir)
+
+
+def reindex(directory: Path, index_type: str = AUTO) -> Path:
+    """Rebuild an index folder's FAISS structure from the vectors it stores, calling no model: after a change to how
+    the structure is chosen or its recall measured (``services/core/ann.py``), without encoding the catalog again
+    (a 10^6-item text index takes half an hour to encode on 2 cores). The other files (the intent heads) are kept;
+    the folder is swapped in whole."""
+    import shutil
+
+    from services.core.index import INDEX_FILE, META_FILE, ItemIndex
+
+    directory = Path(directory)
+    old = ItemIndex.load(directory)
+    vectors = old.vectors_for(old.item_ids)
+    built_at = datetime.fromisoformat(old.built_at) if old.built_at else None
+    with atomic_output_dir(directory) as tmp:
+        info = write_item_index(tmp, old.item_ids, vectors, model_version=old.model_version,
+                                model_name=old.model_name, metric=old.metric, popularity=old.popularity,
+                                built_at=built_at, index_type=index_type)
+        for path in directory.iterdir():
+            if path.is_file() and path.name not in (INDEX_FILE, META_FILE):
+                shutil.copy2(path, tmp / path.name)
+        log.info("%s re-indexed: %d items, %s", directory, len(old.item_ids), info.to_json())
+    return directory

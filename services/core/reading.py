@@ -461,24 +461,26 @@ def _unique_references(references: Sequence[Reference]) -> list[Reference]:
     return out
 
 
+_LEAD_INS = NEGATION_CUES | {"like", "similar", "to", "before", "after", "since", "until", "under", "over", "than",
+                             "older", "newer", "in", "made"}
+
+
 def _residual(text: str, words: Sequence[Word], spans: Sequence[Span], cue_words: Iterable[int] = ()) -> str:
     """``text`` without the words of every span but the wanted values, without the negation cues before
     excluded spans and the direction and rejection words (``cue_words``). Cut out of ``text`` (never longer than
     it: what retrieval accepts, the request fitted)."""
-    drop: set[int] = set(cue_words)
+    cues = set(cue_words)
+    drop: set[int] = set()
     for span in spans:
         if span.role in (WANT, ALT):
             continue
         drop.update(range(span.start, span.end))
         if span.role in (NOT, NOTIN, LT, LE, GT, GE, REF):
             n = span.start - 1
-            while n >= 0 and n not in drop and normalise(words[n].text) in NEGATION_CUES | {"like", "similar",
-                                                                                         "to", "before", "after",
-                                                                                         "since", "until", "under",
-                                                                                         "over", "than", "older",
-                                                                                         "newer", "in", "made"}:
+            while n >= 0 and n not in drop and (n in cues or normalise(words[n].text) in _LEAD_INS):
                 drop.add(n)
                 n -= 1
+    drop |= cues
     pieces, position = [], 0
     for n in sorted(drop):
         pieces.append(text[position:words[n].start])

@@ -156,6 +156,22 @@ def synthesize_cmd(
     console.print(f"wrote {counts} to {out_dir}")
 
 
-COMMANDS = {"prepare-data": prepare_data, "build-index": build_index_cmd, "bootstrap": bootstrap_cmd,
-            "synthesize": synthesize_cmd, "add-items": add_items_cmd}
+def reindex_cmd(
+    directories: Annotated[list[Path], typer.Argument(help="Index folders (items.faiss + items.json) to rebuild.")],
+    index_type: Annotated[str, typer.Option(help="FAISS structure: flat, hnsw or auto (as build-index).")] = "auto",
+) -> None:
+    """Rebuild the FAISS structure of existing indexes from the vectors they store, calling no model (after a
+    change to how the structure is chosen or measured). The retrieval service picks rebuilt indexes up by itself."""
+    from services.core.ann import INDEX_TYPES
+    from tools.index import reindex
+
+    if index_type not in INDEX_TYPES:
+        raise typer.BadParameter(f"{index_type!r} is not one of {', '.join(INDEX_TYPES)}", param_hint="--index-type")
+    setup_logging()
+    for directory in directories:
+        console.print(f"re-indexed {reindex(directory, index_type)}")
+
+
+COMMANDS = {"prepare-data": prepare_data, "build-index": build_index_cmd, "reindex": reindex_cmd,
+            "bootstrap": bootstrap_cmd, "synthesize": synthesize_cmd, "add-items": add_items_cmd}
 """The group's commands by their name on the command line."""

@@ -190,11 +190,52 @@ class ReadingSetup:
         return cls(vocabulary, catalog, TitleMatcher(catalog, popularity), banks)
 
 
+ABLATIONS = ("directions", "rejections")
+"""Reading rules ``--without`` can switch off, to measure what each adds (``services/core/directions.py``,
+``services/core/rejections.py``)."""
+
+
+def ablate(rules: Iterable[str]) -> None:
+    """Switch reading rules off in this process (an ablation for measurement; serving always runs them all)."""
+    import services.core.reading as reading
+
+    for rule in rules:
+        if rule == "directions":
+            reading.directed_roles = lambda words, spans: (list(spans), {})
+        elif rule == "rejections":
+            reading.rejected_roles = lambda words, spans, directed=(): (list(spans), set())
+            reading.unsupported_exclusions = lambda words, spans: list(spans)
+        else:
+            raise ValueError(f"unknown rule {rule!r}: one of {ABLATIONS}")
+
+
+def paired(results: dict, banks: dict[str, Sequence[Example]], earlier: dict) -> dict:
+    """Per reader and bank measured in both: the exact-match difference against ``earlier`` (an earlier report's
+    results on the same draws) with its 95 % paired-bootstrap interval."""
+    import numpy as np
+
+    from tools.core.metrics import bootstrap
+
+    out: dict = {}
+    for reader, by_bank in results.items():
+        for bank, scored in by_bank.items():
+            before = earlier.get(reader, {}).get(bank)
+            if before is None:
+                continue
+            texts = [c.text for c in banks[bank]]
+            now_wrong, before_wrong = ({m["request"] for m in s["misread"]} for s in (scored, before))
+            now, then = (np.array([t not in wrong for t in texts], dtype=float) for wrong in (now_wrong, before_wrong))
+            out.setdefault(reader, {})[bank] = {k: round(v, 4) for k, v in bootstrap(now, then).items()}
+    return out
+
+
 def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path = Path("var/data/movielens-100k"),
          out: Path = Path("docs/evaluation/reading"), generated: int = 1000, seed: int = 0,
-         intent_heads: bool = True) -> None:
-    """Measure the request reader (in this process) and today's intent heads on the held-out bank, the
-    training bank (in distribution, for reference) and the hand-written set."""
+         intent_heads: bool = True, without: str = "", paired_with: Path | None = None) -> None:
+    """Measure the request reader (in this process) and today's intent heads on the held-out banks, the
+    training bank (in distribution, for reference) and the hand-written set. ``without``: reading rules to switch
+    off, comma-separated (:data:`ABLATIONS`); ``paired_with``: an earlier report's JSON on the same draws, to
+    compare with (exact-match differences with paired-bootstrap intervals)."""
     import shlex
     import sys
     import time
@@ -204,6 +245,7 @@ def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path
     from tools.core.machine import machine
     from tools.core.request_reader import InProcessReader
 
+    ablate([r for r in without.split(",") if r])
     started = time.time()
     setup = ReadingSetup.of(data_dir, generated, seed)
     tagger = InProcessReader(reader, setup.vocabulary.lexicon, setup.titles, torch.device("cpu"))
@@ -213,8 +255,11 @@ def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path
         readers["today: intent heads (one value per attribute)"] = _intent_heads_reader(data_dir, setup.catalog)
     results = evaluate_readers(readers, setup.banks)
     command = " ".join(["python -m tools.eval.reading", *map(shlex.quote, sys.argv[1:])])
-    meta = {"reader": str(reader), "generated_per_bank": generated, "seed": seed,
+    meta = {"reader": str(reader), "generated_per_bank": generated, "seed": seed, "rules_off": without or "none",
             "seconds": round(time.time() - started, 1), "machine": machine()}
+    if paired_with is not None:
+        meta["paired_with"] = {"report": str(paired_with), "exact_match_difference": paired(
+            results, setup.banks, json.loads(Path(paired_with).read_text())["results"])}
     print(write_reading_report(results, out, command, meta))
 
 

@@ -148,3 +148,21 @@ def test_build_index_sync_entry_point(tmp_path: Path, monkeypatch: pytest.Monkey
     cat_path, train_path, _ = _dataset(tmp_path)
     out = index_tool.build_index(cat_path, train_path, tmp_path / "index", "triton:8001", progress=False)
     assert len(ItemIndex.load(out)) == 12
+
+
+def test_reindex_rebuilds_the_structure_from_the_stored_vectors_and_keeps_the_other_files(tmp_path: Path) -> None:
+    from services.core.index import write_item_index
+
+    rng = np.random.default_rng(3)
+    ids = [f"i{n}" for n in range(300)]
+    vectors = _unit(rng.normal(size=(300, DIM)))
+    out = tmp_path / "index"
+    out.mkdir()
+    write_item_index(out, ids, vectors, model_version="7", popularity=list(range(300)), index_type="flat")
+    (out / INTENT_FILE).write_text("{}")
+    index_tool.reindex(out, "hnsw")
+    rebuilt = ItemIndex.load(out)
+    assert rebuilt.ann_info.type == "hnsw" and rebuilt.ann_info.recall_at_20 >= 0.95
+    assert rebuilt.item_ids == tuple(ids) and rebuilt.model_version == "7" and rebuilt.popularity == tuple(range(300))
+    np.testing.assert_allclose(rebuilt.vectors_for(ids), vectors, atol=1e-5)
+    assert (out / INTENT_FILE).read_text() == "{}"

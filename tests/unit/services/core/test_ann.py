@@ -107,3 +107,20 @@ def test_a_graph_whose_dimension_disagrees_is_refused(tmp_path: Path) -> None:
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(IndexFormatError, match="ivf"):
         ItemIndex.load(tmp_path)
+
+
+def test_recall_counts_a_tie_with_the_kth_as_a_hit() -> None:
+    rows = np.vstack([np.eye(DIM, dtype=np.float32)[:3], np.eye(DIM, dtype=np.float32)[2:3]])  # rows 2 and 3 tie
+    queries = np.eye(DIM, dtype=np.float32)[2:3]
+    index = faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT)
+    index.add(rows)
+    truth = np.array([[2]])
+    other = np.array([[3]])
+    assert ann.recall_at(index, rows, truth, queries, 16) == 1.0 == ann.recall_at(index, rows, other, queries, 16)
+
+
+def test_a_graph_that_cannot_reach_the_floor_is_built_exact() -> None:
+    vectors = np.random.default_rng(4).normal(size=(400, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    _, info = ann.build(vectors, np.zeros(400), ann.HNSW, ann.AnnSettings(m=2, ef_construction=2, min_recall=1.01))
+    assert info.type == ann.FLAT
