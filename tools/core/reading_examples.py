@@ -112,8 +112,13 @@ class Vocabulary:
         by_form: dict[str, list[str]] = {}
         for item in catalog:
             by_form.setdefault(normalise(_natural_title(item.title)), []).append(item.item_id)
-        self.titles = [(item.item_id, _natural_title(item.title)) for item in ranked[:titles]
-                       if len(by_form[normalise(_natural_title(item.title))]) == 1 and len(item.title) > 2]
+        # Among the most popular items, those whose title no other item has; when none is (a catalog of repeated
+        # titles, such as the synthetic shops), the most popular items with a title of their own further down.
+        def own_title(item) -> bool:
+            return len(by_form[normalise(_natural_title(item.title))]) == 1 and len(item.title) > 2
+
+        chosen = [item for item in ranked[:titles] if own_title(item)] or [i for i in ranked if own_title(i)][:titles]
+        self.titles = [(item.item_id, _natural_title(item.title)) for item in chosen]
 
     def value_phrase(self, rng: random.Random, key: tuple[str, ...]) -> str:
         return rng.choice(self.forms[key])
@@ -287,6 +292,8 @@ class Renderer:
                 slots[slot] = (quantity.text, role)
                 quantities.append((attribute, role, quantity))
             elif slot in ("r", "r2"):
+                if not v.titles:
+                    return False  # no title names one item only: no reference can be written
                 item_id, title = rng.choice(v.titles)
                 if item_id in reading["references"]:
                     return False

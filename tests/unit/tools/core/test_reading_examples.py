@@ -111,3 +111,10 @@ def test_the_same_seed_renders_the_same_requests_whatever_the_string_hashing() -
     outputs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outputs) == 1
+
+
+def test_titles_come_from_further_down_when_the_popular_ones_repeat() -> None:
+    catalog = Catalog({n: Item(n, title, 2000, ("Drama",))
+                       for n, title in (("1", "Tent 4"), ("2", "Tent 4"), ("3", "Lamp 7"), ("4", "Boot 2"))})
+    vocabulary = Vocabulary(catalog, {}, popularity={"1": 9, "2": 8, "3": 1}, titles=2)
+    assert vocabulary.titles == [("3", "Lamp 7"), ("4", "Boot 2")]
