@@ -108,11 +108,9 @@ def direction(words: Sequence[str], start: int, end: int, *, left_limit: int = 0
         return Direction(after.role, before.cue + after.cue)
     if after is not None:
         # A negation before the quantity turns a phrase after it round too ("nothing from 1987 or later").
-        m = _skip_back(norm, start, left_limit)
-        while m > left_limit and norm[m - 1] in _BETWEEN:
-            m -= 1
-        if m > left_limit and norm[m - 1] in NEGATIONS:
-            return Direction(_OPPOSITE[after.role], (m - 1, *after.cue))
+        negation = _negation_before(norm, _skip_back(norm, start, left_limit), left_limit)
+        if negation is not None:
+            return Direction(_OPPOSITE[after.role], (negation, *after.cue))
     return after or before
 
 
@@ -125,12 +123,12 @@ def directed_roles(words: Sequence[str], spans: Sequence[S]) -> tuple[list[S], d
     cues: dict[int, tuple[int, ...]] = {}
     for n, span in enumerate(spans):
         if span.role in QUANTITY_ROLES:
-            prev = spans[n - 1] if n else None
-            after = spans[n + 1] if n + 1 < len(spans) else None
-            left = (prev.end if prev is not None else 0) if not _paired(prev, span.start - (prev.end if prev else 0)) \
-                else span.start
-            right = (after.start if after is not None else len(words)) \
-                if not _paired(after, (after.start if after else 0) - span.end) else span.end
+            left = spans[n - 1].end if n else 0
+            right = spans[n + 1].start if n + 1 < len(spans) else len(words)
+            if n and _paired(spans[n - 1], span.start - left):
+                left = span.start
+            if n + 1 < len(spans) and _paired(spans[n + 1], right - span.end):
+                right = span.end
             found = direction(words, span.start, span.end, left_limit=left, right_limit=right)
             if found is not None:
                 cues[span.start] = found.cue
@@ -141,7 +139,8 @@ def directed_roles(words: Sequence[str], spans: Sequence[S]) -> tuple[list[S], d
 
 
 def _paired(other, gap: int) -> bool:
-    return other is not None and other.role in QUANTITY_ROLES and gap <= 2
+    """Whether a neighbouring span is the other end of a range ("from 1980 to 1990")."""
+    return other.role in QUANTITY_ROLES and gap <= 2
 
 
 def _before(norm: Sequence[str], start: int, limit: int) -> Direction | None:
@@ -155,11 +154,9 @@ def _before(norm: Sequence[str], start: int, limit: int) -> Direction | None:
             return None  # "I'm after the 1930s": looking for them
         # A negation before the comparative turns it round ("not before", "no more recent than", "nothing made
         # after"), with a few verbs and nouns allowed between them.
-        m = first
-        while m > limit and norm[m - 1] in _BETWEEN:
-            m -= 1
-        if m > limit and norm[m - 1] in NEGATIONS:
-            return Direction(_OPPOSITE[role], tuple(range(m - 1, n)))
+        negation = _negation_before(norm, first, limit)
+        if negation is not None:
+            return Direction(_OPPOSITE[role], tuple(range(negation, n)))
         return Direction(role, tuple(range(first, n)))
     return None
 
@@ -175,6 +172,14 @@ def _after(norm: Sequence[str], start: int, end: int, limit: int) -> Direction |
             continue
         return Direction(AFTER[phrase], tuple(range(end, end + length)))
     return None
+
+
+def _negation_before(norm: Sequence[str], position: int, limit: int) -> int | None:
+    """The index of a negation before ``position`` with only :data:`_BETWEEN` words after it, or None."""
+    m = position
+    while m > limit and norm[m - 1] in _BETWEEN:
+        m -= 1
+    return m - 1 if m > limit and norm[m - 1] in NEGATIONS else None
 
 
 def _skip_back(norm: Sequence[str], start: int, limit: int) -> int:

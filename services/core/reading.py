@@ -193,12 +193,20 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     """Ground the tagger's spans of ``text`` in the catalog (see the module docstring)."""
     # Each span's text is grounded once per request, whether its role is settled here or below.
     values_of = functools.cache(lexicon.ground_values)
+    quantity_of = functools.cache(lexicon.ground_quantity)
     titles_of = functools.cache(lambda mention: _titles_in(mention, titles)) if titles is not None else None
     texts = [w.text for w in words]
     spans = grounded_roles(words, spans, values_of, titles, titles_of)
+
+    def names_something(span: Span) -> bool:
+        if span.role in VALUE_ROLES:
+            return bool(values_of(span.text))
+        if span.role == REF:
+            return titles_of is not None and bool(titles_of(span.text))
+        return quantity_of(span.text) is not None
+
     # The rules on the words around a span look past spans that name nothing ("zero", "is a no" tagged as spans).
-    empty = [s for s in spans if not (values_of(s.text) if s.role in VALUE_ROLES else titles_of and titles_of(s.text)
-                                      if s.role == REF else lexicon.ground_quantity(s.text))]
+    empty = [s for s in spans if not names_something(s)]
     spans, directions = directed_roles(texts, [s for s in spans if s not in empty])
     spans, rejections = rejected_roles(texts, unsupported_exclusions(texts, spans), directions)
     spans = sorted([*negated_lists(words, spans), *empty], key=lambda s: s.start)
@@ -219,7 +227,7 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
             for attribute, values in by_attribute.items():
                 (excluded if span.role == NOT else wanted).setdefault(attribute, []).append((span, values))
         elif span.role in QUANTITY_ROLES:
-            grounded = lexicon.ground_quantity(span.text)
+            grounded = quantity_of(span.text)
             if grounded is None:
                 unread.append(span.text)
                 continue
