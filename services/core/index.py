@@ -3,15 +3,15 @@
 Pure domain logic (no gRPC, no Triton), shared by the retrieval service (reads) and ``tools/index.py``
 (writes), so the on-disk format is defined in one place:
 
-* ``items.faiss``: a ``faiss.IndexFlatIP``, or from ``ANN_MIN_ITEMS`` items on an ``IndexHNSWFlat`` whose rows
-  carry the popularity prior and a norm-completing column (``services/core/ann.py``); row ``i`` is
-  ``item_ids[i]``.
+* ``items.faiss``: a ``faiss.IndexFlatIP``, or from ``ANN_MIN_ITEMS`` items on an ``IndexHNSWFlat`` (or, where a
+  graph misses the recall floor, a quantized scan ``IndexRefineFlat(IndexPQFastScan)``) whose rows carry the
+  popularity prior and a norm-completing column (``services/core/ann.py``); row ``i`` is ``item_ids[i]``.
 * ``items.json``: ``format_version``, ``item_ids`` (index order), ``model_name`` and ``model_version`` (the
   Triton model and version that produced the vectors; a query vector must come from the same pair),
   ``metric`` (``cosine``: vectors L2-normalised, the text encoder; ``dot``: raw inner products, the sequence
   model's logits), ``dim``, ``num_items``, ``popularity`` (training interaction count per item, aligned with
   ``item_ids``), ``built_at`` (ISO 8601, UTC); format 3 adds ``index`` (type, efSearch, recall@20 against exact
-  search; written only for an HNSW index, so a flat one is still format 2). Format 1 (text encoder only,
+  search; written only for an HNSW or quantized index, so a flat one is still format 2). Format 1 (text encoder only,
   ``text_encoder_version``) is still read.
 """
 
@@ -252,6 +252,8 @@ class ItemIndex:
         graph = meta.ann_info.type == ann.HNSW
         if index.metric_type != (faiss.METRIC_L2 if graph else faiss.METRIC_INNER_PRODUCT):
             problems.append(f"the FAISS index does not use {'L2 (a graph index)' if graph else 'inner product'}")
+        if (meta.ann_info.type == ann.PQ) != isinstance(index, faiss.IndexRefine):
+            problems.append(f"the FAISS index is a {type(index).__name__}, the metadata says {meta.ann_info.type}")
         if index.d != meta.dim + meta.ann_info.extra_columns:
             problems.append(f"FAISS dim {index.d} != dim {meta.dim} ({meta.ann_info.type})")
         if not index.ntotal == len(meta.item_ids) == num_items:
@@ -390,8 +392,8 @@ class ItemIndex:
         excluded = {i for i in exclude if i in self._position}
         fetch = min(k + len(excluded), len(self))
         index = self._index
-        if self._meta.ann_info.type == ann.HNSW:
-            scores, positions = ann.search_graph(index, self._meta.ann_info, q, popularity_weight, fetch)
+        if self._meta.ann_info.type != ann.FLAT:
+            scores, positions = ann.search_rows(index, self._meta.ann_info, q, popularity_weight, fetch)
             scores, positions = scores[None, :], positions[None, :]
         else:
             if popularity_weight > 0:

@@ -158,7 +158,7 @@ def synthesize_cmd(
 
 def reindex_cmd(
     directories: Annotated[list[Path], typer.Argument(help="Index folders (items.faiss + items.json) to rebuild.")],
-    index_type: Annotated[str, typer.Option(help="FAISS structure: flat, hnsw or auto (as build-index).")] = "auto",
+    index_type: Annotated[str, typer.Option(help="FAISS structure: flat, hnsw, pq or auto (as build-index).")] = "auto",
 ) -> None:
     """Rebuild the FAISS structure of existing indexes from the vectors they store, calling no model (after a
     change to how the structure is chosen or measured). The retrieval service picks rebuilt indexes up by itself."""

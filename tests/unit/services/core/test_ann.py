@@ -116,11 +116,56 @@ def test_recall_counts_a_tie_with_the_kth_as_a_hit() -> None:
     index.add(rows)
     truth = np.array([[2]])
     other = np.array([[3]])
-    assert ann.recall_at(index, rows, truth, queries, 16) == 1.0 == ann.recall_at(index, rows, other, queries, 16)
+    info = ann.AnnInfo(ann.HNSW, 16)
+    assert ann.recall_at(index, rows, truth, queries, info) == 1.0 == ann.recall_at(index, rows, other, queries, info)
 
 
-def test_a_graph_that_cannot_reach_the_floor_is_built_exact() -> None:
+def test_an_index_that_cannot_reach_the_floor_is_built_exact() -> None:
     vectors = np.random.default_rng(4).normal(size=(400, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     _, info = ann.build(vectors, np.zeros(400), ann.HNSW, ann.AnnSettings(m=2, ef_construction=2, min_recall=1.01))
     assert info.type == ann.FLAT
+
+
+def test_a_graph_below_the_floor_becomes_a_quantized_scan_that_reaches_it(tmp_path: Path) -> None:
+    # Unstructured vectors (random, as an under-trained sequence model's) and a starved graph: HNSW misses the
+    # floor, the quantized scan re-scores enough candidates to pass it.
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(4_000, DIM)).astype(np.float32)
+    settings = ann.AnnSettings(m=2, ef_construction=4)
+    index, info = ann.build(vectors, np.zeros(4_000), ann.HNSW, settings)
+    assert info.type == ann.PQ and info.recall_at_20 >= settings.min_recall and info.k_factor in ann.K_FACTOR_STEPS
+    assert isinstance(index, faiss.IndexRefine)
+
+
+def test_a_quantized_scan_answers_like_exact_search_with_exact_scores(tmp_path: Path) -> None:
+    info, ids, vectors, counts = _write(tmp_path, 3_000, index_type=ann.PQ, metric=DOT, seed=7)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert meta["index"]["type"] == "pq" and meta["index"]["k_factor"] == info.k_factor
+    index = ItemIndex.load(tmp_path)
+    assert index.ann_info == info and info.recall_at_20 >= 0.97
+    np.testing.assert_allclose(index.vectors_for(ids[:5]), vectors[:5], atol=1e-6)
+    rng = np.random.default_rng(8)
+    prior = np.log1p(np.asarray(counts, dtype=np.float32))
+    hits = total = 0
+    for weight in (0.0, 0.05):
+        for q in rng.normal(size=(30, DIM)).astype(np.float32):
+            exclude = set(ids[:40])
+            exact = vectors @ q + weight * prior
+            truth = [ids[n] for n in np.argsort(-exact) if ids[n] not in exclude][:20]
+            got = index.search(q, 20, exclude, popularity_weight=weight)
+            assert len(got) == 20 and not exclude & {i for i, _ in got}
+            for item, score in got:
+                assert score == pytest.approx(float(exact[ids.index(item)]), abs=1e-4)
+            hits += len(set(truth) & {i for i, _ in got})
+            total += 20
+    assert hits / total >= 0.95
+
+
+def test_a_quantized_index_whose_metadata_says_otherwise_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, 1_200, index_type=ann.PQ)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["index"]["type"] = "hnsw"
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(IndexFormatError, match="L2"):
+        ItemIndex.load(tmp_path)
