@@ -133,8 +133,7 @@ async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurr
     removed, of ``requests`` sent by ``concurrency`` callers."""
     wall: list[float] = []
     stages: dict[str, list[float]] = {}
-    removed: list[float] = []
-    removed_by_filters: dict[bytes, float] = {}  # requests repeat their filter sets: each is counted once
+    applied: list[list[common_pb2.AttributeFilter]] = []
     read = 0
     order = iter(enumerate(requests))
     async with open_tool_channel(gateway) as channel:
@@ -148,15 +147,16 @@ async def measure(gateway: str, requests: Sequence[pb.RecommendRequest], concurr
                 if n >= WARM_UP:
                     wall.append((time.perf_counter() - started) * 1e3)
                     read += any(f.source == "query" for f in response.applied_filters)
-                    if catalog is not None:
-                        removed.append(_removed_share(catalog, [f.filter for f in response.applied_filters
-                                                                if f.source == "query"], removed_by_filters))
+                    if catalog is not None:  # counted after the clock stops: it scans the catalog
+                        applied.append([f.filter for f in response.applied_filters if f.source == "query"])
                     for s in response.stage_timings:
                         stages.setdefault(s.stage, []).append(s.duration_ms)
 
         started = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+    removed_by_filters: dict[bytes, float] = {}  # requests repeat their filter sets: each is counted once
+    removed = [_removed_share(catalog, filters, removed_by_filters) for filters in applied] if catalog else []
     return {"p50_ms": round(statistics.median(wall), 1), "p99_ms": round(_quantile(wall, 0.99), 1),
             "answers_per_s": round(len(requests) / elapsed, 1), "read_share": round(read / max(len(wall), 1), 3),
             **({"removed_share_p50": round(statistics.median(removed), 3)} if removed else {}),
