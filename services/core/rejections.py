@@ -46,7 +46,10 @@ AFTER = _phrases(
     "a non starter", "a nonstarter", "not happening", "not in the mood", "not feeling it", "not for us",
     "not for tonight", "nah", "not so much", "dont bother", "do not bother", "isnt my thing", "arent my thing",
     "isnt for me", "arent for me", "a big fat no", "a miss", "bores me", "bore me", "none of that", "isnt", "arent",
-    "no",
+    "no", "bores me to tears", "bore me to tears", "leaves me cold", "leave me cold", "i can do without",
+    "i could do without", "can do without", "could do without", "i could never sit through", "i can never sit through",
+    "i cant sit through", "could never sit through", "cant sit through", "neither appeals", "neither appeal",
+    "doesnt do it for me", "dont do it for me", "does nothing for me", "do nothing for me",
 )
 """Dismissals that follow what they dismiss, after "is"/"are", a colon, a dash or a question mark."""
 

@@ -168,6 +168,7 @@ class ReadingSetup:
         from tools.core.reading_examples import Renderer, generate, load_vocabulary
         from tools.eval.reading_bank import EVALUATION_BANK, SECOND_EVALUATION_BANK
         from tools.eval.reading_bank_blind import THIRD_EVALUATION_BANK
+        from tools.eval.reading_bank_fifth import FIFTH_EVALUATION_BANK
         from tools.eval.reading_bank_fourth import FOURTH_EVALUATION_BANK
         from tools.train.reader_examples import TRAINING_BANK
 
@@ -183,6 +184,8 @@ class ReadingSetup:
                 Renderer(vocabulary, THIRD_EVALUATION_BANK, "eval"), generated, seed),
             "fourth held-out bank (written blind, before the rejection rule was measured on it)": generate(
                 Renderer(vocabulary, FOURTH_EVALUATION_BANK, "eval"), generated, seed),
+            "fifth held-out bank (written blind; 0.898 blind, before the dismissals its misses showed were listed)": generate(
+                Renderer(vocabulary, FIFTH_EVALUATION_BANK, "eval"), generated, seed),
             "hand-written set": handwritten_cases(),
             "training bank (in distribution, fresh draw)": generate(
                 Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),

@@ -36,6 +36,10 @@ def _roles(request: str, *marked: tuple[str, str], directed: tuple[int, ...] = (
     ("cartoons - not tonight", "cartoons"),
     ("westerns? I'll pass", "westerns"), ("horror is off the table for me", "horror"), ("horror, hard pass", "horror"),
     ("horror is really not my thing", "horror"),
+    # Wording of the fifth blind bank (added after it was measured blind).
+    ("war films leave me cold", "war"), ("slasher i can do without ty", "slasher"),
+    ("kids i could never sit through", "kids"), ("whodunnit really doesn't do it for me", "whodunnit"),
+    ("musicals bores me to tears", "musicals"),
 ])
 def test_a_dismissal_after_a_value_excludes_it(request_text: str, value: str) -> None:
     assert _roles(request_text, (value, WANT)) == [NOT]
@@ -57,6 +61,8 @@ def test_a_turn_down_before_a_value_excludes_it(request_text: str) -> None:
     ("horror, comedy or anything", "horror"),
     ("a western, though please no more detectives", "western"),   # "please no" opens the next clause
     ("a drama doc - none of that war stuff", "drama"),
+    ("a comedy i can watch without crying", "comedy"),
+    ("a thriller that never leaves me cold", "thriller"),
 ])
 def test_other_wording_leaves_the_wish(request_text: str, value: str) -> None:
     assert _roles(request_text, (value, WANT)) == [WANT]

@@ -12,6 +12,7 @@ from tools.core.reading_examples import Renderer, Vocabulary, combination_split,
 from tools.eval.reading import canonical, reading_dict
 from tools.eval.reading_bank import EVALUATION_BANK, SECOND_EVALUATION_BANK
 from tools.eval.reading_bank_blind import THIRD_EVALUATION_BANK
+from tools.eval.reading_bank_fifth import FIFTH_EVALUATION_BANK
 from tools.eval.reading_bank_fourth import FOURTH_EVALUATION_BANK
 from tools.train.reader_examples import TRAINING_BANK
 
@@ -29,7 +30,8 @@ def test_banks_share_no_clause_filler_or_mood() -> None:
         return ({c.text for c in bank.clauses}, {*bank.prefixes, *bank.suffixes, *bank.joiners, *bank.breaks} - {""},
                 set(bank.moods))
 
-    for bank in (EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK, FOURTH_EVALUATION_BANK):
+    for bank in (EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK, FOURTH_EVALUATION_BANK,
+                 FIFTH_EVALUATION_BANK):
         for train, held_out in zip(texts(TRAINING_BANK), texts(bank)):
             assert not train & held_out, train & held_out
         assert {c.construct for c in bank.clauses} == {c.construct for c in TRAINING_BANK.clauses} == {
@@ -72,7 +74,7 @@ def grounding_agreement(bank, count: int = 400) -> float:
 
 def test_every_word_is_labelled_and_the_right_labels_ground_to_the_expected_reading() -> None:
     for bank in (TRAINING_BANK, EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK,
-                 FOURTH_EVALUATION_BANK):
+                 FOURTH_EVALUATION_BANK, FIFTH_EVALUATION_BANK):
         assert grounding_agreement(bank) >= 0.98
 
 
