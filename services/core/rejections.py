@@ -82,6 +82,9 @@ _AFTER_PHRASE_STOPS = frozenset({"to", "of", "than", "with", "about", "on", "in"
 _AT_CLAUSE_END = _phrases("no", "isnt", "arent", "please no", "no please", "none of that", "nope", "nah",
                           "no way", "not again", "not now")
 """Dismissals that count only at the end of a clause ("horror no, comedy yes"; not "horror no matter what")."""
+_TAILS = _phrases("thanks", "thank you", "thx", "ty", "ta", "pls", "plz", "please", "cheers", "lol", "x", "xx",
+                  "if you can", "if possible", "much appreciated", "for now", "tonight", "today")
+"""Polite or casual tails that may follow a dismissal at the end of its clause ("animation - nope, if you can")."""
 REFUSAL_WORDS = frozenset({
     "not", "no", "nothing", "none", "never", "nt", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent",
     "wont", "cant", "couldnt", "wouldnt", "shouldnt", "neither", "nor", "without", "except", "excluding", "exclude",
@@ -150,10 +153,21 @@ def _after(tokens: list[str], owner: list[int], end: int, limit: int) -> set[int
     for length in range(min(_LONGEST, stop - t), 0, -1):
         phrase = tuple(tokens[t:t + length])
         following = tokens[t + length] if t + length < len(tokens) else ""
-        if phrase in AFTER and (following in ("", *_MARKS) or (phrase not in _AT_CLAUSE_END
-                                                               and following not in _AFTER_PHRASE_STOPS)):
+        if phrase in AFTER and (_clause_ends(tokens, t + length) or (phrase not in _AT_CLAUSE_END
+                                                                     and following not in _AFTER_PHRASE_STOPS)):
             return {owner[k] for k in range(t, t + length)}
     return None
+
+
+def _clause_ends(tokens: Sequence[str], position: int) -> bool:
+    """Whether the clause ends at ``position``: the end, a mark, or a polite tail (:data:`_TAILS`) then one of those."""
+    if position >= len(tokens) or tokens[position] in _MARKS:
+        return True
+    for tail in _TAILS:
+        end = position + len(tail)
+        if tuple(tokens[position:end]) == tail and (end >= len(tokens) or tokens[end] in _MARKS):
+            return True
+    return False
 
 
 def _before(tokens: list[str], owner: list[int], start: int, limit: int) -> set[int] | None:

@@ -40,6 +40,7 @@ def _roles(request: str, *marked: tuple[str, str], directed: tuple[int, ...] = (
     ("war films leave me cold", "war"), ("slasher i can do without ty", "slasher"),
     ("kids i could never sit through", "kids"), ("whodunnit really doesn't do it for me", "whodunnit"),
     ("musicals bores me to tears", "musicals"),
+    ("animation - nope if you can", "animation"), ("cowboy - nope thanks!", "cowboy"),
 ])
 def test_a_dismissal_after_a_value_excludes_it(request_text: str, value: str) -> None:
     assert _roles(request_text, (value, WANT)) == [NOT]
@@ -63,6 +64,7 @@ def test_a_turn_down_before_a_value_excludes_it(request_text: str) -> None:
     ("a drama doc - none of that war stuff", "drama"),
     ("a comedy i can watch without crying", "comedy"),
     ("a thriller that never leaves me cold", "thriller"),
+    ("horror no matter what, thanks", "horror"),
 ])
 def test_other_wording_leaves_the_wish(request_text: str, value: str) -> None:
     assert _roles(request_text, (value, WANT)) == [WANT]
