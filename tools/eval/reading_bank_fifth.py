@@ -1,11 +1,11 @@
 """A fifth held-out evaluation bank for the request reader, written blind.
 
-Its templates were written from general knowledge of how people phrase movie requests in English, without
-reading the reading rules, the other banks or the training families (by a helper, 2026-12-06, seventh session),
-so that it measures the served reader on wording nobody tuned it to; the 20 clauses and 5 fillers it happened to
-share with the training bank or the other banks were then removed, before the reader was run on it. It leans on everyday registers (chatty,
-terse search-box, texting shorthand, polite, grumpy, British, non-native) and on exclusion cues that avoid the
-stock phrasings, with time bounds spread over every role in both common and less common wordings.
+Its templates were written from general knowledge of how people phrase movie requests in English, without reading
+the reading rules, the other banks or the training families (by a helper, 2026-12-06, seventh session), so that it
+measures the served reader on wording nobody tuned it to; the 20 clauses and 5 fillers it happened to share with the
+training bank or the other banks were then removed, before the reader was run on it. It leans on everyday registers
+(chatty, terse search-box, texting shorthand, polite, grumpy, British, non-native) and on exclusion cues that avoid
+the stock phrasings, with time bounds spread over every role in both common and less common wordings.
 
 Rendered by :mod:`tools.core.reading_examples` (slots and roles are documented there).
 """

@@ -52,7 +52,8 @@ def allowed_masks(scores, seed: int) -> tuple[np.ndarray, np.ndarray]:
     allowed = np.zeros((len(scores.samples), len(ids)), dtype=bool)
     usable = np.zeros(len(scores.samples), dtype=bool)
     for row, sample in enumerate(scores.samples):
-        built = compositional_request(catalog, Counter(), catalog[sample.target], random.Random(f"{seed}:{sample.user_id}"))
+        built = compositional_request(catalog, Counter(), catalog[sample.target],
+                                      random.Random(f"{seed}:{sample.user_id}"))
         if built is None:
             continue
         filters = constraint_filters(built[1])
@@ -138,8 +139,9 @@ def main(
         rows.append({"text": text, "popularity": pop, "intent": intent, "NDCG@10": float(base.mean() + gain.mean()),
                      "gain over sequence alone": float(gain.mean()),
                      "stderr": float(gain.std(ddof=1) / np.sqrt(len(gain)))})
-    record = {"split": split, "command": f"python -m tools.lab.filtered_fusion --queries {queries} --split {split}"
-                                        + (f" --item-item {item_item}" if item_item else "") + f" --out {out}", "users": int(usable.sum()),
+    command = (f"python -m tools.lab.filtered_fusion --queries {queries} --split {split}"
+               + (f" --item-item {item_item}" if item_item else "") + f" --out {out}")
+    record = {"split": split, "command": command, "users": int(usable.sum()),
               "median allowed items": int(np.median(allowed[usable].sum(axis=1))),
               "reference": {}, "top": sorted(rows, key=lambda r: -r["NDCG@10"])[:15]}
     for name, w in reference.items():
