@@ -6,8 +6,9 @@ product), whose search cost grows with log(N) instead of N, and which needs no t
 Where a graph cannot reach the recall floor, the index is a quantized scan (``pq``): every item is still
 scored, but from 4-bit product-quantization codes with FAISS's SIMD fast scan (``IndexPQFastScan``, one
 sub-quantizer per dimension or two), and the best ``k_factor * k`` are re-scored exactly from the stored
-rows (``IndexRefineFlat``). It reads half a byte per dimension instead of four: on 10^6 x 66 rows of a
-sequence model trained one epoch 3.5 ms instead of 31 ms for the exact scan, at recall@20 0.99 (k_factor 10).
+rows (``IndexRefineFlat``). It reads half a byte per dimension instead of four: on 10^6 x 64 vectors of a
+sequence model trained one epoch 3.2 ms instead of 31 ms for the exact scan, at recall@20 0.99 (k_factor 10;
+``python -m tools.bench.ann_structures``, docs/performance/ann-structures.md).
 
 An HNSW index stores each vector with two more columns, so that the search with a popularity prior
 ``q . v_i + w * log(1 + count_i)`` is one nearest-neighbour search and no second, prior-carrying copy of

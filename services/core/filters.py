@@ -200,7 +200,7 @@ class CatalogAttributes:
                           for name, by_value in postings.items()}
         self._numbers = sorted_numbers
         self._cache: dict[AttributeFilter, np.ndarray] = {}
-        self._cached_ids = 0
+        self._cached_positions = 0
 
     @property
     def catalog(self) -> Catalog:
@@ -227,11 +227,6 @@ class CatalogAttributes:
         """The distinct values of ``attribute`` in the catalog, sorted."""
         return sorted(self._postings.get(attribute, {}))
 
-    def meeting(self, f: AttributeFilter) -> frozenset[str]:
-        """The ids of the catalog items that meet ``f``'s condition (its mode ignored)."""
-        ids = self._ids
-        return frozenset([ids[n] for n in self._positions(f).tolist()])
-
     def _positions(self, f: AttributeFilter) -> np.ndarray:
         """Catalog positions of the items that meet ``f``'s condition; cached per condition (a bounded cache:
         :data:`_CACHE_ENTRIES` conditions and :data:`_CACHE_CATALOGS` catalogs' worth of positions in all)."""
@@ -253,32 +248,28 @@ class CatalogAttributes:
                 found = functools.reduce(np.intersect1d, sorted(arrays, key=len))
             else:
                 found = arrays[0] if len(arrays) == 1 else np.unique(np.concatenate(arrays))
-        if len(self._cache) >= _CACHE_ENTRIES or self._cached_ids + len(found) > _CACHE_CATALOGS * len(self._ids):
+        if len(self._cache) >= _CACHE_ENTRIES or self._cached_positions + len(found) > _CACHE_CATALOGS * len(self._ids):
             self._cache.clear()
-            self._cached_ids = 0
+            self._cached_positions = 0
         self._cache[key] = found
-        self._cached_ids += len(found)
+        self._cached_positions += len(found)
         return found
 
     def eligible(self, filters: Sequence[AttributeFilter]) -> Eligible | None:
         """The catalog items every filter allows; None when there are no filters (every item).
 
         A mask over catalog positions, not a set of ids: a filter that excludes half of a million items costs
-        one array assignment (about a millisecond), where set arithmetic on ids took 100-300 ms."""
+        one array assignment instead of set arithmetic on 500,000 ids."""
         if not filters:
             return None
-        includes = [self._positions(f) for f in filters if not f.exclude]
-        mask = np.ones(len(self._ids), dtype=bool) if not includes else np.zeros(len(self._ids), dtype=bool)
-        if includes:
-            smallest, *others = sorted(includes, key=len)
-            mask[smallest] = True
-            for positions in others:
-                keep = np.zeros_like(mask)
-                keep[positions] = True
-                mask &= keep
+        mask = np.ones(len(self._ids), dtype=bool)
         for f in filters:
             if f.exclude:
                 mask[self._positions(f)] = False
+            else:
+                meets = np.zeros_like(mask)
+                meets[self._positions(f)] = True
+                mask &= meets
         return Eligible(mask, self._ids, self._order)
 
     def validate_filters(self, filters: Sequence[AttributeFilter], limits: FilterLimits,

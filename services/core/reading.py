@@ -199,11 +199,9 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     spans = grounded_roles(words, spans, values_of, titles, titles_of)
 
     def names_something(span: Span) -> bool:
-        if span.role in VALUE_ROLES:
-            return bool(values_of(span.text))
         if span.role == REF:
             return titles_of is not None and bool(titles_of(span.text))
-        return quantity_of(span.text) is not None
+        return bool(values_of(span.text)) if span.role in VALUE_ROLES else quantity_of(span.text) is not None
 
     # The rules on the words around a span look past spans that name nothing ("zero", "is a no" tagged as spans).
     empty = [s for s in spans if not names_something(s)]
@@ -253,10 +251,8 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     unread += contradicted
     filters = [*_value_filters(wanted, words, occupied, exclude=False),
                *_value_filters(excluded, words, occupied, exclude=True), *range_filters]
-    unread_spans = [span for span in spans if span.text in unread]
-    grounded = [span for span in spans if span not in unread_spans]
-    return Reading(tuple(filters), tuple(_unique_references(references)),
-                   _residual(text, words, grounded, cue_words),
+    grounded = [span for span in spans if span.text not in unread]
+    return Reading(tuple(filters), tuple(_unique_references(references)), _residual(text, words, grounded, cue_words),
                    tuple(unread), reader_version)
 
 

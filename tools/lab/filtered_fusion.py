@@ -32,59 +32,53 @@ import typer
 
 from services.core.fusion import SERVED_RETRIEVAL_FUSION, SourceWeights
 from tools.eval.following import compositional_request, constraint_filters, meets
+from tools.train.examples import load_training_data, validation_samples
 from tools.train.retrieval_fusion import (
     INTENT_GRID,
     POPULARITY_GRID,
     TEXT_GRID,
     RetrievalFitConfig,
     _per_user_ndcg,
+    training_queries,
     validation_scores,
 )
 
 log = logging.getLogger(__name__)
 
 
-def allowed_masks(scores, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each validation row's allowed items (protocol 7's filters built from the validation item), and which rows
-    have a request at all."""
-    catalog = scores.scorer_catalog
-    ids = scores.ids
-    allowed = np.zeros((len(scores.samples), len(ids)), dtype=bool)
-    usable = np.zeros(len(scores.samples), dtype=bool)
-    for row, sample in enumerate(scores.samples):
-        built = compositional_request(catalog, Counter(), catalog[sample.target],
-                                      random.Random(f"{seed}:{sample.user_id}"))
-        if built is None:
-            continue
-        filters = constraint_filters(built[1])
-        allowed[row] = [meets(catalog[i], filters) for i in ids]
-        usable[row] = True
+def _request(catalog, sample, seed: int) -> tuple[str, dict] | None:
+    """Protocol 7's request for a case (its text and exact reading), built from the case's target as protocol 7
+    builds it from a test item."""
+    return compositional_request(catalog, Counter(), catalog[sample.target], random.Random(f"{seed}:{sample.user_id}"))
+
+
+def allowed_masks(catalog, ids: list[str], samples, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's allowed items (protocol 7's filters built from its target), and which rows have a request."""
+    allowed = np.zeros((len(samples), len(ids)), dtype=bool)
+    usable = np.zeros(len(samples), dtype=bool)
+    for row, sample in enumerate(samples):
+        built = _request(catalog, sample, seed)
+        if built is not None:
+            filters = constraint_filters(built[1])
+            allowed[row] = [meets(catalog[i], filters) for i in ids]
+            usable[row] = True
     return allowed, usable
 
 
 def protocol7_scores(data_dir: Path, encoder: Path, sequence: Path, seed: int, queries: str, split: str):
     """The validation (or test) scores of every source with protocol 7's requests (or the teacher's), each row's
     allowed items and which rows have a request."""
-    from tools.train import retrieval_fusion
 
-    if queries == "protocol7":
-        def protocol7_queries(catalog, samples, seed_):
-            texts = []
-            for sample in samples:
-                built = compositional_request(catalog, Counter(), catalog[sample.target],
-                                              random.Random(f"{seed}:{sample.user_id}"))
-                texts.append(built[0] if built else "")
-            return texts, ["specific"] * len(texts), texts  # wordings in no fold: the served heads read them
+    def protocol7_queries(catalog, samples, _seed):
+        texts = [(_request(catalog, sample, seed) or ("",))[0] for sample in samples]
+        return texts, ["specific"] * len(texts), texts  # wordings in no fold: the served heads read them
 
-        retrieval_fusion.training_queries = protocol7_queries  # this experiment's queries, in this process only
-    if split == "test":
-        retrieval_fusion.validation_samples = lambda data, count: list(data.split.test_cases)
-    scores = validation_scores(RetrievalFitConfig(data_dir, encoder, sequence, situations=("with_query",)))
-    from tools.train.examples import load_training_data
-
+    scores = validation_scores(
+        RetrievalFitConfig(data_dir, encoder, sequence, situations=("with_query",)),
+        samples_of=(lambda data, count: list(data.split.test_cases)) if split == "test" else validation_samples,
+        queries_of=protocol7_queries if queries == "protocol7" else training_queries)
     data = load_training_data(data_dir)
-    scores.scorer_catalog = data.catalog
-    allowed, usable = allowed_masks(scores, seed)
+    allowed, usable = allowed_masks(data.catalog, scores.ids, scores.samples, seed)
     log.info("%d of %d %s users have a request; median allowed items %d", usable.sum(), len(usable), split,
              int(np.median(allowed[usable].sum(axis=1))))
     return scores, allowed, usable, data

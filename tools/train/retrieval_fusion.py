@@ -180,8 +180,12 @@ def cross_fitted_intent(catalog, ids: list[str], query_vectors: np.ndarray, word
                  "min_confidence": INTENT_MIN_CONFIDENCE}
 
 
-def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
-    """Score the whole catalog with each source for the validation users, as the retrieval service would."""
+def validation_scores(config: RetrievalFitConfig, *, samples_of=validation_samples,
+                      queries_of=training_queries) -> ValidationScores:
+    """Score the whole catalog with each source for the validation users, as the retrieval service would.
+
+    ``samples_of(data, users)`` and ``queries_of(catalog, samples, seed)`` choose the cases and their queries (the
+    fit's: validation cases and the training bank; an experiment may pass others, e.g. ``tools/lab``)."""
     from tools.core.text_encoder import encode, load_encoder
 
     if config.threads:
@@ -189,7 +193,7 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
     device = torch.device("cpu")
     data = load_training_data(config.data_dir)
     catalog = data.catalog
-    samples = validation_samples(data, config.validation_users)
+    samples = samples_of(data, config.validation_users)
     ids = list(catalog.items)
     position = {item: n for n, item in enumerate(ids)}
     targets = np.array([position[s.target] for s in samples])
@@ -200,7 +204,7 @@ def validation_scores(config: RetrievalFitConfig) -> ValidationScores:
     encoder, tokenizer = load_encoder(config.encoder, device)
     pooled = mean_pooled_encoder(encoder)
     recent = [[catalog[i] for i in s.history[-RECENT_HISTORY_ITEMS:]] for s in samples]
-    queries, kinds, wordings = training_queries(catalog, samples, config.seed)
+    queries, kinds, wordings = queries_of(catalog, samples, config.seed)
     with torch.no_grad():
         item_text_vectors = encode(pooled, tokenizer, [item_text(catalog[i]) for i in ids], device).numpy()
         texts = {

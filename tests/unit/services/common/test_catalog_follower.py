@@ -31,7 +31,7 @@ def test_added_items_join_the_catalog_in_place_and_listeners_hear(tmp_path: Path
     _write(path, [*ITEMS, new], 2)
     assert [i.item_id for i in follower.check()] == ["3"]
     assert "3" in catalog and heard == [["3"]] and list(catalog.items) == ["1", "2", "3"]
-    assert attributes.meeting(AttributeFilter("genres", values=("Crime",))) == {"1", "3"}
+    assert attributes.eligible([AttributeFilter("genres", values=("Crime",))]) == {"1", "3"}
     assert follower.check() == []
 
 

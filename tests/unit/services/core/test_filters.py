@@ -183,8 +183,8 @@ def test_the_condition_cache_is_bounded_by_the_positions_it_holds(monkeypatch) -
                   AttributeFilter.between("year", 1898, 2100)]
     for f in everything:
         assert len(attributes.eligible([f])) == 40
-    assert attributes._cached_ids <= 2 * 40 and len(attributes._cache) <= 2
-    assert attributes.meeting(everything[0]) == attributes.all_items  # recomputed after the clear, the same
+    assert attributes._cached_positions <= 2 * 40 and len(attributes._cache) <= 2
+    assert attributes.eligible([everything[0]]) == attributes.all_items  # recomputed after the clear, the same
 
 
 def test_a_catalog_shares_repeated_attribute_values_between_items(tmp_path: Path) -> None:
