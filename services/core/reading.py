@@ -16,6 +16,8 @@ grounding them in the catalog, with nothing about movies in the code:
 * wording the tagger reads as a wish although it turns the value down ("horror is a no-go", "not in the mood for
   musicals") makes it an exclusion, and an exclusion with no word of refusal near it ("a mystery with a bit of
   romance") a wish (:mod:`services.core.rejections`);
+* wanted values of one attribute are "any of" where the words between them offer alternatives ("or", "failing
+  that", "could be ..., could be ...") and "all of" otherwise (:mod:`services.core.alternatives`);
 * reference spans are titles, matched by fuzzy title match (:class:`TitleMatcher`, rapidfuzz), the ambiguity
   resolved by popularity and reported;
 * what is left (mood, tone) is the residual text, which still goes to the text encoder.
@@ -31,6 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from services.core.alternatives import or_clusters
 from services.core.directions import directed_roles
 from services.core.filters import ALL, ANY, RANGE, AttributeFilter
 from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise, without_article
@@ -52,10 +55,6 @@ from services.core.roles import (  # noqa: F401 (the roles are part of this modu
     WORD_LABELS,
 )
 
-# Words that join alternatives: wanted values of one attribute with one of these between them are "any of".
-ALTERNATIVE_WORDS = frozenset({"or", "/"})
-# Words that separate two groups of alternatives ("a comedy or a drama, and a western or a war film").
-GROUP_BREAK_WORDS = frozenset({"and", ";", "but", "also", "plus"})
 # Words that announce an exclusion; dropped from the residual text with the excluded span they introduce.
 NEGATION_CUES = frozenset({"not", "no", "nothing", "without", "except", "excluding", "but", "other", "than",
                            "anything", "skip", "avoid", "never", "none", "non", "n't", "dont", "don't", "hate",
@@ -284,7 +283,8 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], values_of: Call
     * a value span (wanted, alternative, excluded) that names no value but exactly a title is a reference ("think
       Manhattan or The Client" tagged as alternatives); an excluded one only when no negation cue stands right
       before it ("close to Pulp Fiction", never "anything but Titanic", which stays unread);
-    * a reference span that names no title but values is a wanted value ("part cowboys, part crime").
+    * a reference span that names no title but values is a wanted value ("part cowboys, part crime"), cut to the
+      words that name them.
 
     The tagger's roles stay wherever they ground, so this only changes spans that would otherwise be unread.
     ``values_of`` / ``titles_of``: the span text's values and titles (the lexicon's and :func:`_titles_in`)."""
@@ -298,9 +298,22 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], values_of: Call
             if matches and _names_a_title(span.text, matches[0]) and (span.role != NOT or not negated):
                 span = replace(span, role=REF)
         elif span.role == REF and values_of(span.text) and not titles_of(span.text):
-            span = replace(span, role=NOT if negated else WANT)
+            span = _value_words(words, replace(span, role=NOT if negated else WANT), values_of)
         out.append(span)
     return out
+
+
+def _value_words(words: Sequence[Word], span: Span, values_of: Callable[[str], list[tuple[str, str]]]) -> Span:
+    """``span`` cut to its shortest run of words that names the same values: a reference span that ran on over the
+    words around a value ("quick one: scifi gets a big fat" -> "scifi") leaves those words to the rules that read
+    them ("... gets a big fat no from me")."""
+    named = set(values_of(span.text))
+    for size in range(1, span.end - span.start):
+        for start in range(span.start, span.end - size + 1):
+            text = " ".join(w.text for w in words[start:start + size])
+            if set(values_of(text)) == named:
+                return replace(span, start=start, end=start + size, text=text)
+    return span
 
 
 def negated_lists(words: Sequence[Word], spans: Sequence[Span]) -> list[Span]:
@@ -366,7 +379,7 @@ def _value_filters(groups: Mapping[str, list[tuple[Span, list[str]]]], words: Se
             yield _value_filter(attribute, found, ANY, exclude=True)
             continue
         singles: list[tuple[Span, list[str]]] = []
-        for cluster in _or_clusters(found, words, occupied):
+        for cluster in or_clusters(found, words, occupied):
             if len({s for s, _ in cluster}) > 1 or cluster[0][0].role == ALT:
                 yield _value_filter(attribute, cluster, ANY, exclude=False)
             else:
@@ -382,26 +395,6 @@ def _value_filter(attribute: str, found: Sequence[tuple[Span, list[str]]], match
     return ReadFilter(AttributeFilter(attribute, values=values, match=match if len(values) > 1 else ANY,
                                       exclude=exclude),
                       min(s.confidence for s in spans), " / ".join(dict.fromkeys(s.text for s in spans)))
-
-
-def _or_clusters(found: Sequence, words: Sequence[Word], occupied: set[int]) -> list[list]:
-    """``found`` ((span, payload) pairs) in word order, grouped: consecutive spans with an alternative word
-    ("or", "/") between them are one group, and so are consecutive ``ALT`` spans unless a word such as "and"
-    separates them."""
-    ordered = sorted(found, key=lambda x: x[0].start)
-    clusters: list[list] = []
-    for entry in ordered:
-        if clusters:
-            previous = clusters[-1][-1][0]
-            gap = range(previous.end, entry[0].start)
-            between = {normalise(words[n].text) or words[n].text for n in gap}
-            apart = any(n in occupied for n in gap)
-            alternatives = previous.role == entry[0].role == ALT and not between & GROUP_BREAK_WORDS
-            if previous == entry[0] or (not apart and (between & ALTERNATIVE_WORDS or alternatives)):
-                clusters[-1].append(entry)
-                continue
-        clusters.append([entry])
-    return clusters
 
 
 def _range_filters(ranges: Sequence[tuple[str, float | None, float | None, bool, Span]]

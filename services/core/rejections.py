@@ -83,7 +83,8 @@ _AT_CLAUSE_END = _phrases("no", "isnt", "arent", "please no", "no please", "none
                           "no way", "not again", "not now")
 """Dismissals that count only at the end of a clause ("horror no, comedy yes"; not "horror no matter what")."""
 _TAILS = _phrases("thanks", "thank you", "thx", "ty", "ta", "pls", "plz", "please", "cheers", "lol", "x", "xx",
-                  "if you can", "if possible", "much appreciated", "for now", "tonight", "today")
+                  "if you can", "if possible", "much appreciated", "for now", "tonight", "today", "from me", "for me",
+                  "thanks in advance")
 """Polite or casual tails that may follow a dismissal at the end of its clause ("animation - nope, if you can")."""
 REFUSAL_WORDS = frozenset({
     "not", "no", "nothing", "none", "never", "nt", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent",
@@ -98,6 +99,7 @@ REFUSAL_WORDS = frozenset({
 })
 """Words of refusal: an exclusion the tagger read with none of them near it is no exclusion (see the module)."""
 _LIST = frozenset({"and", "or", "nor", "/", "&", "a", "an", "the"})
+_CONJUNCTIONS = frozenset({"and", "or", "nor", "/", "&"})
 _COMPLEMENT = {WANT: NOT, ALT: NOT, IN: NOTIN, LT: GE, LE: GT, GT: LE, GE: LT}
 _LONGEST = max(len(p) for p in (*AFTER, *BEFORE))
 
@@ -122,12 +124,37 @@ def rejected_roles(words: Sequence[str], spans: Sequence[S], directed: Collectio
         cues.update(found)
         role = _COMPLEMENT[span.role] if span.role in (WANT, ALT, IN) or span.start in directed else NOTIN
         out[n] = replace(span, role=role)
-        m = n  # the spans listed with it by "and" / "or" before it ("horror and musicals are out")
-        while m > 0 and out[m - 1].role in (WANT, ALT) and out[m].role == NOT and all(
-                normalise(w) in _LIST for w in words[out[m - 1].end:out[m].start]) and out[m - 1].end < out[m].start:
-            out[m - 1] = replace(out[m - 1], role=NOT)
-            m -= 1
-    return out, cues
+    return _listed_refusals(words, tokens, owner, out), cues
+
+
+def _listed_refusals(words: Sequence[str], tokens: list[str], owner: list[int], spans: list[S]) -> list[S]:
+    """A list shares its refusal, whoever read the refused value (the tagger or the phrases above): the values
+    listed before a value with a dismissal after it ("horror and musicals are out", "fantasy and scare are both
+    off the table"), and those listed after a value with a turn-down before it ("steer clear of fantasies and
+    thrillers"; there the list needs "and" / "or", so that "no horror, comedy please" keeps its comedy)."""
+    out = list(spans)
+
+    def around(n: int) -> tuple[int, int]:
+        return (out[n - 1].end if n else 0), (out[n + 1].start if n + 1 < len(out) else len(words))
+
+    for n in range(len(out) - 1, 0, -1):
+        if (out[n].role == NOT and out[n - 1].role in (WANT, ALT) and _listed(words, out[n - 1], out[n], False)
+                and _after(tokens, owner, out[n].end, around(n)[1]) is not None):
+            out[n - 1] = replace(out[n - 1], role=NOT)
+    for n in range(len(out) - 1):
+        if (out[n].role == NOT and out[n + 1].role in (WANT, ALT) and _listed(words, out[n], out[n + 1], True)
+                and _before(tokens, owner, out[n].start, around(n)[0]) is not None):
+            out[n + 1] = replace(out[n + 1], role=NOT)
+    return out
+
+
+def _listed(words: Sequence[str], first, second, conjunction: bool) -> bool:
+    """Whether two spans are listed together: only list words or a comma between them (not both: ", and" opens a
+    clause), with "and" / "or" / "nor" among them when ``conjunction``."""
+    between = [normalise(w) or w for w in words[first.end:second.start]]
+    joined = set(between) & _CONJUNCTIONS
+    return (bool(between) and all(w in _LIST or w == "," for w in between) and (not conjunction or bool(joined))
+            and not ("," in between and joined))  # "detective, and documentaries? I'll pass": a clause of its own
 
 
 def _tokens(words: Sequence[str]) -> tuple[list[str], list[int]]:

@@ -55,6 +55,13 @@ def test_wanted_values_are_all_of_unless_joined_by_or() -> None:
     assert [(f.filter.values, f.filter.match) for f in both.filters] == [(("Comedy", "Horror"), ALL)]
     either = _reading("a horror or a comedy", {"horror": "B-WANT", "comedy": "B-WANT"})
     assert [(f.filter.values, f.filter.match) for f in either.filters] == [(("Comedy", "Horror"), ANY)]
+    for offered in ("a horror, failing that a comedy", "could be horror, could be comedy", "horror, otherwise comedy",
+                    "maybe horror, maybe comedy"):
+        r = _reading(offered, {"horror": "B-WANT", "comedy": "B-WANT"})
+        assert [(f.filter.values, f.filter.match) for f in r.filters] == [(("Comedy", "Horror"), ANY)], offered
+    # A hedge before the second value only adds it ("maybe" is no "or" unless it offers each of them).
+    r = _reading("a horror, maybe a comedy", {"horror": "B-WANT", "comedy": "B-WANT"})
+    assert [(f.filter.values, f.filter.match) for f in r.filters] == [(("Comedy", "Horror"), ALL)]
     synonym = _reading("a rom-com", {"rom-com": "B-WANT"})
     assert [(f.filter.values, f.filter.match) for f in synonym.filters] == [(("Comedy", "Romance"), ALL)]
 
@@ -145,6 +152,10 @@ def test_the_catalog_settles_a_span_whose_role_cannot_be_grounded() -> None:
     r = _reading("part sci-fi, part drama", {"1:sci-fi": "B-REF", "4:drama": "B-WANT"})
     assert {(f.filter.values, f.filter.exclude) for f in r.filters} == {(("Drama", "Sci-Fi"), False)}
     r = _reading("no sci-fi please", {"sci-fi": "B-REF"})
+    assert [(f.filter.values, f.filter.exclude) for f in r.filters] == [(("Sci-Fi",), True)]
+    # ... cut to the words that name the value, so that the words after it are read ("... is a no").
+    r = _reading("quick one: sci-fi is a hard no", {"quick": "B-REF", "one": "I-REF", ":": "I-REF", "sci-fi": "I-REF",
+                                                    "is": "I-REF"})
     assert [(f.filter.values, f.filter.exclude) for f in r.filters] == [(("Sci-Fi",), True)]
     # A one-word title in lower case is an ordinary word ("robots, aliens or time travel" names no "Aliens").
     assert _reading("a heat wave of action", {"heat": "B-WANT"}).references == ()

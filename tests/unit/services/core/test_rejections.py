@@ -73,6 +73,24 @@ def test_other_wording_leaves_the_wish(request_text: str, value: str) -> None:
 def test_the_values_listed_with_it_are_excluded_too() -> None:
     assert _roles("a comedy, but horror and musicals are out", ("comedy", WANT), ("horror", ALT),
                   ("musicals", WANT)) == [WANT, NOT, NOT]
+    # Whoever read the refused value: the tagger's exclusion of the last one spreads back over the list ...
+    assert _roles("fantasy and scare are both off the table", ("fantasy", WANT), ("scare", NOT)) == [NOT, NOT]
+    # ... and a turn-down before the first covers the values "and" / "or" list after it.
+    assert _roles("steer clear of fantasies and thrillers", ("fantasies", NOT), ("thrillers", WANT)) == [NOT, NOT]
+    assert _roles("not in the mood for horror or musicals", ("horror", WANT), ("musicals", WANT)) == [NOT, NOT]
+
+
+def test_a_list_ends_where_its_clause_does() -> None:
+    assert _roles("no horror, comedy please", ("horror", NOT), ("comedy", WANT)) == [NOT, WANT]
+    assert _roles("looking for crime, and film-noir? I'll pass", ("crime", WANT), ("film-noir", WANT)) == [WANT, NOT]
+    assert _roles("I hate horror and love comedy", ("horror", WANT), ("comedy", WANT)) == [NOT, WANT]
+    # Without a cue of its own before it, the tagger's exclusion covers no list ("drama" may be wanted).
+    assert _roles("horror and drama", ("horror", NOT), ("drama", WANT)) == [NOT, WANT]
+
+
+def test_a_dismissal_may_end_with_who_dismisses() -> None:
+    assert _roles("scifi gets a big fat no from me, cheers", ("scifi", WANT)) == [NOT]
+    assert _roles("a no from me on musicals", ("musicals", WANT)) == [WANT]
 
 
 def test_a_quantity_is_excluded_or_complemented_when_directions_set_its_bound() -> None:
