@@ -152,6 +152,8 @@ def write_reading_report(results: dict, out: Path, command: str, meta: dict) -> 
 
 FIFTH_BANK = "fifth held-out bank (written blind; 0.898 blind, before the dismissals its misses showed were listed)"
 """The fifth bank's name in reports (it says the bank was measured blind first)."""
+SIXTH_BANK = "sixth held-out bank (written blind, after the alternatives and list rules)"
+"""The sixth bank's name in reports."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class ReadingSetup:
         from tools.eval.reading_bank_blind import THIRD_EVALUATION_BANK
         from tools.eval.reading_bank_fifth import FIFTH_EVALUATION_BANK
         from tools.eval.reading_bank_fourth import FOURTH_EVALUATION_BANK
+        from tools.eval.reading_bank_sixth import SIXTH_EVALUATION_BANK
         from tools.train.reader_examples import TRAINING_BANK
 
         vocabulary = load_vocabulary(data_dir)
@@ -190,6 +193,8 @@ class ReadingSetup:
                 Renderer(vocabulary, FOURTH_EVALUATION_BANK, "eval"), generated, seed),
             FIFTH_BANK: generate(
                 Renderer(vocabulary, FIFTH_EVALUATION_BANK, "eval"), generated, seed),
+            SIXTH_BANK: generate(
+                Renderer(vocabulary, SIXTH_EVALUATION_BANK, "eval"), generated, seed),
             "hand-written set": handwritten_cases(),
             "training bank (in distribution, fresh draw)": generate(
                 Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),

@@ -14,6 +14,7 @@ from tools.eval.reading_bank import EVALUATION_BANK, SECOND_EVALUATION_BANK
 from tools.eval.reading_bank_blind import THIRD_EVALUATION_BANK
 from tools.eval.reading_bank_fifth import FIFTH_EVALUATION_BANK
 from tools.eval.reading_bank_fourth import FOURTH_EVALUATION_BANK
+from tools.eval.reading_bank_sixth import SIXTH_EVALUATION_BANK
 from tools.train.reader_examples import TRAINING_BANK
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Western", "Children's")
@@ -31,7 +32,7 @@ def test_banks_share_no_clause_filler_or_mood() -> None:
                 set(bank.moods))
 
     for bank in (EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK, FOURTH_EVALUATION_BANK,
-                 FIFTH_EVALUATION_BANK):
+                 FIFTH_EVALUATION_BANK, SIXTH_EVALUATION_BANK):
         for train, held_out in zip(texts(TRAINING_BANK), texts(bank)):
             assert not train & held_out, train & held_out
         assert {c.construct for c in bank.clauses} == {c.construct for c in TRAINING_BANK.clauses} == {
@@ -74,7 +75,7 @@ def grounding_agreement(bank, count: int = 400) -> float:
 
 def test_every_word_is_labelled_and_the_right_labels_ground_to_the_expected_reading() -> None:
     for bank in (TRAINING_BANK, EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK,
-                 FOURTH_EVALUATION_BANK, FIFTH_EVALUATION_BANK):
+                 FOURTH_EVALUATION_BANK, FIFTH_EVALUATION_BANK, SIXTH_EVALUATION_BANK):
         assert grounding_agreement(bank) >= 0.98
 
 
