@@ -94,6 +94,33 @@ DEFAULT_MAX_HISTORY_ITEMS = 50
 _INTEGER_PARAMETERS = {"num_threads", "max_tokens", "max_prompt_tokens", "max_new_tokens", "max_history_items"}
 # Models whose output size comes from the checkpoint (``embedding_dim``).
 _VECTOR_OUTPUTS = (TEXT_ENCODER, SEQUENCE_ENCODER)
+# A request Triton sends to each instance of these models while it loads them (``model_warmup``), so that the
+# first caller does not pay for ONNX Runtime's first run (a cold first reading took over 2 s on a loaded 2-core
+# machine, past the instruction service's hop timeout). The model is READY only after it, and a load whose warmup
+# fails fails. The text is a typical request; the bytes live in ``<model>/warmup/`` (Triton's layout).
+WARMUP_REQUESTS: dict[str, str] = {
+    REQUEST_READER: "a comedy from the 90s, but nothing romantic",
+    TEXT_ENCODER: "a comedy from the 90s, but nothing romantic",
+}
+WARMUP_DIR = "warmup"
+WARMUP_FILE = "request"
+
+
+def warmup_bytes(text: str) -> bytes:
+    """One ``TYPE_STRING`` element as Triton reads a warmup data file: a 4-byte little-endian length, then the
+    UTF-8 bytes."""
+    data = text.encode("utf-8")
+    return len(data).to_bytes(4, "little") + data
+
+
+def _warmup(config: Any, mc: Any, name: str) -> None:
+    if name not in WARMUP_REQUESTS:
+        return
+    sample = config.model_warmup.add(name="a first request", batch_size=1, count=1)
+    tensor = sample.inputs[TRITON_CONTRACTS[name].input_name]
+    tensor.data_type = mc.TYPE_STRING
+    tensor.dims.append(1)
+    tensor.input_data_file = WARMUP_FILE
 
 
 def _pick(value: Any, default: Any) -> Any:
@@ -188,6 +215,7 @@ def build_config(
                                      "instance_count": instance_count, "response_cache": response_cache,
                                      "num_versions": num_versions})
     _tensors(config, mc, name, embedding_dim)
+    _warmup(config, mc, name)
     default_tokens = READER_MAX_TOKENS if name == REQUEST_READER else DEFAULT_MAX_TOKENS
     values = {"max_tokens": _pick(max_tokens, default_tokens), "max_prompt_tokens": max_prompt_tokens,
               "max_new_tokens": max_new_tokens,
@@ -200,7 +228,8 @@ def build_config(
 
 
 def write_config(repository: Path, name: str, **options: Any) -> Path:
-    """Write ``<repository>/<name>/config.pbtxt`` (atomically) for one of the models.
+    """Write ``<repository>/<name>/config.pbtxt`` (atomically) for one of the models, and its warmup request
+    (``<repository>/<name>/warmup/request``) for the models Triton warms up (:data:`WARMUP_REQUESTS`).
 
     Args:
         repository: The model repository folder.
@@ -215,6 +244,10 @@ def write_config(repository: Path, name: str, **options: Any) -> Path:
     config = build_config(name, **options)
     path = Path(repository) / name / "config.pbtxt"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if name in WARMUP_REQUESTS:  # before the config that names it
+        warmup = path.parent / WARMUP_DIR / WARMUP_FILE
+        warmup.parent.mkdir(exist_ok=True)
+        warmup.write_bytes(warmup_bytes(WARMUP_REQUESTS[name]))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text_format.MessageToString(config))
     os.replace(tmp, path)

@@ -101,6 +101,16 @@ def ease_scores(train: dict[str, list[str]], ids: list[str], histories: list, l2
     return h @ b
 
 
+def recent_log_popularity(train_csv: Path, ids: list[str], share: float) -> np.ndarray:
+    """``log(1 + count)`` of each item over the latest ``share`` of the training interactions by timestamp (a
+    "trending" prior in place of the all-time counts)."""
+    from services.core.catalog import read_interactions
+
+    rows = sorted(read_interactions(train_csv), key=lambda r: r.timestamp)
+    counts = Counter(r.item_id for r in rows[int(len(rows) * (1.0 - share)):])
+    return np.log1p(np.array([counts.get(i, 0) for i in ids], dtype=np.float64))
+
+
 def main(
     data_dir: Path = Path("var/data/movielens-100k"),
     encoder: Path = Path("tools/train/adapters/text_encoder"),
@@ -110,10 +120,14 @@ def main(
     split: str = "validation",
     item_item: str = typer.Option("", help="EASE L2 weight and fusion weight to test, 'l2:weight' (test split); "
                                            "on validation every point of a small grid."),
+    recent: float = typer.Option(1.0, help="Count popularity over this latest share of the training interactions "
+                                           "(1: all of them, as served)."),
     out: Path = Path("docs/lab/filtered-fusion"),
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     scores, allowed, usable, data = protocol7_scores(data_dir, encoder, sequence, seed, queries, split)
+    if recent < 1.0:
+        scores.scorer.log_popularity = recent_log_popularity(Path(data_dir) / "train.csv", scores.ids, recent)
     excluded = (scores.excluded | ~allowed)[usable]
     targets = scores.targets[usable]
 
@@ -134,7 +148,8 @@ def main(
                      "gain over sequence alone": float(gain.mean()),
                      "stderr": float(gain.std(ddof=1) / np.sqrt(len(gain)))})
     command = (f"python -m tools.lab.filtered_fusion --queries {queries} --split {split}"
-               + (f" --item-item {item_item}" if item_item else "") + f" --out {out}")
+               + (f" --item-item {item_item}" if item_item else "") + (f" --recent {recent}" if recent < 1 else "")
+               + f" --out {out}")
     record = {"split": split, "command": command, "users": int(usable.sum()),
               "median allowed items": int(np.median(allowed[usable].sum(axis=1))),
               "reference": {}, "top": sorted(rows, key=lambda r: -r["NDCG@10"])[:15]}

@@ -21,6 +21,7 @@ from tools import export
 from tools.core import base_models
 from tools.export import onnx as onnx_export
 from tools.export import pipeline
+from tools.export.config import WARMUP_DIR, WARMUP_FILE, WARMUP_REQUESTS
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm, build_tiny_reader
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -152,6 +153,25 @@ def test_config_round_trips_through_pbtxt(name: str, tmp_path: Path) -> None:
 def test_committed_configs_are_what_write_config_generates(name: str, tmp_path: Path) -> None:
     generated = export.write_config(tmp_path, name).read_text()
     assert (ROOT / "model_repository" / name / "config.pbtxt").read_text() == generated
+    warmup = Path(name) / WARMUP_DIR / WARMUP_FILE
+    assert (ROOT / "model_repository" / warmup).is_file() == (tmp_path / warmup).is_file()
+
+
+def test_the_reader_and_the_encoder_are_warmed_up_with_a_typical_request(tmp_path: Path) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    for name in export.MODEL_NAMES:
+        config = export.read_config(export.write_config(tmp_path, name))
+        if name not in WARMUP_REQUESTS:
+            assert not config.model_warmup
+            continue
+        (sample,) = config.model_warmup
+        tensor = sample.inputs[config.input[0].name]
+        assert (sample.batch_size, tensor.data_type, list(tensor.dims)) == (1, mc.TYPE_STRING, [1])
+        data = (tmp_path / name / WARMUP_DIR / tensor.input_data_file).read_bytes()
+        # Triton's layout of one string element: its 4-byte little-endian length, then the bytes.
+        assert int.from_bytes(data[:4], "little") == len(data) - 4
+        assert data[4:].decode() == WARMUP_REQUESTS[name]
 
 
 def test_ensure_default_repository_exports_once(
