@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from services.core.lexicon import normalise
-from services.core.roles import ALT, GE, GT, IN, LE, LT, NOT, NOTIN, WANT
+from services.core.roles import ALT, GE, GT, IN, LE, LT, NOT, NOTIN, VALUE_ROLES, WANT
 
 S = TypeVar("S")
 
@@ -129,22 +129,35 @@ def rejected_roles(words: Sequence[str], spans: Sequence[S], directed: Collectio
 
 def _listed_refusals(words: Sequence[str], tokens: list[str], owner: list[int], spans: list[S]) -> list[S]:
     """A list shares its refusal, whoever read the refused value (the tagger or the phrases above): the values
-    listed before a value with a dismissal after it ("horror and musicals are out", "fantasy and scare are both
-    off the table"), and those listed after a value with a turn-down before it ("steer clear of fantasies and
-    thrillers"; there the list needs "and" / "or", so that "no horror, comedy please" keeps its comedy)."""
+    listed before a value with a dismissal after it ("horror, musicals and westerns are out", "fantasy and scare
+    are both off the table"), and those listed after a value with a turn-down before it ("steer clear of
+    fantasies, thrillers and westerns"; there the list needs an "and" / "or", so that "no horror, comedy please"
+    keeps its comedy)."""
     out = list(spans)
 
     def around(n: int) -> tuple[int, int]:
         return (out[n - 1].end if n else 0), (out[n + 1].start if n + 1 < len(out) else len(words))
 
-    for n in range(len(out) - 1, 0, -1):
-        if (out[n].role == NOT and out[n - 1].role in (WANT, ALT) and _listed(words, out[n - 1], out[n], False)
-                and _after(tokens, owner, out[n].end, around(n)[1]) is not None):
-            out[n - 1] = replace(out[n - 1], role=NOT)
-    for n in range(len(out) - 1):
-        if (out[n].role == NOT and out[n + 1].role in (WANT, ALT) and _listed(words, out[n], out[n + 1], True)
+    def refuse(run: range) -> None:
+        for k in run:
+            if out[k].role in (WANT, ALT):
+                out[k] = replace(out[k], role=NOT)
+
+    for n in range(len(out)):
+        if out[n].role != NOT:
+            continue
+        first = n  # the values listed before it
+        while first > 0 and out[first - 1].role in VALUE_ROLES and _listed(words, out[first - 1], out[first], False):
+            first -= 1
+        if first < n and _after(tokens, owner, out[n].end, around(n)[1]) is not None:
+            refuse(range(first, n))
+        last = n  # the values listed after it
+        while last + 1 < len(out) and out[last + 1].role in VALUE_ROLES and _listed(words, out[last], out[last + 1],
+                                                                                    False):
+            last += 1
+        if (any(_listed(words, out[k], out[k + 1], True) for k in range(n, last))
                 and _before(tokens, owner, out[n].start, around(n)[0]) is not None):
-            out[n + 1] = replace(out[n + 1], role=NOT)
+            refuse(range(n + 1, last + 1))
     return out
 
 

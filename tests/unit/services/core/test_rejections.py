@@ -78,6 +78,11 @@ def test_the_values_listed_with_it_are_excluded_too() -> None:
     # ... and a turn-down before the first covers the values "and" / "or" list after it.
     assert _roles("steer clear of fantasies and thrillers", ("fantasies", NOT), ("thrillers", WANT)) == [NOT, NOT]
     assert _roles("not in the mood for horror or musicals", ("horror", WANT), ("musicals", WANT)) == [NOT, NOT]
+    # A longer list, commas and all, in either direction.
+    assert _roles("steer clear of horror, musicals and westerns", ("horror", WANT), ("musicals", WANT),
+                  ("westerns", WANT)) == [NOT, NOT, NOT]
+    assert _roles("horror, musicals and westerns are out", ("horror", WANT), ("musicals", WANT),
+                  ("westerns", WANT)) == [NOT, NOT, NOT]
 
 
 def test_a_list_ends_where_its_clause_does() -> None:
