@@ -350,7 +350,8 @@ def test_cli_export_refuses_a_diverged_checkpoint_and_lists_the_repository(tiny_
     assert "exported text_encoder version 1" in ok.output and "not pushed" in ok.output
     assert refused.exit_code == 2
     assert "parity check failed" in refused.output and "Nothing was written" in refused.output
-    assert sorted(p.name for p in (repository / "text_encoder").iterdir()) == ["1", "config.pbtxt"]
+    # The first export's version, config and warmup request; nothing of the refused one.
+    assert sorted(p.name for p in (repository / "text_encoder").iterdir()) == ["1", "config.pbtxt", "warmup"]
     assert export.read_config(repository / "text_encoder" / "config.pbtxt").max_batch_size == 16
     listing = json.loads(listed.stdout)
     assert listing["triton"]["127.0.0.1:9"].startswith("unreachable")
