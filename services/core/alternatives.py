@@ -35,11 +35,13 @@ def or_clusters(found: Sequence, words: Sequence, occupied: set[int]) -> list[li
         if clusters:
             previous = clusters[-1][-1][0]
             gap = range(previous.end, entry[0].start)
-            between = {normalise(words[n].text) or words[n].text for n in gap}
+            forms = _forms(words[n] for n in gap)
+            between = set(forms)
             apart = any(n in occupied for n in gap)
             alternatives = previous.role == entry[0].role == ALT and not between & GROUP_BREAK_WORDS
-            hedged = _hedged(_forms(words[max(0, previous.start - 4):previous.start]), _forms(words[n] for n in gap))
-            if previous == entry[0] or (not apart and (between & ALTERNATIVE_WORDS or alternatives or hedged)):
+            if previous == entry[0] or (not apart and (
+                    between & ALTERNATIVE_WORDS or alternatives
+                    or _hedged(_forms(words[max(0, previous.start - 4):previous.start]), forms))):
                 clusters[-1].append(entry)
                 continue
         clusters.append([entry])

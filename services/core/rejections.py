@@ -98,8 +98,8 @@ REFUSAL_WORDS = frozenset({
     "wait", "dead", "shelf", "beyond", "save", "lay", "sworn", "against", "exclusion",
 })
 """Words of refusal: an exclusion the tagger read with none of them near it is no exclusion (see the module)."""
-_LIST = frozenset({"and", "or", "nor", "/", "&", "a", "an", "the"})
 _CONJUNCTIONS = frozenset({"and", "or", "nor", "/", "&"})
+_LIST = _CONJUNCTIONS | {"a", "an", "the"}
 _COMPLEMENT = {WANT: NOT, ALT: NOT, IN: NOTIN, LT: GE, LE: GT, GT: LE, GE: LT}
 _LONGEST = max(len(p) for p in (*AFTER, *BEFORE))
 

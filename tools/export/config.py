@@ -98,10 +98,8 @@ _VECTOR_OUTPUTS = (TEXT_ENCODER, SEQUENCE_ENCODER)
 # first caller does not pay for ONNX Runtime's first run (a cold first reading took over 2 s on a loaded 2-core
 # machine, past the instruction service's hop timeout). The model is READY only after it, and a load whose warmup
 # fails fails. The text is a typical request; the bytes live in ``<model>/warmup/`` (Triton's layout).
-WARMUP_REQUESTS: dict[str, str] = {
-    REQUEST_READER: "a comedy from the 90s, but nothing romantic",
-    TEXT_ENCODER: "a comedy from the 90s, but nothing romantic",
-}
+WARMUP_MODELS = (REQUEST_READER, TEXT_ENCODER)
+WARMUP_TEXT = "a comedy from the 90s, but nothing romantic"
 WARMUP_DIR = "warmup"
 WARMUP_FILE = "request"
 
@@ -114,7 +112,7 @@ def warmup_bytes(text: str) -> bytes:
 
 
 def _warmup(config: Any, mc: Any, name: str) -> None:
-    if name not in WARMUP_REQUESTS:
+    if name not in WARMUP_MODELS:
         return
     sample = config.model_warmup.add(name="a first request", batch_size=1, count=1)
     tensor = sample.inputs[TRITON_CONTRACTS[name].input_name]
@@ -229,7 +227,7 @@ def build_config(
 
 def write_config(repository: Path, name: str, **options: Any) -> Path:
     """Write ``<repository>/<name>/config.pbtxt`` (atomically) for one of the models, and its warmup request
-    (``<repository>/<name>/warmup/request``) for the models Triton warms up (:data:`WARMUP_REQUESTS`).
+    (``<repository>/<name>/warmup/request``) for the models Triton warms up (:data:`WARMUP_MODELS`).
 
     Args:
         repository: The model repository folder.
@@ -244,10 +242,10 @@ def write_config(repository: Path, name: str, **options: Any) -> Path:
     config = build_config(name, **options)
     path = Path(repository) / name / "config.pbtxt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if name in WARMUP_REQUESTS:  # before the config that names it
+    if name in WARMUP_MODELS:  # before the config that names it
         warmup = path.parent / WARMUP_DIR / WARMUP_FILE
         warmup.parent.mkdir(exist_ok=True)
-        warmup.write_bytes(warmup_bytes(WARMUP_REQUESTS[name]))
+        warmup.write_bytes(warmup_bytes(WARMUP_TEXT))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text_format.MessageToString(config))
     os.replace(tmp, path)

@@ -21,7 +21,7 @@ from tools import export
 from tools.core import base_models
 from tools.export import onnx as onnx_export
 from tools.export import pipeline
-from tools.export.config import WARMUP_DIR, WARMUP_FILE, WARMUP_REQUESTS
+from tools.export.config import WARMUP_DIR, WARMUP_FILE, WARMUP_MODELS, WARMUP_TEXT
 from tools.tiny_models import build_tiny_encoder, build_tiny_lm, build_tiny_reader
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -154,7 +154,10 @@ def test_committed_configs_are_what_write_config_generates(name: str, tmp_path: 
     generated = export.write_config(tmp_path, name).read_text()
     assert (ROOT / "model_repository" / name / "config.pbtxt").read_text() == generated
     warmup = Path(name) / WARMUP_DIR / WARMUP_FILE
-    assert (ROOT / "model_repository" / warmup).is_file() == (tmp_path / warmup).is_file()
+    committed = ROOT / "model_repository" / warmup
+    assert committed.is_file() == (name in WARMUP_MODELS)
+    if committed.is_file():
+        assert committed.read_bytes() == (tmp_path / warmup).read_bytes()
 
 
 def test_the_reader_and_the_encoder_are_warmed_up_with_a_typical_request(tmp_path: Path) -> None:
@@ -162,7 +165,7 @@ def test_the_reader_and_the_encoder_are_warmed_up_with_a_typical_request(tmp_pat
 
     for name in export.MODEL_NAMES:
         config = export.read_config(export.write_config(tmp_path, name))
-        if name not in WARMUP_REQUESTS:
+        if name not in WARMUP_MODELS:
             assert not config.model_warmup
             continue
         (sample,) = config.model_warmup
@@ -171,7 +174,7 @@ def test_the_reader_and_the_encoder_are_warmed_up_with_a_typical_request(tmp_pat
         data = (tmp_path / name / WARMUP_DIR / tensor.input_data_file).read_bytes()
         # Triton's layout of one string element: its 4-byte little-endian length, then the bytes.
         assert int.from_bytes(data[:4], "little") == len(data) - 4
-        assert data[4:].decode() == WARMUP_REQUESTS[name]
+        assert data[4:].decode() == WARMUP_TEXT
 
 
 def test_ensure_default_repository_exports_once(
