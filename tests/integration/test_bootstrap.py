@@ -46,6 +46,14 @@ def test_every_part_lives_in_the_workspace_and_was_made_for_its_catalog(shop_wor
     ws = shop_workspace
     manifest = ws.manifest()
     assert manifest["steps"]["data"]["items"] == 60 and manifest["steps"]["sequence_model"]["epochs"] <= 3
+    runs = manifest["steps"]["sequence_model"]["runs"]  # two seeds; the better on validation is served
+    assert [r["seed"] for r in runs] == [0, 1]
+    chosen = max(runs, key=lambda r: r["valid_NDCG@10"])
+    assert manifest["steps"]["sequence_model"]["seed"] == chosen["seed"]
+    served = json.loads((ws.sequence_run / "record.json").read_text())
+    assert served["config"]["seed"] == chosen["seed"]
+    assert (ws.sequence_run / "model" / "model.safetensors").read_bytes() == (
+        ws.sequence_run / f"seed-{chosen['seed']}" / "model" / "model.safetensors").read_bytes()
     for name in SERVED_MODELS:  # the shared models linked, the sequence model its own
         assert (ws.model_repository / name).is_symlink() == (name != SEQUENCE_ENCODER)
     vocab = json.loads((ws.model_repository / SEQUENCE_ENCODER / "1" / "item_ids.json").read_text())

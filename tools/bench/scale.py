@@ -90,7 +90,7 @@ def prepare(size: Size, config: ScaleConfig) -> tuple[Path, dict]:
     if not (config.reuse and manifest_path.is_file()):
         bootstrap(BootstrapConfig(catalog=source / "items.jsonl", interactions=source / "interactions.csv",
                                   synonyms=source / "synonyms.json", root=ws, train_minutes=config.train_minutes,
-                                  sequence=replace(SequentialConfig(), negatives=negatives),
+                                  sequence=replace(SequentialConfig(), negatives=negatives), sequence_runs=1,
                                   validation_users=300, evaluation_users=300))
     manifest = json.loads(manifest_path.read_text())
     return ws, {name: step.get("seconds") for name, step in manifest["steps"].items()}

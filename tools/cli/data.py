@@ -83,8 +83,10 @@ def bootstrap_cmd(
     synonyms: Annotated[Path | None, typer.Option(
         help="JSON object: phrase -> [\"attribute=value\", ...] for the request reader (docs/reading.md).")] = None,
     train_minutes: Annotated[float, typer.Option(
-        min=1, help="Time budget of the sequence model's training; early stopping on validation NDCG@10 "
-                    "usually ends it sooner.")] = 30.0,
+        min=1, help="Time budget of the sequence model's training, all runs together; early stopping on "
+                    "validation NDCG@10 usually ends each run sooner.")] = 45.0,
+    sequence_runs: Annotated[int, typer.Option(
+        min=1, help="Training runs of the sequence model (seeds 0, 1, ...); the best on validation is served.")] = 2,
     validation_users: Annotated[int, typer.Option(
         min=0, help="Validation users the retrieval weights are fitted on (0: all).")] = 1_000,
     workspace: Annotated[Path, typer.Option(help="The project's working folder.")] = Path("var"),
@@ -99,6 +101,7 @@ def bootstrap_cmd(
     root = workspace.resolve() / "datasets" / name
     config = BootstrapConfig(catalog.resolve(), interactions.resolve(), root,
                              synonyms.resolve() if synonyms else None, train_minutes=train_minutes,
+                             sequence_runs=sequence_runs,
                              validation_users=validation_users, workspace=workspace.resolve())
     try:
         manifest = bootstrap(config, say=lambda line: console.print(line, markup=False, highlight=False))

@@ -235,20 +235,22 @@ RECORD_FILE = "record.json"
 
 
 def run(data_dir: Path, out_dir: Path, config: SequentialConfig, *, resume: bool = False,
-        max_minutes: float = 0.0, max_eval_users: int = 0) -> dict:
+        max_minutes: float = 0.0, max_eval_users: int = 0, eval_seed: int | None = None) -> dict:
     """Train on the split in ``data_dir``; write ``OUT_DIR/model`` (the best epoch), the record, a checkpoint.
 
     Test items are never seen: the training sequences are the training part, the validation items pick
     the epoch. The record also holds the test metrics of the chosen epoch, for the model card only.
     ``max_eval_users`` (0: all) caps the validation and test users, drawn with the config's seed: at 10^6
-    users a full-catalog validation of every user each epoch would cost more than the epoch.
+    users a full-catalog validation of every user each epoch would cost more than the epoch. ``eval_seed``
+    (default: the config's seed) draws them, so that runs with different seeds can be judged on the same users.
     """
     from tools.core.machine import machine, repo_path
     from tools.core.split import load_split
 
     split = load_split(Path(data_dir))
     vocab = list(split.catalog.items)
-    valid_cases, test_cases = (_at_most(cases, max_eval_users, config.seed)
+    draw = config.seed if eval_seed is None else eval_seed
+    valid_cases, test_cases = (_at_most(cases, max_eval_users, draw)
                                for cases in (split.valid_cases, split.test_cases))
     data = build_data(vocab, list(split.train.values()), [(c.history, c.target) for c in valid_cases])
     out_dir.mkdir(parents=True, exist_ok=True)
