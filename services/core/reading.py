@@ -36,7 +36,8 @@ from dataclasses import dataclass, replace
 from services.core.alternatives import or_clusters
 from services.core.directions import directed_roles
 from services.core.filters import ALL, ANY, RANGE, AttributeFilter
-from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise, without_article
+from services.core.lexicon import Lexicon, TitleMatch, TitleMatcher, normalise
+from services.core.references import names_a_title, titles_in
 from services.core.rejections import rejected_roles, unsupported_exclusions
 from services.core.roles import (  # noqa: F401 (the roles are part of this module's interface)
     ALT,
@@ -69,8 +70,6 @@ READER_MAX_TOKENS = 64
 """Sub-word tokens of one request the reader reads (a longer request's tail words are read as O)."""
 # A part read with less confidence than this is a soft preference, not a filter.
 MIN_HARD_CONFIDENCE = 0.5
-# A title match (0-100) a reference needs; looser ones are reported as unread, their words kept in the text.
-REFERENCE_MATCH_MIN = 88.0
 # The tagger's confidence a reference needs when its title is named exactly (a looser match needs MIN_HARD_CONFIDENCE).
 EXACT_REFERENCE_MIN_CONFIDENCE = 0.25
 
@@ -193,7 +192,7 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
     # Each span's text is grounded once per request, whether its role is settled here or below.
     values_of = functools.cache(lexicon.ground_values)
     quantity_of = functools.cache(lexicon.ground_quantity)
-    titles_of = functools.cache(lambda mention: _titles_in(mention, titles)) if titles is not None else None
+    titles_of = functools.cache(lambda mention: titles_in(mention, titles)) if titles is not None else None
     texts = [w.text for w in words]
     spans = grounded_roles(words, spans, values_of, titles, titles_of)
 
@@ -236,7 +235,7 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
             # A reference acts strongly (its neighbours are retrieved): an unsure tag or a loose title match is
             # no reference, and its words stay in the text ("a true story" is not "Toy Story"). A title named
             # exactly needs less of the tagger's confidence.
-            exact = bool(found) and all(_names_a_title(span.text, m[0]) for m in found)
+            exact = bool(found) and all(names_a_title(span.text, m[0]) for m in found)
             if not found or span.confidence < (EXACT_REFERENCE_MIN_CONFIDENCE if exact else MIN_HARD_CONFIDENCE):
                 unread.append(span.text)
                 continue
@@ -255,26 +254,6 @@ def read(text: str, words: Sequence[Word], spans: Sequence[Span], lexicon: Lexic
                    tuple(unread), reader_version)
 
 
-def _titles_in(mention: str, titles: TitleMatcher) -> list[list[TitleMatch]]:
-    """The titles a reference span names: the whole span as one title, unless the titles found inside it match
-    better (a span that ran on past its title, "Scream x", or lists several)."""
-    matches = titles.match(mention)
-    whole = [matches] if matches and matches[0].score >= REFERENCE_MATCH_MIN else []
-    if whole and whole[0][0].score >= 100.0:
-        return whole
-    inside = titles.within(mention, REFERENCE_MATCH_MIN)
-    if inside and (not whole or min(m[0].score for m in inside) > whole[0][0].score):
-        return inside
-    return whole
-
-
-def _names_a_title(mention: str, match: TitleMatch) -> bool:
-    """Whether a mention names a title beyond doubt: matched exactly, and either a title of several words or
-    written with a capital ("Aliens"; "robots, aliens or time travel" is no reference to it, nor "a quest" to
-    "Quest")."""
-    return match.score >= 100.0 and (len(without_article(match.title).split()) > 1 or mention[:1].isupper())
-
-
 def grounded_roles(words: Sequence[Word], spans: Sequence[Span], values_of: Callable[[str], list[tuple[str, str]]],
                    titles: TitleMatcher | None, titles_of: Callable[[str], list[list[TitleMatch]]] | None
                    ) -> list[Span]:
@@ -287,7 +266,7 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], values_of: Call
       words that name them.
 
     The tagger's roles stay wherever they ground, so this only changes spans that would otherwise be unread.
-    ``values_of`` / ``titles_of``: the span text's values and titles (the lexicon's and :func:`_titles_in`)."""
+    ``values_of`` / ``titles_of``: the span text's values and titles (the lexicon's and :func:`services.core.references.titles_in`)."""
     if titles is None or titles_of is None:
         return list(spans)
     out: list[Span] = []
@@ -295,7 +274,7 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], values_of: Call
         negated = bool({normalise(w.text) for w in words[max(0, span.start - 3):span.start]} & STRICT_NEGATION_CUES)
         if span.role in VALUE_ROLES and not values_of(span.text):
             matches = titles.match(span.text)
-            if matches and _names_a_title(span.text, matches[0]) and (span.role != NOT or not negated):
+            if matches and names_a_title(span.text, matches[0]) and (span.role != NOT or not negated):
                 span = replace(span, role=REF)
         elif span.role == REF and values_of(span.text) and not titles_of(span.text):
             span = _value_words(words, replace(span, role=NOT if negated else WANT), values_of)
