@@ -266,7 +266,8 @@ def grounded_roles(words: Sequence[Word], spans: Sequence[Span], values_of: Call
       words that name them.
 
     The tagger's roles stay wherever they ground, so this only changes spans that would otherwise be unread.
-    ``values_of`` / ``titles_of``: the span text's values and titles (the lexicon's and :func:`services.core.references.titles_in`)."""
+    ``values_of`` / ``titles_of``: the span text's values and titles (the lexicon's and
+    :func:`services.core.references.titles_in`)."""
     if titles is None or titles_of is None:
         return list(spans)
     out: list[Span] = []
