@@ -74,3 +74,15 @@ def bootstrap(served: np.ndarray, other: np.ndarray, seed: int = 0, rounds: int 
     low, high = np.percentile(means, [2.5, 97.5])
     return {"diff": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
             "relative": float(diff.mean() / max(np.mean(other), 1e-12))}
+
+
+def paired_method_name(system: str, taken: Iterable[str]) -> str:
+    """The name an earlier run's system joins a report's tables under: its own, unless a method of this run has it
+    (an earlier run of the same served system, both called "served"), then ``"<system> (earlier run)"``, so that
+    the earlier figures never replace this run's."""
+    taken = set(taken)
+    name, n = system, 1
+    while name in taken:
+        name = f"{system} (earlier run)" if n == 1 else f"{system} (earlier run {n})"
+        n += 1
+    return name

@@ -21,7 +21,7 @@ import numpy as np
 
 from services.core.catalog import Catalog, Item
 from services.core.filters import AttributeFilter
-from tools.core.metrics import bootstrap, ndcg
+from tools.core.metrics import bootstrap, ndcg, paired_method_name
 from tools.core.split import Split
 from tools.eval.reading import handwritten_cases
 
@@ -151,8 +151,9 @@ async def compositional(split: Split, served, sequence_scores, seed: int, concur
         if any(u not in position for u in users):
             raise ValueError(f"the paired report of {report['system']!r} evaluated other users: same data and seed "
                              f"and a superset of the users needed")
-        methods[report["system"]] = [earlier["served_ndcg"][position[u]] for u in users]
-        hits[report["system"]] = [earlier["served_hit"][position[u]] for u in users]
+        name = paired_method_name(report["system"], methods)  # never in place of this run's "served"
+        methods[name] = [earlier["served_ndcg"][position[u]] for u in users]
+        hits[name] = [earlier["served_hit"][position[u]] for u in users]
     out = {"users": len(rows), "methods": {m: {"NDCG@10": float(np.mean(v)), "HR@10": float(np.mean(hits[m]))}
                                            for m, v in methods.items()},
            "per_user": {"users": users, "served_ndcg": methods["served"], "served_hit": hits["served"]}}

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from tools.core import teacher
-from tools.core.metrics import bootstrap, ndcg
+from tools.core.metrics import bootstrap, ndcg, paired_method_name
 from tools.core.split import Case, Split
 from tools.eval.intentions import SPECIFIC, VAGUE, StringFilter, intention
 
@@ -32,8 +32,9 @@ def _rank(order: Sequence[str], target: str) -> int | None:
 
 
 def _join_paired(rows: list[dict], report: dict, protocol: str, kind: str, users: list[str]) -> None:
-    """Add an earlier served system's stored ranks to ``rows`` (aligned by user) as one more method."""
-    name = report["system"]
+    """Add an earlier served system's stored ranks to ``rows`` (aligned by user) as one more method (named by
+    :func:`tools.core.metrics.paired_method_name`: never in place of this run's own)."""
+    name = paired_method_name(report["system"], rows[0]["full"] if rows else ())
     try:
         ranks = report[protocol][kind]["ranks"]
     except KeyError as exc:

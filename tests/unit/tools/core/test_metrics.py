@@ -45,3 +45,11 @@ def test_negatives_are_unseen_distinct_and_the_target_lands_anywhere():
     assert len(positions) > 5
     with pytest.raises(ValueError):
         random_negatives(["a", "b"], {"a"}, 2, rng)
+
+
+def test_an_earlier_run_joins_under_its_own_name_unless_this_run_has_it():
+    from tools.core.metrics import paired_method_name
+
+    assert paired_method_name("reading off", ["served", "popularity"]) == "reading off"
+    assert paired_method_name("served", ["served", "popularity"]) == "served (earlier run)"
+    assert paired_method_name("served", ["served", "served (earlier run)"]) == "served (earlier run 2)"

@@ -99,3 +99,13 @@ def test_an_earlier_run_joins_the_tables_by_user_and_users_it_lacks_are_refused(
         _join_paired(rows, report, "4", "I2", ["a", "c"])
     with pytest.raises(ValueError, match="no per-user ranks"):
         _join_paired(rows, report, "5", "I1", ["a", "b"])
+
+
+def test_an_earlier_run_of_the_same_system_never_replaces_this_runs_figures() -> None:
+    from tools.eval.search import _join_paired
+
+    rows = [{"full": {"served": 0}, "sampled": {"served": [0]}}]
+    earlier = {"system": "served", "4": {"I1": {"ranks": {"users": ["a"], "full": [None], "sampled": [[4]]}}}}
+    _join_paired(rows, earlier, "4", "I1", ["a"])
+    assert rows[0]["full"] == {"served": 0, "served (earlier run)": None}
+    assert rows[0]["sampled"]["served"] == [0] and rows[0]["sampled"]["served (earlier run)"] == [4]
