@@ -6,7 +6,8 @@ writes into another's workspace, and what was fitted for it is what is served:
     <root>/
       workspace.json          the manifest: name, the catalog's digest and item ids' digest, each step's record
       data/                   the validated split (items.jsonl, train.csv, valid/test, synonyms.json)
-      sequence/               the sequence model's training run (checkpoint.pt, record.json, model/)
+      sequence/               the sequence model: each training run in seed-<n>/ (checkpoint.pt, record.json, model/),
+                              the served one's model/ and record.json beside them (the best on validation)
       model_repository/       what Triton serves for this data set: its own sequence_encoder, and the shared
                               models (text_encoder, ranker, preference_generator, request_reader) linked in
       index/  index-sequence/ the text index (with the intent heads) and the sequence index
