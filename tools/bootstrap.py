@@ -125,7 +125,7 @@ def _sequence_model(config: BootstrapConfig, ws: DatasetWorkspace, manifest: dic
     from tools.train import sequential
 
     threads = config.sequence.threads or os.cpu_count() or 1
-    runs, used = [], 0.0
+    runs, validation, used = [], [], 0.0
     for k in range(config.sequence_runs):
         seed = config.sequence.seed + k
         budget = max(1.0, (config.train_minutes - used) / (config.sequence_runs - k))
@@ -134,11 +134,12 @@ def _sequence_model(config: BootstrapConfig, ws: DatasetWorkspace, manifest: dic
                                 max_minutes=budget, max_eval_users=config.sequence_eval_users,
                                 eval_seed=config.sequence.seed)
         used += record["seconds"] / 60
+        validation.append(record["best_valid_NDCG@10"])
         runs.append({"seed": seed, "epochs": len(record["epochs"]), "best_epoch": record["best_epoch"],
                      "valid_NDCG@10": round(record["best_valid_NDCG@10"], 4),
                      "test_NDCG@10": round(record["test_full_ranking"]["NDCG@10"], 4),
                      "train_seconds": record["seconds"]})
-    chosen = max(runs, key=lambda r: r["valid_NDCG@10"])  # the first run on a tie
+    chosen = runs[int(np.argmax(validation))]  # the first run on a tie
     source = ws.sequence_run / f"seed-{chosen['seed']}"
     shutil.rmtree(ws.sequence_run / sequential.MODEL_DIR, ignore_errors=True)
     shutil.copytree(source / sequential.MODEL_DIR, ws.sequence_run / sequential.MODEL_DIR)
