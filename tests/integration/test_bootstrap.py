@@ -48,7 +48,9 @@ def test_every_part_lives_in_the_workspace_and_was_made_for_its_catalog(shop_wor
     assert manifest["steps"]["data"]["items"] == 60 and manifest["steps"]["sequence_model"]["epochs"] <= 3
     runs = manifest["steps"]["sequence_model"]["runs"]  # two seeds; the better on validation is served
     assert [r["seed"] for r in runs] == [0, 1]
-    chosen = max(runs, key=lambda r: r["valid_NDCG@10"])
+    validation = [json.loads((ws.sequence_run / f"seed-{r['seed']}" / "record.json").read_text())["best_valid_NDCG@10"]
+                  for r in runs]
+    chosen = runs[validation.index(max(validation))]
     assert manifest["steps"]["sequence_model"]["seed"] == chosen["seed"]
     served = json.loads((ws.sequence_run / "record.json").read_text())
     assert served["config"]["seed"] == chosen["seed"]
