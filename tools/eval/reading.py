@@ -154,6 +154,8 @@ FIFTH_BANK = "fifth held-out bank (written blind; 0.898 blind, before the dismis
 """The fifth bank's name in reports (it says the bank was measured blind first)."""
 SIXTH_BANK = "sixth held-out bank (written blind, after the alternatives and list rules)"
 """The sixth bank's name in reports."""
+SEVENTH_BANK = "seventh held-out bank (written blind, before the composed-frames tagger was measured)"
+"""The seventh bank's name in reports."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class ReadingSetup:
         from tools.eval.reading_bank_blind import THIRD_EVALUATION_BANK
         from tools.eval.reading_bank_fifth import FIFTH_EVALUATION_BANK
         from tools.eval.reading_bank_fourth import FOURTH_EVALUATION_BANK
+        from tools.eval.reading_bank_seventh import SEVENTH_EVALUATION_BANK
         from tools.eval.reading_bank_sixth import SIXTH_EVALUATION_BANK
         from tools.train.reader_examples import TRAINING_BANK
 
@@ -195,6 +198,8 @@ class ReadingSetup:
                 Renderer(vocabulary, FIFTH_EVALUATION_BANK, "eval"), generated, seed),
             SIXTH_BANK: generate(
                 Renderer(vocabulary, SIXTH_EVALUATION_BANK, "eval"), generated, seed),
+            SEVENTH_BANK: generate(
+                Renderer(vocabulary, SEVENTH_EVALUATION_BANK, "eval"), generated, seed),
             "hand-written set": handwritten_cases(),
             "training bank (in distribution, fresh draw)": generate(
                 Renderer(vocabulary, TRAINING_BANK, "train"), generated, seed + 777),

