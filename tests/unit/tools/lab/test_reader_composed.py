@@ -1,0 +1,31 @@
+"""The composed training bank of the reader experiment keeps every evaluation bank held out, and its clauses are
+what the grammar says: each frame of one polarity, every slot labelled."""
+
+from __future__ import annotations
+
+from tools.lab.reader_composed import composed_clauses, evaluation_clause_texts, mixed_bank
+from tools.train.reader_examples import TRAINING_BANK
+
+
+def test_the_mixed_bank_shares_no_clause_with_any_evaluation_bank() -> None:
+    held_out = evaluation_clause_texts()
+    assert len(held_out) > 400
+    bank = mixed_bank()
+    assert not {c.text for c in bank.clauses} & held_out
+    assert {c.construct for c in bank.clauses} == {c.construct for c in TRAINING_BANK.clauses}
+
+
+def test_refusals_exclude_and_wishes_want() -> None:
+    clauses = composed_clauses()
+    negation = [c for c in clauses if c.construct == "negation"]
+    assert len(negation) > 300 and all("{x}" in c.text for c in negation)
+    assert all("{x}" not in c.text for c in clauses if c.construct != "negation")
+    assert {c.text for c in clauses} >= {"{x} leave me cold", "i can't stomach {x}", "i wouldn't say no to {w}"}
+
+
+def test_half_of_each_constructs_draws_are_served_clauses() -> None:
+    bank = mixed_bank()
+    for construct in ("negation", "plain", "references"):
+        served = sum(c in TRAINING_BANK.clauses for c in bank.clauses if c.construct == construct)
+        total = sum(c.construct == construct for c in bank.clauses)
+        assert 0.4 <= served / total <= 0.7, (construct, served, total)

@@ -1,0 +1,195 @@
+"""Does a tagger trained on requests composed from parts read wording nobody wrote a family for? (issue #29)
+
+The served tagger learns from hand-written clause families (``tools/train/reader_examples.py``); new wording lands
+at 0.74-0.90 on banks written blind. Two attempts at more hand-written families did not move the held-out banks
+(``tools/lab/reader_bank_wide.py``). This experiment composes clauses from parts instead: a small grammar of
+frames around a value (the cue before it, after it, around it), each frame filled from lists of predicates of
+one polarity (refusals: "bores me", "i can't stomach", "leave out"; wishes: "works for me", "i'd enjoy"; double
+refusals that wish: "i wouldn't say no to"), subjects, intensifiers and punctuation, so that one verb is seen in
+many frames and one frame with many verbs. The hypothesis: the tagger then reads a value's polarity from the
+sentiment of the words around it, which MiniLM already encodes, rather than from memorised phrases.
+
+Requests are half from the served training bank and half from the composed clauses (``mixed_bank``: each served
+clause is repeated so that the shares hold per construct); the recipe is the served one.
+
+    python -m tools.lab.reader_composed --out var/lab/composed
+    python -m tools.eval.reading --reader var/lab/composed/request_reader/adapter --out docs/lab/reader-composed \\
+        --generated 1000 --paired-with docs/evaluation/reading.json
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from pathlib import Path
+
+from tools.core.reading_examples import Bank, Clause
+from tools.train.reader_examples import TRAINING_BANK
+
+# Refusals said of the value after it: "{x} <predicate>" ("westerns bore me").
+_THIRD_PERSON_REFUSALS = (
+    "bore me", "bore me silly", "do nothing for me", "leave me cold", "put me off", "get on my nerves",
+    "annoy me", "irritate me", "turn me off", "make me yawn", "drive me up the wall", "never work for me",
+    "don't appeal", "don't grab me", "don't do it for me", "aren't for me", "aren't my scene", "are a hard no",
+    "are off the menu", "are off limits", "are out of the question", "are a turn-off", "are not happening",
+    "are a dealbreaker", "are the worst", "are overrated", "are banned in this house", "wear me out",
+    "send me to sleep", "get a hard pass", "can stay on the shelf", "are not welcome", "give me a headache",
+)
+# First-person refusals before the value: "<predicate> {x}" ("i can't stomach westerns").
+_FIRST_PERSON_REFUSALS = (
+    "i don't like", "i don't enjoy", "i don't want", "i don't care for", "i don't dig", "i don't fancy",
+    "i can't stand", "i can't stomach", "i can't bear", "i can't deal with", "i can't handle", "i won't watch",
+    "i won't sit through", "i'd never pick", "i really dislike", "i despise", "i loathe", "i detest",
+    "i'm allergic to", "i'm fed up with", "i've had enough of", "i'm not keen on", "i'm not into",
+    "i have no time for", "i have zero interest in", "i'd rather avoid", "i'm really not feeling",
+    "we don't like", "we can't stand", "my wife hates", "the kids won't watch", "nobody here likes",
+)
+# Imperatives before the value: "<verb> {x}" ("leave out the westerns").
+_IMPERATIVE_REFUSALS = (
+    "leave out", "cut out", "drop", "ditch", "lose", "filter out", "rule out", "steer clear of", "stay away from",
+    "keep away from", "cross off", "pass over", "do without", "forget about", "hold off on", "nix", "scrap",
+    "strike", "omit", "disregard", "don't bother with", "don't give me", "don't suggest", "don't recommend",
+    "spare us", "save me from",
+)
+# Wishes in the same frames, so that the frame alone never decides the polarity.
+_THIRD_PERSON_WISHES = (
+    "work for me", "work", "are fine", "are great", "sound good", "sound fun", "hit the spot", "are my thing",
+    "are my jam", "never get old", "are always welcome", "are what i need", "are a yes", "would be lovely",
+    "get my vote", "do it for me", "make me happy", "cheer me up", "are on the menu",
+)
+_FIRST_PERSON_WISHES = (
+    "i like", "i enjoy", "i want", "i love", "i adore", "i dig", "i fancy", "i'm into", "i'm keen on",
+    "i'm craving", "i could use", "i'd enjoy", "i'd go for", "i'm up for", "we love", "the kids like",
+    "my wife loves", "i never tire of", "i'm all about", "i'd happily watch",
+    # a refusal of a refusal is a wish
+    "i don't mind", "i wouldn't say no to", "i'm not against", "i have nothing against", "i can't resist",
+    "i don't hate",
+)
+_IMPERATIVE_WISHES = ("give me", "show me", "find me", "bring on", "serve up", "line up", "dig out", "throw in",
+                      "suggest", "recommend")
+# "{x}, <refusal of it>" ("musicals, i can't stand them").
+_PRONOUN_REFUSALS = ("i don't like them", "i can't stand them", "not for me", "no thanks", "hard pass",
+                     "not a chance", "never again", "i'll pass", "skip those", "not interested", "nope",
+                     "not today", "nah", "please no", "i'm over them", "can't do them", "not my thing")
+_PRONOUN_WISHES = ("i like them", "i love those", "yes please", "always a yes", "i'm in", "count me in",
+                   "sounds good", "why not", "go for it", "my favourite", "good call", "love them")
+_INTENSIFIERS = ("", "really ", "honestly ", "totally ", "just ")
+_SEPARATORS = (", ", " - ", ": ", "? ", "... ")
+# Alternatives: each value offered on its own, then a word that lets either do.
+_EITHER_TAILS = ("either one", "either is fine", "whichever", "any of those", "take your pick", "both fine",
+                 "i'm not fussy", "your choice", "either works", "one or the other", "you pick", "i'm easy")
+_ALSO_WISHES = ("{w} is fine, so is {w2}", "{w} would do, so would {w2}", "i'd take {w}, i'd also take {w2}",
+                "{w} is an option, so is {w2}", "{w} works, and so does {w2}", "{w} or {w2} would both do",
+                "{w} is good, {w2} is good, whichever", "one of {w} or {w2}")
+# ("{w}, {w2} too" and "{w}, {w2} as well" want both in the other banks: not written here.)
+_WITH_WORDS = ("with", "plus", "and also", "combined with", "mixed with", "crossed with", "with a side of",
+               "heavy on", "as well as", "that is also", "that's also", "and at the same time", "laced with",
+               "full of", "married to", "rolled into one with")
+_LIKE_WORDS = ("like", "similar to", "comparable to", "akin to", "resembling", "in the style of", "on par with",
+               "in the mould of", "a la", "that feel like", "that remind me of", "close to", "of the same kind as",
+               "on the same wavelength as", "in the same league as", "not unlike", "cut from the same cloth as")
+_LIKE_HEADS = ("", "films ", "movies ", "stuff ", "something ", "anything ")
+
+
+def _negation() -> list[Clause]:
+    out = []
+    for predicate, intensifier in itertools.product(_THIRD_PERSON_REFUSALS, _INTENSIFIERS[:2]):
+        out.append(Clause("negation", f"{{x}} {intensifier}{predicate}"))
+    for predicate in _FIRST_PERSON_REFUSALS:
+        out += [Clause("negation", f"{predicate} {{x}}"), Clause("negation", f"{{x}}, {predicate} it"),
+                Clause("negation", f"{{w}}, but {predicate} {{x}}")]
+    for verb in _IMPERATIVE_REFUSALS:
+        out += [Clause("negation", f"{verb} the {{x}}"), Clause("negation", f"{verb} any {{x}}"),
+                Clause("negation", f"{{w}}, {verb} the {{x}}")]
+    for tail, separator in itertools.product(_PRONOUN_REFUSALS, _SEPARATORS):
+        out.append(Clause("negation", f"{{x}}{separator}{tail}"))
+    for predicate in _THIRD_PERSON_REFUSALS[::3]:
+        out.append(Clause("negation", f"{{x}} and {{x2}} {predicate}"))
+    return out
+
+
+def _plain() -> list[Clause]:
+    out = [Clause("plain", f"{{w}} {intensifier}{predicate}")
+           for predicate, intensifier in itertools.product(_THIRD_PERSON_WISHES, _INTENSIFIERS[:2])]
+    out += [Clause("plain", f"{predicate} {{w}}") for predicate in _FIRST_PERSON_WISHES]
+    out += [Clause("plain", f"{verb} some {{w}}") for verb in _IMPERATIVE_WISHES]
+    out += [Clause("plain", f"{{w}}{separator}{tail}")
+            for tail, separator in itertools.product(_PRONOUN_WISHES, _SEPARATORS)]
+    return out
+
+
+def _disjunction() -> list[Clause]:
+    out = [Clause("disjunction", f"{{w}}{a} {{w2}}{a} {tail}") for tail in _EITHER_TAILS for a in ("?", ",", " /")]
+    out += [Clause("disjunction", text) for text in _ALSO_WISHES]
+    out += [Clause("disjunction", f"{{w}} or {{w2}}, {tail}") for tail in _EITHER_TAILS]
+    return out
+
+
+def _conjunction() -> list[Clause]:
+    return [Clause("conjunction", f"{head}{{w}} {word} {{w2}}") for word in _WITH_WORDS
+            for head in ("a ", "", "something ")]
+
+
+def _references() -> list[Clause]:
+    return [Clause("references", f"{head}{word} {{r}}") for word in _LIKE_WORDS for head in _LIKE_HEADS]
+
+
+def composed_clauses(taken: set[str] = frozenset()) -> tuple[Clause, ...]:
+    """Every composed clause whose text is not in ``taken`` (the served bank's and the evaluation banks')."""
+    clauses = (*_plain(), *_conjunction(), *_disjunction(), *_negation(), *_references())
+    return tuple(dict.fromkeys(c for c in clauses if c.text not in taken))
+
+
+def evaluation_clause_texts() -> set[str]:
+    """Every evaluation bank's clause texts, which training must not use (the unit tests hold both sides apart)."""
+    from tools.eval import (
+        reading_bank,
+        reading_bank_blind,
+        reading_bank_fifth,
+        reading_bank_fourth,
+        reading_bank_seventh,
+        reading_bank_sixth,
+    )
+
+    banks = (reading_bank.EVALUATION_BANK, reading_bank.SECOND_EVALUATION_BANK,
+             reading_bank_blind.THIRD_EVALUATION_BANK, reading_bank_fourth.FOURTH_EVALUATION_BANK,
+             reading_bank_fifth.FIFTH_EVALUATION_BANK, reading_bank_sixth.SIXTH_EVALUATION_BANK,
+             reading_bank_seventh.SEVENTH_EVALUATION_BANK)
+    return {c.text for bank in banks for c in bank.clauses}
+
+
+def mixed_bank(seed: int = 0, composed_share: float = 1 / 2) -> Bank:
+    """The served bank and the composed clauses, the served clauses repeated so that the composed ones are about
+    ``composed_share`` of each construct's draws (bounds: served only)."""
+    taken = {c.text for c in TRAINING_BANK.clauses} | evaluation_clause_texts()
+    composed = composed_clauses(taken)
+    clauses: list[Clause] = []
+    for construct in {c.construct for c in TRAINING_BANK.clauses}:
+        served = [c for c in TRAINING_BANK.clauses if c.construct == construct]
+        extra = [c for c in composed if c.construct == construct]
+        repeats = len(extra) * (1 - composed_share) / composed_share / len(served)
+        clauses += served * max(1, math.ceil(repeats)) + extra
+    random.Random(seed).shuffle(clauses)
+    return Bank(clauses=tuple(clauses), prefixes=TRAINING_BANK.prefixes, suffixes=TRAINING_BANK.suffixes,
+                joiners=TRAINING_BANK.joiners, moods=TRAINING_BANK.moods, breaks=TRAINING_BANK.breaks)
+
+
+def main(out: Path = Path("var/lab/composed"), data_dir: Path = Path("var/data/movielens-100k"), steps: int = 3000,
+         examples: int = 50_000, max_minutes: float | None = None) -> None:
+    """Train the served tagger's recipe (3,000 steps of 32, 50,000 examples) on the mixed bank; the adapter goes to
+    ``OUT/request_reader/adapter``."""
+    from dataclasses import replace
+
+    from tools.core.base_models import minilm_dir
+    from tools.export import REQUEST_READER
+    from tools.train.run import make_config, train_one
+
+    config = make_config(REQUEST_READER, "default", data_dir, out, minilm_dir(), "cpu", 0, steps, max_minutes, None)
+    print(train_one(REQUEST_READER, replace(config, bank=mixed_bank(), examples=examples)).best)
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(main)
