@@ -9,8 +9,9 @@ refusals that wish: "i wouldn't say no to"), subjects, intensifiers and punctuat
 many frames and one frame with many verbs. The hypothesis: the tagger then reads a value's polarity from the
 sentiment of the words around it, which MiniLM already encodes, rather than from memorised phrases.
 
-Requests are half from the served training bank and half from the composed clauses (``mixed_bank``: each served
-clause is repeated so that the shares hold per construct); the recipe is the served one.
+Requests are two thirds from the served training bank and a third from the composed clauses (``mixed_bank``: each
+served clause is repeated so that the shares hold per construct; the second run took half and half); the recipe
+is the served one.
 
     python -m tools.lab.reader_composed --out var/lab/composed
     python -m tools.eval.reading --reader var/lab/composed/request_reader/adapter --out docs/lab/reader-composed \\
@@ -75,7 +76,9 @@ _PRONOUN_REFUSALS = ("i don't like them", "i can't stand them", "not for me", "n
 _PRONOUN_WISHES = ("i like them", "i love those", "yes please", "always a yes", "i'm in", "count me in",
                    "sounds good", "why not", "go for it", "my favourite", "good call", "love them")
 _INTENSIFIERS = ("", "really ", "honestly ", "totally ", "just ")
-_SEPARATORS = (", ", " - ", ": ", "? ", "... ")
+_SEPARATORS = (", ", " - ", ": ", "... ")
+# After a question mark only an answer that refuses by itself ("a horror comedy? nothing too long" wants both).
+_QUESTION_REFUSALS = ("hard pass", "no thanks", "nope", "nah", "i'll pass", "not a chance")
 # Alternatives: each value offered on its own, then a word that lets either do.
 _EITHER_TAILS = ("either one", "either is fine", "whichever", "any of those", "take your pick", "both fine",
                  "i'm not fussy", "your choice", "either works", "one or the other", "you pick", "i'm easy")
@@ -104,6 +107,7 @@ def _negation() -> list[Clause]:
                 Clause("negation", f"{{w}}, {verb} the {{x}}")]
     for tail, separator in itertools.product(_PRONOUN_REFUSALS, _SEPARATORS):
         out.append(Clause("negation", f"{{x}}{separator}{tail}"))
+    out += [Clause("negation", f"{{x}}? {tail}") for tail in _QUESTION_REFUSALS]
     for predicate in _THIRD_PERSON_REFUSALS[::3]:
         out.append(Clause("negation", f"{{x}} and {{x2}} {predicate}"))
     return out
@@ -132,7 +136,9 @@ def _conjunction() -> list[Clause]:
 
 
 def _references() -> list[Clause]:
-    return [Clause("references", f"{head}{word} {{r}}") for word in _LIKE_WORDS for head in _LIKE_HEADS]
+    out = [Clause("references", f"{head}{word} {{r}}") for word in _LIKE_WORDS for head in _LIKE_HEADS]
+    return out + [Clause("references", f"{word} {{r}} {joint} {{r2}}") for word in _LIKE_WORDS
+                  for joint in ("or", "and")]
 
 
 def composed_clauses(taken: set[str] = frozenset()) -> tuple[Clause, ...]:
@@ -159,7 +165,7 @@ def evaluation_clause_texts() -> set[str]:
     return {c.text for bank in banks for c in bank.clauses}
 
 
-def mixed_bank(seed: int = 0, composed_share: float = 1 / 2) -> Bank:
+def mixed_bank(seed: int = 0, composed_share: float = 1 / 3) -> Bank:
     """The served bank and the composed clauses, the served clauses repeated so that the composed ones are about
     ``composed_share`` of each construct's draws (bounds: served only)."""
     taken = {c.text for c in TRAINING_BANK.clauses} | evaluation_clause_texts()

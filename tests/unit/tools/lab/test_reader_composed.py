@@ -23,9 +23,9 @@ def test_refusals_exclude_and_wishes_want() -> None:
     assert {c.text for c in clauses} >= {"{x} leave me cold", "i can't stomach {x}", "i wouldn't say no to {w}"}
 
 
-def test_half_of_each_constructs_draws_are_served_clauses() -> None:
+def test_two_thirds_of_each_constructs_draws_are_served_clauses() -> None:
     bank = mixed_bank()
     for construct in ("negation", "plain", "references"):
         served = sum(c in TRAINING_BANK.clauses for c in bank.clauses if c.construct == construct)
         total = sum(c.construct == construct for c in bank.clauses)
-        assert 0.4 <= served / total <= 0.7, (construct, served, total)
+        assert 0.6 <= served / total <= 0.8, (construct, served, total)
