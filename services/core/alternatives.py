@@ -45,7 +45,24 @@ def or_clusters(found: Sequence, words: Sequence, occupied: set[int]) -> list[li
                 clusters[-1].append(entry)
                 continue
         clusters.append([entry])
-    return clusters
+    return _lone_alternatives_joined(clusters, occupied)
+
+
+def _lone_alternatives_joined(clusters: list[list], occupied: set[int]) -> list[list]:
+    """Alternatives offered one at a time side by side are one group even across "and" or "but" ("torn between a
+    comedy and a drama, either would do", "leaning horror but honestly drama would do"): those words part groups
+    of alternatives ("a comedy or a drama, and a western or a war film"), never two lone ``ALT`` spans."""
+    out: list[list] = []
+    lone: list[bool] = []
+    for cluster in clusters:
+        alone = len({id(span) for span, _ in cluster}) == 1 and cluster[0][0].role == ALT
+        if out and alone and lone[-1] and not any(
+                n in occupied for n in range(out[-1][-1][0].end, cluster[0][0].start)):
+            out[-1] = out[-1] + cluster
+            continue
+        out.append(list(cluster))
+        lone.append(alone)
+    return out
 
 
 def _forms(words: Iterable) -> list[str]:

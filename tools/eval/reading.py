@@ -248,11 +248,11 @@ def paired(results: dict, banks: dict[str, Sequence[Example]], earlier: dict) ->
 
 def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path = Path("var/data/movielens-100k"),
          out: Path = Path("docs/evaluation/reading"), generated: int = 1000, seed: int = 0,
-         intent_heads: bool = True, without: str = "", paired_with: Path | None = None) -> None:
+         intent_heads: bool = True, without: str = "", paired_with: list[Path] | None = None) -> None:
     """Measure the request reader (in this process) and today's intent heads on the held-out banks, the
     training bank (in distribution, for reference) and the hand-written set. ``without``: reading rules to switch
-    off, comma-separated (:data:`ABLATIONS`); ``paired_with``: an earlier report's JSON on the same draws, to
-    compare with (exact-match differences with paired-bootstrap intervals)."""
+    off, comma-separated (:data:`ABLATIONS`); ``paired_with``: earlier reports' JSON on the same draws, to
+    compare with (exact-match differences with paired-bootstrap intervals; the option may be repeated)."""
     import shlex
     import sys
     import time
@@ -274,9 +274,10 @@ def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path
     command = " ".join(["python -m tools.eval.reading", *map(shlex.quote, sys.argv[1:])])
     meta = {"reader": str(reader), "generated_per_bank": generated, "seed": seed, "rules_off": without or "none",
             "seconds": round(time.time() - started, 1), "machine": machine()}
-    if paired_with is not None:
-        meta["paired_with"] = {"report": str(paired_with), "exact_match_difference": paired(
-            results, setup.banks, json.loads(Path(paired_with).read_text())["results"])}
+    comparisons = [{"report": str(path), "exact_match_difference": paired(
+        results, setup.banks, json.loads(Path(path).read_text())["results"])} for path in paired_with or ()]
+    if comparisons:
+        meta["paired_with"] = comparisons[0] if len(comparisons) == 1 else comparisons
     print(write_reading_report(results, out, command, meta))
 
 

@@ -62,6 +62,14 @@ def test_wanted_values_are_all_of_unless_joined_by_or() -> None:
     # A hedge before the second value only adds it ("maybe" is no "or" unless it offers each of them).
     r = _reading("a horror, maybe a comedy", {"horror": "B-WANT", "comedy": "B-WANT"})
     assert [(f.filter.values, f.filter.match) for f in r.filters] == [(("Comedy", "Horror"), ALL)]
+    # Alternatives the tagger read one at a time are one group across "and" or "but"; those words part groups only.
+    for offered in ("torn between horror and comedy, either would do", "leaning horror but honestly comedy works"):
+        r = _reading(offered, {"horror": "B-ALT", "comedy": "B-ALT"})
+        assert [(f.filter.values, f.filter.match) for f in r.filters] == [(("Comedy", "Horror"), ANY)], offered
+    r = _reading("a horror or a drama, and a comedy or a sci-fi", {"horror": "B-ALT", "drama": "B-ALT",
+                                                                      "comedy": "B-ALT", "sci-fi": "B-ALT"})
+    assert sorted((f.filter.values, f.filter.match) for f in r.filters) == [
+        (("Comedy", "Sci-Fi"), ANY), (("Drama", "Horror"), ANY)]
     synonym = _reading("a rom-com", {"rom-com": "B-WANT"})
     assert [(f.filter.values, f.filter.match) for f in synonym.filters] == [(("Comedy", "Romance"), ALL)]
 

@@ -77,11 +77,8 @@ def grounding_agreement(bank, count: int = 400) -> float:
 
 def test_every_word_is_labelled_and_the_right_labels_ground_to_the_expected_reading() -> None:
     for bank in (TRAINING_BANK, EVALUATION_BANK, SECOND_EVALUATION_BANK, THIRD_EVALUATION_BANK,
-                 FOURTH_EVALUATION_BANK, FIFTH_EVALUATION_BANK, SIXTH_EVALUATION_BANK):
+                 FOURTH_EVALUATION_BANK, FIFTH_EVALUATION_BANK, SIXTH_EVALUATION_BANK, SEVENTH_EVALUATION_BANK):
         assert grounding_agreement(bank) >= 0.98
-    # The seventh bank was measured blind first: 0.96 of its requests ground right from right labels; the rest
-    # are alternatives joined by "and" ("torn between X and Y, either would do"), which grounding reads as "all of".
-    assert grounding_agreement(SEVENTH_EVALUATION_BANK) >= 0.95
 
 
 def test_after_an_exclusion_the_next_clause_starts_after_a_break() -> None:
