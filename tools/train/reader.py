@@ -2,7 +2,8 @@
 
 Each word of a request gets a role label (``services/core/reading.py`` ``WORD_LABELS``); the label of a word is read
 at its first sub-word token (:func:`word_inputs`, the rule the served model applies too). Examples come from the
-training bank (``tools/train/reader_examples.py``) over the catalog's vocabulary; validation (which picks the
+training bank (``tools/train/reader_examples.py`` and the composed frames of ``tools/train/reader_frames.py``) over
+the catalog's vocabulary; validation (which picks the
 checkpoint) is a fresh draw from the same bank, so neither the evaluation bank's wording nor its value
 combinations are ever looked at. Metric: the share of validation requests whose every word is labelled right.
 """
@@ -21,7 +22,7 @@ from services.core.reading import WORD_LABELS
 from tools.core.reading_examples import Bank, Example, Renderer, generate, load_vocabulary
 from tools.core.request_reader import MAX_TOKENS, predict_labels, word_inputs
 from tools.train.common import LoopConfig, Record, Task, cycle, run_loop, setup_torch
-from tools.train.reader_examples import TRAINING_BANK
+from tools.train.reader_frames import served_bank
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ class ReaderTrainConfig:
     examples: int = 40_000
     validation_examples: int = 1000
     max_tokens: int = MAX_TOKENS
-    bank: Bank = TRAINING_BANK
-    """The clause families examples are drawn from (the lab tries wider ones: ``tools/lab/reader_bank_wide.py``)."""
+    bank: Bank = field(default_factory=served_bank)
+    """The clauses examples are drawn from: the hand-written families and composed frames
+    (``tools/train/reader_frames.py``; the lab tries other banks: ``tools/lab/reader_bank_wide.py``)."""
 
 
 def _targets(firsts: list[list[int]], examples: Sequence[Example], length: int) -> torch.Tensor:

@@ -35,8 +35,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         PREFERENCE_GENERATOR: {"loop": LoopConfig(steps=40, batch_size=8, lr=1e-3, warmup_steps=4, eval_every=20,
                                                   checkpoint_every=10, max_minutes=10),
                                "validation_users": 32, "generation_users": 8},
-        REQUEST_READER: {"loop": LoopConfig(steps=2500, batch_size=32, lr=1e-3, warmup_steps=50, eval_every=416,
-                                            checkpoint_every=416, max_minutes=30)},
+        REQUEST_READER: {"loop": LoopConfig(steps=3000, batch_size=32, lr=1e-3, warmup_steps=50, eval_every=416,
+                                            checkpoint_every=416, max_minutes=45), "examples": 50_000},
     },
     "large": {
         TEXT_ENCODER: {"loop": LoopConfig(steps=2000, batch_size=256, lr=5e-4, warmup_steps=100, eval_every=250,

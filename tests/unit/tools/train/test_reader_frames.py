@@ -1,16 +1,16 @@
-"""The composed training bank of the reader experiment keeps every evaluation bank held out, and its clauses are
+"""The served training bank of the request reader keeps every evaluation bank held out, and its clauses are
 what the grammar says: each frame of one polarity, every slot labelled."""
 
 from __future__ import annotations
 
-from tools.lab.reader_composed import composed_clauses, evaluation_clause_texts, mixed_bank
 from tools.train.reader_examples import TRAINING_BANK
+from tools.train.reader_frames import composed_clauses, evaluation_clause_texts, served_bank
 
 
-def test_the_mixed_bank_shares_no_clause_with_any_evaluation_bank() -> None:
+def test_the_served_bank_shares_no_clause_with_any_evaluation_bank() -> None:
     held_out = evaluation_clause_texts()
     assert len(held_out) > 400
-    bank = mixed_bank()
+    bank = served_bank()
     assert not {c.text for c in bank.clauses} & held_out
     assert {c.construct for c in bank.clauses} == {c.construct for c in TRAINING_BANK.clauses}
 
@@ -24,7 +24,7 @@ def test_refusals_exclude_and_wishes_want() -> None:
 
 
 def test_two_thirds_of_each_constructs_draws_are_served_clauses() -> None:
-    bank = mixed_bank()
+    bank = served_bank()
     for construct in ("negation", "plain", "references"):
         served = sum(c in TRAINING_BANK.clauses for c in bank.clauses if c.construct == construct)
         total = sum(c.construct == construct for c in bank.clauses)

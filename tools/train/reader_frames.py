@@ -1,21 +1,20 @@
-"""Does a tagger trained on requests composed from parts read wording nobody wrote a family for? (issue #29)
+"""Training requests composed from parts: a small grammar of frames around a value, so that the request reader reads a
+value's polarity from the words around it rather than from memorised phrases.
 
-The served tagger learns from hand-written clause families (``tools/train/reader_examples.py``); new wording lands
-at 0.74-0.90 on banks written blind. Two attempts at more hand-written families did not move the held-out banks
-(``tools/lab/reader_bank_wide.py``). This experiment composes clauses from parts instead: a small grammar of
-frames around a value (the cue before it, after it, around it), each frame filled from lists of predicates of
-one polarity (refusals: "bores me", "i can't stomach", "leave out"; wishes: "works for me", "i'd enjoy"; double
-refusals that wish: "i wouldn't say no to"), subjects, intensifiers and punctuation, so that one verb is seen in
-many frames and one frame with many verbs. The hypothesis: the tagger then reads a value's polarity from the
-sentiment of the words around it, which MiniLM already encodes, rather than from memorised phrases.
+The hand-written clause families (``tools/train/reader_examples.py``) read the banks they were shown well and new
+wording at 0.74-0.90 (banks written blind); two attempts at more hand-written families did not move the held-out
+banks (``tools/lab/reader_bank_wide.py``). Here each frame (the cue before the value, after it, around it) is filled
+from lists of predicates of one polarity (refusals: "bores me", "i can't stomach", "leave out"; wishes: "works for
+me", "i'd enjoy"; double refusals that wish: "i wouldn't say no to"), subjects, intensifiers and punctuation, so
+that one verb is seen in many frames and one frame with many verbs.
 
-Requests are two thirds from the served training bank and a third from the composed clauses (``mixed_bank``: each
-served clause is repeated so that the shares hold per construct; the second run took half and half); the recipe
-is the served one.
+The served tagger learns from :func:`served_bank`: two thirds of each construct's draws are the hand-written
+families and a third composed clauses (bounds: hand-written only). Measured on 2026-12-07 (docs/reading.md): on the
+seventh bank, written blind, 0.766 -> 0.834 exact match for a run with half the draws composed (the lab run of
+commit f22c62b), 0.824 for this one; the hand-written set unchanged.
 
-    python -m tools.lab.reader_composed --out var/lab/composed
-    python -m tools.eval.reading --reader var/lab/composed/request_reader/adapter --out docs/lab/reader-composed \\
-        --generated 1000 --paired-with docs/evaluation/reading.json
+No composed clause is an evaluation bank's clause: :func:`served_bank` leaves out every text any evaluation bank
+uses, and a unit test checks it.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from pathlib import Path
 
 from tools.core.reading_examples import Bank, Clause
 from tools.train.reader_examples import TRAINING_BANK
@@ -165,7 +163,7 @@ def evaluation_clause_texts() -> set[str]:
     return {c.text for bank in banks for c in bank.clauses}
 
 
-def mixed_bank(seed: int = 0, composed_share: float = 1 / 3) -> Bank:
+def served_bank(seed: int = 0, composed_share: float = 1 / 3) -> Bank:
     """The served bank and the composed clauses, the served clauses repeated so that the composed ones are about
     ``composed_share`` of each construct's draws (bounds: served only)."""
     taken = {c.text for c in TRAINING_BANK.clauses} | evaluation_clause_texts()
@@ -179,23 +177,3 @@ def mixed_bank(seed: int = 0, composed_share: float = 1 / 3) -> Bank:
     random.Random(seed).shuffle(clauses)
     return Bank(clauses=tuple(clauses), prefixes=TRAINING_BANK.prefixes, suffixes=TRAINING_BANK.suffixes,
                 joiners=TRAINING_BANK.joiners, moods=TRAINING_BANK.moods, breaks=TRAINING_BANK.breaks)
-
-
-def main(out: Path = Path("var/lab/composed"), data_dir: Path = Path("var/data/movielens-100k"), steps: int = 3000,
-         examples: int = 50_000, max_minutes: float | None = None) -> None:
-    """Train the served tagger's recipe (3,000 steps of 32, 50,000 examples) on the mixed bank; the adapter goes to
-    ``OUT/request_reader/adapter``."""
-    from dataclasses import replace
-
-    from tools.core.base_models import minilm_dir
-    from tools.export import REQUEST_READER
-    from tools.train.run import make_config, train_one
-
-    config = make_config(REQUEST_READER, "default", data_dir, out, minilm_dir(), "cpu", 0, steps, max_minutes, None)
-    print(train_one(REQUEST_READER, replace(config, bank=mixed_bank(), examples=examples)).best)
-
-
-if __name__ == "__main__":
-    import typer
-
-    typer.run(main)
