@@ -29,3 +29,16 @@ def test_two_thirds_of_each_constructs_draws_are_served_clauses() -> None:
         served = sum(c in TRAINING_BANK.clauses for c in bank.clauses if c.construct == construct)
         total = sum(c.construct == construct for c in bank.clauses)
         assert 0.6 <= served / total <= 0.8, (construct, served, total)
+
+
+
+def test_the_bank_is_the_same_in_every_process() -> None:
+    """The clauses come in one order whatever the string hashing, so a seed draws the same requests in any run."""
+    import subprocess
+    import sys
+
+    digest = ("import hashlib; from tools.train.reader_frames import served_bank; "
+              "print(hashlib.sha256('|'.join(c.text for c in served_bank().clauses).encode()).hexdigest())")
+    runs = {subprocess.run([sys.executable, "-c", digest], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)}
+    assert len(runs) == 1 and len(next(iter(runs))) == 65
