@@ -13,9 +13,10 @@ families and a third composed clauses (bounds: hand-written only). Measured on 2
 seventh bank, written blind, 0.766 -> 0.834 exact match for a run with half the draws composed (the lab run of
 commit f22c62b), 0.824 for this one; the hand-written set unchanged.
 
-No composed clause is an evaluation bank's clause: :func:`served_bank` leaves out every text any evaluation bank
-uses, and a unit test checks it. The published run drew its clauses in an order that followed Python's string
-hashing (fixed since, sorted): retraining gives a tagger of the same recipe and clauses, not the same bytes.
+No composed clause is an evaluation bank's clause: :func:`served_bank` leaves out the texts an evaluation bank uses
+(:data:`HELD_OUT`), and a unit test checks it. The published run drew its clauses in an order that followed
+Python's string hashing (fixed since, sorted): retraining gives a tagger of the same recipe and clauses, not the
+same bytes.
 """
 
 from __future__ import annotations
@@ -146,28 +147,22 @@ def composed_clauses(taken: set[str] = frozenset()) -> tuple[Clause, ...]:
     return tuple(dict.fromkeys(c for c in clauses if c.text not in taken))
 
 
-def evaluation_clause_texts() -> set[str]:
-    """Every evaluation bank's clause texts, which training must not use (the unit tests hold both sides apart)."""
-    from tools.eval import (
-        reading_bank,
-        reading_bank_blind,
-        reading_bank_fifth,
-        reading_bank_fourth,
-        reading_bank_seventh,
-        reading_bank_sixth,
-    )
-
-    banks = (reading_bank.EVALUATION_BANK, reading_bank.SECOND_EVALUATION_BANK,
-             reading_bank_blind.THIRD_EVALUATION_BANK, reading_bank_fourth.FOURTH_EVALUATION_BANK,
-             reading_bank_fifth.FIFTH_EVALUATION_BANK, reading_bank_sixth.SIXTH_EVALUATION_BANK,
-             reading_bank_seventh.SEVENTH_EVALUATION_BANK)
-    return {c.text for bank in banks for c in bank.clauses}
+# Texts the grammar writes that an evaluation bank uses (``tools/eval/reading_bank*.py``): left out of training. A
+# unit test checks that no composed clause is an evaluation bank's (training never imports the evaluation banks).
+HELD_OUT = frozenset({
+    "close to {r}", "cut from the same cloth as {r}", "films comparable to {r}", "i can't stand {x}",
+    "i'd rather avoid {x}", "in the style of {r}", "leave out the {x}", "one of {w} or {w2}",
+    "something resembling {r}",
+    "something {w} that's also {w2}", "{w} combined with {w2}", "{w} crossed with {w2}", "{w} or {w2}, whichever",
+    "{w} that's also {w2}", "{w}, {w2}, whichever", "{w}? {w2}? either one", "{x} - no thanks", "{x} - nope",
+    "{x} can stay on the shelf", "{x}? hard pass", "{x}? nah",
+})
 
 
 def served_bank(seed: int = 0, composed_share: float = 1 / 3) -> Bank:
     """The served bank and the composed clauses, the served clauses repeated so that the composed ones are about
     ``composed_share`` of each construct's draws (bounds: served only)."""
-    taken = {c.text for c in TRAINING_BANK.clauses} | evaluation_clause_texts()
+    taken = {c.text for c in TRAINING_BANK.clauses} | HELD_OUT
     composed = composed_clauses(taken)
     clauses: list[Clause] = []
     for construct in sorted({c.construct for c in TRAINING_BANK.clauses}):  # one order whatever the string hashing

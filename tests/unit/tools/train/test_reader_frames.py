@@ -4,7 +4,24 @@ what the grammar says: each frame of one polarity, every slot labelled."""
 from __future__ import annotations
 
 from tools.train.reader_examples import TRAINING_BANK
-from tools.train.reader_frames import composed_clauses, evaluation_clause_texts, served_bank
+from tools.train.reader_frames import composed_clauses, served_bank
+
+
+def evaluation_clause_texts() -> set[str]:
+    from tools.eval import (
+        reading_bank,
+        reading_bank_blind,
+        reading_bank_fifth,
+        reading_bank_fourth,
+        reading_bank_seventh,
+        reading_bank_sixth,
+    )
+
+    banks = (reading_bank.EVALUATION_BANK, reading_bank.SECOND_EVALUATION_BANK,
+             reading_bank_blind.THIRD_EVALUATION_BANK, reading_bank_fourth.FOURTH_EVALUATION_BANK,
+             reading_bank_fifth.FIFTH_EVALUATION_BANK, reading_bank_sixth.SIXTH_EVALUATION_BANK,
+             reading_bank_seventh.SEVENTH_EVALUATION_BANK)
+    return {c.text for bank in banks for c in bank.clauses}
 
 
 def test_the_served_bank_shares_no_clause_with_any_evaluation_bank() -> None:
