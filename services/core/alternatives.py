@@ -53,15 +53,14 @@ def _lone_alternatives_joined(clusters: list[list], occupied: set[int]) -> list[
     comedy and a drama, either would do", "leaning horror but honestly drama would do"): those words part groups
     of alternatives ("a comedy or a drama, and a western or a war film"), never two lone ``ALT`` spans."""
     out: list[list] = []
-    lone: list[bool] = []
+    joinable = False  # the last group is lone alternatives only
     for cluster in clusters:
-        alone = len({id(span) for span, _ in cluster}) == 1 and cluster[0][0].role == ALT
-        if out and alone and lone[-1] and not any(
-                n in occupied for n in range(out[-1][-1][0].end, cluster[0][0].start)):
+        alone = len({span for span, _ in cluster}) == 1 and cluster[0][0].role == ALT
+        if alone and joinable and not any(n in occupied for n in range(out[-1][-1][0].end, cluster[0][0].start)):
             out[-1] = out[-1] + cluster
             continue
         out.append(list(cluster))
-        lone.append(alone)
+        joinable = alone
     return out
 
 

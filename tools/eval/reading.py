@@ -274,10 +274,9 @@ def main(reader: Path = Path("var/train/request_reader/adapter"), data_dir: Path
     command = " ".join(["python -m tools.eval.reading", *map(shlex.quote, sys.argv[1:])])
     meta = {"reader": str(reader), "generated_per_bank": generated, "seed": seed, "rules_off": without or "none",
             "seconds": round(time.time() - started, 1), "machine": machine()}
-    comparisons = [{"report": str(path), "exact_match_difference": paired(
-        results, setup.banks, json.loads(Path(path).read_text())["results"])} for path in paired_with or ()]
-    if comparisons:
-        meta["paired_with"] = comparisons[0] if len(comparisons) == 1 else comparisons
+    if paired_with:
+        meta["paired_with"] = [{"report": str(path), "exact_match_difference": paired(
+            results, setup.banks, json.loads(Path(path).read_text())["results"])} for path in paired_with]
     print(write_reading_report(results, out, command, meta))
 
 
